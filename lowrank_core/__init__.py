@@ -1,0 +1,23 @@
+"""lowrank_core: low-rank matrix recovery from linear measurements with factorized
+gradient methods on a compiled (Cython, BLAS, OpenMP) core.
+
+Measurements y = A(M*) (+ noise), A(M)_i = <A_i, M>, M* of rank r; the solvers work on a
+factorization X X^T or F G^T. See the README for the architecture.
+"""
+
+from . import metrics
+from ._threads import openmp_enabled
+from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
+from .problems import Problem, make_problem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DenseOperator",
+    "MeasurementOperator",
+    "Problem",
+    "SymmetricDenseOperator",
+    "make_problem",
+    "metrics",
+    "openmp_enabled",
+]
