@@ -52,7 +52,8 @@ __all__ = ["Comparison", "run_comparison", "main", "KINDS", "METHODS", "PRODUCT_
 KINDS = ("dense", "symmetric", "sparse", "entries", "rank-one")
 #: methods of lowrank_core.solve, in table order
 METHODS = ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn")
-#: methods that have a symmetric (X X^T) form; the others run F G^T on the symmetric kind
+#: methods that have a symmetric (X X^T) form. The others (asymmetric only) are not run on
+#: the symmetric kind: symmetric A_i do not observe the antisymmetric part of F G^T.
 SYMMETRIC_METHODS = ("gd", "scaledgd", "scaledgd-lambda", "precgd")
 
 KIND_LABELS = {
@@ -95,7 +96,7 @@ SOLVE_SIZES = {
     "quick": {
         "dense": dict(n1=20, n2=20, m=400),
         "symmetric": dict(n1=20, n2=20, m=400),
-        "sparse": dict(n1=100, n2=100, m=3000, nnz=20),
+        "sparse": dict(n1=100, n2=100, m=2000, nnz=10),
         "entries": dict(n1=300, n2=200, m=12_000),
         "rank-one": dict(n1=30, n2=30, m=600),
     },
@@ -125,7 +126,7 @@ def build_problem(kind: str, size: dict, *, rank: int, dtype, seed: int = 0, con
     if name not in OPERATOR_BUILDERS:
         raise Unavailable(f"make_problem(operator={name!r}) is not in this build")
     if kind == "sparse":
-        return make_problem(n1, n2, operator=name, nnz_per_measurement=size.pop("nnz"),
+        return make_problem(n1, n2, operator=name, s=size.pop("nnz"),
                             **common)
     return make_problem(n1, n2, operator=name, **common)
 
@@ -212,9 +213,11 @@ def _sparse_baselines(op, torch):
     out = {"numpy": numpy_rg, "scipy.sparse": scipy_rg}
     if torch is not None:
         def csr(M):
-            return torch.sparse_csr_tensor(torch.from_numpy(M.indptr.astype(np.int64)),
-                                           torch.from_numpy(M.indices.astype(np.int64)),
-                                           torch.from_numpy(M.data), size=M.shape)
+            with warnings.catch_warnings():  # "beta" and "invariant checks" notices
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.sparse_csr_tensor(torch.from_numpy(M.indptr.astype(np.int64)),
+                                               torch.from_numpy(M.indices.astype(np.int64)),
+                                               torch.from_numpy(M.data), size=M.shape)
         At, ATt = csr(A), csr(AT)
 
         def torch_rg(F, G, y):
@@ -321,9 +324,10 @@ def product_discrepancy(ours, ref) -> float:
 
 
 # ------------------------------------------------------------------------------- timing
-def alternate(fns, repeats: int) -> list[float]:
-    """Median seconds of each callable, run in alternation after one warm-up each."""
-    for fn in fns:
+def alternate(fns, repeats: int, warmup: bool = True) -> list[float]:
+    """Median seconds of each callable, run in alternation after one warm-up each
+    (``warmup=False`` when the caller has just run each once, e.g. to verify it)."""
+    for fn in fns if warmup else ():
         fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
@@ -523,6 +527,9 @@ def method_row(kind: str, method: str, size: dict, *, repeats: int, n_threads: i
     solve = _solver()
     if solve is None:
         raise Unavailable("lowrank_core.solve is not in this build")
+    if kind == "symmetric" and method not in SYMMETRIC_METHODS:
+        raise Unavailable("asymmetric only; symmetric A_i do not observe the antisymmetric "
+                          "part of F G^T")
     rank = 3
     prob = build_problem(kind, size, rank=rank, dtype=np.float64, seed=seed, cond=2.0,
                          n_threads=n_threads)
@@ -568,7 +575,7 @@ def method_row(kind: str, method: str, size: dict, *, repeats: int, n_threads: i
                 f"{method} on {kind}: the {name} reference loop ({status}, {n_iter} "
                 f"iterations) disagrees with lowrank_core ({res.status}, {res.n_iter} "
                 f"iterations; relative distance of the estimates {d:.3g}); refusing to time")
-    times = alternate([ours, *ref_fns.values()], repeats)
+    times = alternate([ours, *ref_fns.values()], repeats, warmup=False)
     n1, n2 = op.shape
     return dict(kind=kind, label=KIND_LABELS[kind], method=method, symmetric=symmetric,
                 n1=n1, n2=n2, m=op.m, rank=rank, status=res.status, n_iter=res.n_iter,
@@ -695,7 +702,7 @@ class Comparison:
 def run_comparison(*, quick: bool = False, kinds=KINDS, dtypes=("float64", "float32"),
                    methods=METHODS, k: int = 10, repeats: int | None = None,
                    solve_repeats: int | None = None, n_threads: int | None = None,
-                   tol: float = 1e-6, max_iter: int = 2000, use_torch: bool = True,
+                   tol: float = 1e-6, max_iter: int | None = None, use_torch: bool = True,
                    products: bool = True, solves: bool = True, command: str = "",
                    log=None) -> Comparison:
     """Run the comparison and return a :class:`Comparison`.
@@ -709,7 +716,8 @@ def run_comparison(*, quick: bool = False, kinds=KINDS, dtypes=("float64", "floa
     k : int
         Factor width of the product measurement (the issues use 10).
     repeats, solve_repeats : int, optional
-        Timed runs per implementation (defaults 15 / 3, quick 5 / 3).
+        Timed runs per implementation (defaults 15 / 3, quick 5 / 1); every
+        implementation has run once before (verification, warm-up).
     n_threads : int, optional
         Threads for every library (OpenMP kernels, BLAS via threadpoolctl, torch);
         default: the OpenMP default (``OMP_NUM_THREADS`` or all cores).
@@ -718,7 +726,12 @@ def run_comparison(*, quick: bool = False, kinds=KINDS, dtypes=("float64", "floa
     """
     profile = "quick" if quick else "default"
     repeats = repeats if repeats is not None else (5 if quick else 15)
-    solve_repeats = solve_repeats if solve_repeats is not None else 3
+    solve_repeats = solve_repeats if solve_repeats is not None else (1 if quick else 3)
+    max_iter = max_iter if max_iter is not None else (1000 if quick else 2000)
+    if not command:
+        command = _equivalent_command(quick, kinds, dtypes, methods, k, repeats,
+                                      solve_repeats, n_threads, tol, use_torch, products,
+                                      solves)
     n_threads = resolve_n_threads(n_threads)
     use_torch = use_torch and _torch() is not None
     result = Comparison(command=command)
@@ -768,6 +781,27 @@ def run_comparison(*, quick: bool = False, kinds=KINDS, dtypes=("float64", "floa
     return result
 
 
+def _equivalent_command(quick, kinds, dtypes, methods, k, repeats, solve_repeats, n_threads,
+                        tol, use_torch, products, solves) -> str:
+    """The benchmarks/compare.py command line that reproduces these settings."""
+    parts = ["python benchmarks/compare.py"] + (["--quick"] if quick else [])
+    if list(kinds) != list(KINDS):
+        parts += ["--kinds", *kinds]
+    if list(dtypes) != ["float64", "float32"]:
+        parts += ["--dtypes", *dtypes]
+    if list(methods) != list(METHODS):
+        parts += ["--methods", *methods]
+    if k != 10:
+        parts += ["--k", str(k)]
+    parts += ["--repeats", str(repeats), "--solve-repeats", str(solve_repeats),
+              "--threads", str(n_threads)]
+    if tol != 1e-6:
+        parts += ["--tol", f"{tol:g}"]
+    parts += (["--no-torch"] if not use_torch else []) + (
+        ["--no-products"] if not products else []) + (["--no-solves"] if not solves else [])
+    return " ".join(parts)
+
+
 def _has_threadpoolctl() -> bool:
     try:
         import threadpoolctl  # noqa: F401
@@ -790,7 +824,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ap.add_argument("--repeats", type=int, default=None,
                     help="timed runs per product (default 15, quick 5)")
     ap.add_argument("--solve-repeats", type=int, default=None,
-                    help="timed runs per solve (default 3)")
+                    help="timed runs per solve (default 3, quick 1)")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for every library (default: the OpenMP default)")
     ap.add_argument("--tol", type=float, default=1e-6,

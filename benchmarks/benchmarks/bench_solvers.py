@@ -33,8 +33,8 @@ class Iteration:
 
     def setup(self, method, kind, dtype):
         self.solve = require_solve()
-        self.prob = make(kind, SHAPES[kind]["small"], rank=CONVERGENCE_RANK, dtype=dtype)
         self.symmetric = is_symmetric_run(kind, method)
+        self.prob = make(kind, SHAPES[kind]["small"], rank=CONVERGENCE_RANK, dtype=dtype)
         self.init, self.options = _start(self.solve, self.prob, method, self.symmetric,
                                          CONVERGENCE_RANK)
 
@@ -45,8 +45,8 @@ class Iteration:
 
 
 class SolveMemory:
-    """Peak memory of drawing a problem and running 20 GD iterations from a small random
-    start (subtract Construction.peakmem_make_problem for the solve's own share)."""
+    """Peak memory of drawing a problem and running 20 GD iterations (X X^T on the
+    symmetric kind) from a small random start (subtract Construction.peakmem_make_problem for the solve's own share)."""
 
     params = [KINDS, SIZES]
     param_names = ["operator", "size"]
@@ -58,7 +58,8 @@ class SolveMemory:
 
     def peakmem_solve(self, kind, size):
         prob = make(kind, SHAPES[kind][size], rank=5, dtype="float64")
-        self.solve(prob.operator, prob.y, 5, method="gd", max_iter=20, record=False, seed=0)
+        self.solve(prob.operator, prob.y, 5, method="gd", symmetric=kind == "symmetric",
+                   max_iter=20, record=False, seed=0)
 
 
 class Convergence:
@@ -85,7 +86,10 @@ class Convergence:
                 except NotImplementedError:
                     continue
                 for method in METHODS:
-                    sym = is_symmetric_run(kind, method)
+                    try:
+                        sym = is_symmetric_run(kind, method)
+                    except NotImplementedError:
+                        continue
                     res = solve(prob.operator, prob.y, CONVERGENCE_RANK, method=method,
                                 symmetric=sym, init="spectral", tol=TOL[dtype],
                                 max_iter=MAX_ITER, record=False, truth=prob, seed=0)

@@ -73,7 +73,7 @@ def make(kind, shape, *, rank, dtype, seed=0, cond=1.0, n_threads=1):
         from lowrank_core.problems import OPERATOR_BUILDERS
         if kind not in OPERATOR_BUILDERS:
             raise NotImplementedError(f"no {kind!r} operator at this commit")
-        options = {"nnz_per_measurement": SPARSE_NNZ} if kind == "sparse" else {}
+        options = {"s": SPARSE_NNZ} if kind == "sparse" else {}
         prob = lowrank_core.make_problem(n1, n2, operator=kind, **common, **options)
     prob.operator.n_threads = n_threads
     return prob
@@ -88,7 +88,14 @@ def require_solve():
 
 
 def is_symmetric_run(kind, method):
-    return kind == "symmetric" and method in SYMMETRIC_METHODS
+    """Symmetric kind with a method that has the X X^T form; NotImplementedError for the
+    asymmetric-only methods there (symmetric A_i do not observe the antisymmetric part of
+    F G^T, so F G^T runs on them need not converge)."""
+    if kind != "symmetric":
+        return False
+    if method not in SYMMETRIC_METHODS:
+        raise NotImplementedError(f"{method} is asymmetric only: not run on symmetric A_i")
+    return True
 
 
 def factors(prob, k, *, same=False, seed=1):
