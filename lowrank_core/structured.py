@@ -48,6 +48,9 @@ def _check_shape(shape, name: str = "shape") -> tuple[int, int]:
 def _as_index_array(x, name: str, bound: int, what: str) -> np.ndarray:
     """Validate a 1-D integer index array with values in [0, bound)."""
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty (an operator needs at least one "
+                         "measurement)")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must be an array of integer indices, got dtype {arr.dtype}"
                         + ("; convert integral floats with "
@@ -55,9 +58,6 @@ def _as_index_array(x, name: str, bound: int, what: str) -> np.ndarray:
                            else ""))
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got an array of shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty (an operator needs at least one "
-                         "measurement)")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0:
         raise ValueError(f"{name} contains negative index {lo}; {what} indices must lie in "
