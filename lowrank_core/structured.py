@@ -85,6 +85,49 @@ def _readonly(*arrays):
             a.flags.writeable = False
 
 
+def _thread_bounds(ptr: np.ndarray, n_threads: int) -> np.ndarray:
+    """Split the groups of ``ptr`` into n_threads contiguous ranges of ~equal entry counts.
+
+    Returns bounds (n_threads + 1, intp): thread t owns groups [bounds[t], bounds[t+1]).
+    A pure function of (ptr, n_threads): the partition is deterministic.
+    """
+    n = ptr.shape[0] - 1
+    T = max(1, min(int(n_threads), n))
+    targets = (np.arange(T + 1, dtype=np.float64) * float(ptr[-1]) / T).round()
+    bounds = np.searchsorted(ptr, targets.astype(ptr.dtype), side="left").astype(np.intp)
+    bounds[0], bounds[-1] = 0, n
+    return np.maximum.accumulate(bounds)
+
+
+class _ScratchMixin:
+    """Per-thread buffers cached across calls (reused by a loop calling every iteration).
+
+    A concurrent second caller gets fresh buffers instead of sharing the cached ones.
+    """
+
+    def _scratch(self, key, shapes):
+        """Arrays of the given (shape, dtype) pairs, cached under ``key``."""
+        if self._lock.acquire(blocking=False):
+            try:
+                cached = self._ws.get(key)
+                if cached is None:
+                    cached = tuple(np.empty(s, d) for s, d in shapes)
+                    self._ws = {key: cached}
+                return cached
+            finally:
+                self._lock.release()
+        return tuple(np.empty(s, d) for s, d in shapes)
+
+    def _bounds(self, ptr):
+        nt = self.n_threads
+        key = ("bounds", nt)
+        b = self._bounds_cache.get(key)
+        if b is None:
+            b = _thread_bounds(ptr, nt)
+            self._bounds_cache = {key: b}
+        return b
+
+
 class _FactoredLinearOperator(LinearOperator):
     """A LinearOperator from block products: matmat(X) = S X and rmatmat(U) = S^T U.
 
@@ -117,7 +160,7 @@ class _FactoredLinearOperator(LinearOperator):
 
 
 # --------------------------------------------------------------------------- entries
-class EntryOperator(MeasurementOperator):
+class EntryOperator(_ScratchMixin, MeasurementOperator):
     r"""Matrix completion: each measurement observes one entry.
 
     A(M)_i = scale * M[rows_i, cols_i], i.e. A_i = scale * e_{rows_i} e_{cols_i}^T, and
@@ -139,12 +182,16 @@ class EntryOperator(MeasurementOperator):
 
     Notes
     -----
-    The entries are stored grouped by row (CSR-like) and by column (CSC-like) with int32
-    indices when ``max(n1, n2, m) < 2**31 - 1`` (else int64), built once in O(m + n1 + n2)
-    by counting sort. ``residual_gradient`` costs 6 m k flops in two parallel passes: over
-    rows (z and A^T(z) G together) and over columns (A^T(z)^T F); every output row is
-    accumulated by one thread in a fixed order, so the result is bitwise identical for any
-    thread count. Memory: about 3 m index words plus (n1 + n2) pointers.
+    The entries are stored grouped by row (CSR-like; int32 indices when
+    ``max(n1, n2, m) < 2**31 - 1``, else int64), built once in O(m + n1) by counting sort;
+    input already sorted by row (from_sparse, from_dense_with_nan, make_problem) is used in
+    place, other orders reach y and z through a permutation (slower: random access).
+    ``residual_gradient`` makes ONE parallel pass over the entries, 6 m k flops: for each
+    row j, z_e, (A^T(z) G)_j accumulated locally and scale z_e F_j added to row c_e of a
+    per-thread A^T(z)^T F buffer (T - 1 buffers of n2 x k, summed in thread order). Rows
+    are split over threads in fixed ranges balanced by entry count: z, the loss and S G
+    are bitwise independent of the thread count, S^T F is bitwise repeatable for a fixed
+    thread count. Memory: m index words (2 m if unsorted) plus n1 + 1 pointers.
     """
 
     def __init__(self, rows, cols, shape, *, dtype=np.float64, scale=1.0, n_threads=None):
@@ -168,30 +215,18 @@ class EntryOperator(MeasurementOperator):
         self._build(rows.astype(itype, copy=False), cols.astype(itype, copy=False))
 
     def _build(self, rows, cols):
-        n1, n2 = self.shape
+        n1 = self.shape[0]
         itype = self._itype
         # row grouping (identity when the input is already sorted by row, e.g. from CSR)
         self._ptr_r, order_r = _grouping(rows, n1, itype)
         if order_r is None:
             self._cols_r = np.array(cols, dtype=itype, copy=True)
-            self._pos_r = None
-            rows_r = rows
         else:
             self._cols_r = cols[order_r]
-            self._pos_r = order_r
-            rows_r = rows[order_r]
-        # column grouping over the row-grouped copy (stable: rows ascending within a column)
-        self._ptr_c = np.empty(n2 + 1, itype)
-        order_c = np.empty(self.m, itype)
-        _entries.counting_order(self._cols_r, self._ptr_c, order_c)
-        self._rows_c = rows_r[order_c]
-        del rows_r
-        if self._pos_r is not None:
-            np.take(self._pos_r, order_c, out=order_c)
-        self._pos_c = order_c
+        self._pos_r = order_r
         self._dummy = np.zeros(1, itype)
-        _readonly(self._ptr_r, self._cols_r, self._pos_r, self._ptr_c, self._rows_c,
-                  self._pos_c)
+        self._bounds_cache = {}
+        _readonly(self._ptr_r, self._cols_r, self._pos_r)
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -246,8 +281,7 @@ class EntryOperator(MeasurementOperator):
     @property
     def nbytes(self) -> int:
         """Bytes held by the index arrays."""
-        return int(sum(a.nbytes for a in (self._ptr_r, self._cols_r, self._pos_r,
-                                          self._ptr_c, self._rows_c, self._pos_c)
+        return int(sum(a.nbytes for a in (self._ptr_r, self._cols_r, self._pos_r)
                        if a is not None))
 
     @property
@@ -292,33 +326,34 @@ class EntryOperator(MeasurementOperator):
         return S
 
     def _residual_gradient_into(self, F, G, y, z, SG, StF):
-        nt = self.n_threads
         ptr, cols, pos, has = self._pr()
-        rowloss = np.empty(self.shape[0], np.float64)
-        loss = _entries.residual_rows(ptr, cols, pos, has, F, G, y, z, SG, self._sc(),
-                                      rowloss, nt)
-        _entries.grouped_products(self._ptr_c, self._rows_c, self._pos_c, True, z, F, StF,
-                                  self._sc(), nt)
-        return loss
+        bounds = self._bounds(ptr)
+        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
+        rowloss, bufs = self._scratch(("rg", T, k), [((n1,), np.float64),
+                                                    ((max(T - 1, 1), n2, k), self.dtype)])
+        return _entries.residual_gradient(ptr, cols, pos, has, F, G, y, z, SG, StF, bufs,
+                                          self._sc(), rowloss, bounds)
 
     def _products(self, z, factor):
-        """(S X, S^T U) closures for S = factor * A^T(z) / scale * scale."""
+        """LinearOperator S = factor * sum_e z_e e_{r_e} e_{c_e}^T (O(m k) per product)."""
         sc = self.dtype.type(factor)
         n1, n2 = self.shape
         ptr, cols, pos, has = self._pr()
 
-        def matmat(X):
-            out = np.empty((n1, X.shape[1]), self.dtype)
-            _entries.grouped_products(ptr, cols, pos, has, z, X, out, sc, self.n_threads)
+        def product(X, transpose):
+            bounds = self._bounds(ptr)
+            T, k = bounds.shape[0] - 1, X.shape[1]
+            n_out = n2 if transpose else n1
+            out = np.empty((n_out, k), self.dtype)
+            bufs = np.empty((max(T - 1, 1), n2, k) if transpose and T > 1 else (1, 1, 1),
+                            self.dtype)
+            _entries.adjoint_products(ptr, cols, pos, has, z, X, out, transpose, bufs, sc,
+                                      bounds)
             return out
 
-        def rmatmat(U):
-            out = np.empty((n2, U.shape[1]), self.dtype)
-            _entries.grouped_products(self._ptr_c, self._rows_c, self._pos_c, True, z, U,
-                                      out, sc, self.n_threads)
-            return out
-
-        return _FactoredLinearOperator(self.shape, self.dtype, matmat, rmatmat)
+        return _FactoredLinearOperator(self.shape, self.dtype,
+                                       lambda X: product(X, False),
+                                       lambda U: product(U, True))
 
     def adjoint_operator(self, z) -> LinearOperator:
         """A^T(z) as a LinearOperator (matvec/matmat in O(m k), nothing n1 x n2 formed)."""
@@ -335,7 +370,7 @@ class EntryOperator(MeasurementOperator):
 
 
 # --------------------------------------------------------------------------- sparse
-class SparseOperator(MeasurementOperator):
+class SparseOperator(_ScratchMixin, MeasurementOperator):
     r"""Sparse measurement matrices A_i.
 
     A(M)_i = <A_i, M> = sum_{(r, c) in supp A_i} (A_i)_{rc} M_{rc}.
@@ -355,13 +390,14 @@ class SparseOperator(MeasurementOperator):
 
     Notes
     -----
-    The nonzeros are stored three times: grouped by measurement, by matrix row and by
-    matrix column (counting sort, O(nnz + m + n1 + n2), int32 indices when everything
-    fits). ``residual_gradient`` makes three parallel passes, 6 nnz k flops in all:
-    z_i = sum_e v_e <F_{r_e}, G_{c_e}> - y_i per measurement, then
-    (S G)_r = sum_e v_e z_{i_e} G_{c_e} per row and (S^T F)_c = sum_e v_e z_{i_e} F_{r_e}
-    per column, S = A^T(z) never formed. Each output row is summed by one thread in a
-    fixed order: bitwise identical results for any thread count.
+    The nonzeros are stored grouped by measurement (CSR of the (m, n1 n2) matrix, int32
+    indices when everything fits, else int64). ``residual_gradient`` makes ONE parallel
+    pass over them, 6 nnz k flops: per measurement, z_i = sum_e v_e <F_{r_e}, G_{c_e}> - y_i,
+    then (with the nonzeros still in cache) v_e z_i G_{c_e} is added to row r_e of a
+    per-thread S G buffer and v_e z_i F_{r_e} to row c_e of a per-thread S^T F buffer
+    (S = A^T(z) never formed; buffers summed in thread order). Measurements are split
+    over threads in fixed ranges balanced by nonzeros: z and the loss are bitwise
+    independent of the thread count, the products bitwise repeatable for a fixed count.
     ``symmetric`` is True when n1 == n2 and every A_i is symmetric (checked once).
     """
 
@@ -416,25 +452,15 @@ class SparseOperator(MeasurementOperator):
         self.symmetric = self._is_symmetric()
 
     def _build(self, meas, rr, cc, vals):
-        n1, n2 = self.shape
-        itype = self._itype
-        self._ptr_m, order = _grouping(meas, self.m, itype)
+        self._ptr_m, order = _grouping(meas, self.m, self._itype)
         if order is None:
             self._r_m = np.array(rr, copy=True)
             self._c_m = np.array(cc, copy=True)
             self._v_m = np.array(vals, copy=True)
         else:
             self._r_m, self._c_m, self._v_m = rr[order], cc[order], vals[order]
-        meas_m = np.repeat(np.arange(self.m, dtype=itype), np.diff(self._ptr_m))
-        self._ptr_r = np.empty(n1 + 1, itype)
-        order = np.empty(meas_m.shape[0], itype)
-        _entries.counting_order(self._r_m, self._ptr_r, order)
-        self._i_r, self._c_r, self._v_r = meas_m[order], self._c_m[order], self._v_m[order]
-        self._ptr_c = np.empty(n2 + 1, itype)
-        _entries.counting_order(self._c_m, self._ptr_c, order)
-        self._i_c, self._r_c, self._v_c = meas_m[order], self._r_m[order], self._v_m[order]
-        _readonly(self._ptr_m, self._r_m, self._c_m, self._v_m, self._ptr_r, self._i_r,
-                  self._c_r, self._v_r, self._ptr_c, self._i_c, self._r_c, self._v_c)
+        self._bounds_cache = {}
+        _readonly(self._ptr_m, self._r_m, self._c_m, self._v_m)
 
     def _is_symmetric(self) -> bool:
         n1, n2 = self.shape
@@ -454,10 +480,8 @@ class SparseOperator(MeasurementOperator):
     # ------------------------------------------------------------------ properties
     @property
     def nbytes(self) -> int:
-        """Bytes held by the three groupings of the nonzeros."""
-        return int(sum(a.nbytes for a in (
-            self._ptr_m, self._r_m, self._c_m, self._v_m, self._ptr_r, self._i_r,
-            self._c_r, self._v_r, self._ptr_c, self._i_c, self._r_c, self._v_c)))
+        """Bytes held by the nonzeros (CSR by measurement)."""
+        return int(sum(a.nbytes for a in (self._ptr_m, self._r_m, self._c_m, self._v_m)))
 
     @property
     def nnz(self) -> int:
@@ -477,41 +501,43 @@ class SparseOperator(MeasurementOperator):
                               self.n_threads)
 
     def _forward_factored_into(self, F, G, out):
-        _sparse.measurement_dots(self._ptr_m, self._r_m, self._c_m, self._v_m, F, G,
-                                 out, False, out, self.n_threads)
+        _sparse.measurement_dots(self._ptr_m, self._r_m, self._c_m, self._v_m, F, G, out,
+                                 self.n_threads)
 
     def _adjoint_dense(self, z):
         S = np.zeros(self.shape, self.dtype)
-        _sparse.scatter_add(self._ptr_r, self._i_r, self._c_r, self._v_r, z, S,
-                            self.n_threads)
+        _sparse.scatter_add(self._ptr_m, self._r_m, self._c_m, self._v_m, z, S)
         return S
 
     def _residual_gradient_into(self, F, G, y, z, SG, StF):
-        nt = self.n_threads
-        _sparse.measurement_dots(self._ptr_m, self._r_m, self._c_m, self._v_m, F, G, y,
-                                 True, z, nt)
-        _sparse.weighted_products(self._ptr_r, self._i_r, self._c_r, self._v_r, z, G, SG, nt)
-        _sparse.weighted_products(self._ptr_c, self._i_c, self._r_c, self._v_c, z, F, StF, nt)
-        return _sparse.half_squared_norm(z)
+        bounds = self._bounds(self._ptr_m)
+        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
+        if T > 1:
+            buf_sg, buf_stf = self._scratch(("rg", T, k), [((T - 1, n1, k), self.dtype),
+                                                           ((T - 1, n2, k), self.dtype)])
+        else:
+            buf_sg = buf_stf = np.empty((1, 1, 1), self.dtype)
+        return _sparse.residual_gradient(self._ptr_m, self._r_m, self._c_m, self._v_m, F, G,
+                                         y, z, SG, StF, buf_sg, buf_stf, bounds)
 
     def adjoint_operator(self, z) -> LinearOperator:
         """A^T(z) as a LinearOperator (matvec/matmat in O(nnz k), nothing n1 x n2 formed)."""
         z = self._check_y(z, "z")
         n1, n2 = self.shape
 
-        def matmat(X):
-            out = np.empty((n1, X.shape[1]), self.dtype)
-            _sparse.weighted_products(self._ptr_r, self._i_r, self._c_r, self._v_r, z, X,
-                                      out, self.n_threads)
+        def product(X, transpose):
+            bounds = self._bounds(self._ptr_m)
+            T, k = bounds.shape[0] - 1, X.shape[1]
+            n_out = n2 if transpose else n1
+            out = np.empty((n_out, k), self.dtype)
+            bufs = np.empty((T - 1, n_out, k) if T > 1 else (1, 1, 1), self.dtype)
+            idx_out, idx_in = (self._c_m, self._r_m) if transpose else (self._r_m, self._c_m)
+            _sparse.adjoint_products(self._ptr_m, idx_out, idx_in, self._v_m, z, X, out,
+                                     bufs, bounds)
             return out
 
-        def rmatmat(U):
-            out = np.empty((n2, U.shape[1]), self.dtype)
-            _sparse.weighted_products(self._ptr_c, self._i_c, self._r_c, self._v_c, z, U,
-                                      out, self.n_threads)
-            return out
-
-        return _FactoredLinearOperator(self.shape, self.dtype, matmat, rmatmat)
+        return _FactoredLinearOperator(self.shape, self.dtype, lambda X: product(X, False),
+                                       lambda U: product(U, True))
 
 
 # --------------------------------------------------------------------------- rank-one

@@ -1,73 +1,225 @@
 # Kernels of the entrywise (matrix completion) operator.
 #
-# The observed set Omega = {(r_e, c_e)} is stored twice, once grouped by matrix row
-# (CSR-like: ptr_r, cols_r) and once grouped by matrix column (CSC-like: ptr_c, rows_c).
-# Measurement e of the user's order is reached through a position array (pos): the
-# row-grouped copy may be the user's own order (then pos is the identity and ``has_pos``
-# is False), the column-grouped copy always carries pos_c.
+# The observed set Omega = {(r_e, c_e)} is stored grouped by matrix row (CSR-like: ptr,
+# cols). Measurement e of the user's order is reached through a position array pos: when
+# the user's order is already row-grouped (make_problem, from_sparse, from_dense_with_nan)
+# pos is the identity and ``has_pos`` is False, so y and z are streamed sequentially.
 #
-# Determinism: every output row (of S G, resp. S^T F) is accumulated by ONE thread in
-# the stored entry order, and every z_e is written once. So the results do not depend on
-# the schedule or even on the thread count; the loss is summed from per-row partial sums
-# in row order. No atomics, no per-thread copies of the outputs.
+# A(M)_e = scale * M[r_e, c_e];  S = A^T(z) = scale * sum_e z_e e_{r_e} e_{c_e}^T.
 #
-# A(M)_e = scale * M[r_e, c_e];  A^T(z) = scale * sum_e z_e e_{r_e} e_{c_e}^T.
+# The fused kernel makes ONE pass over Omega: for row j, with F_j held in a local array,
+# every entry gives z_e = scale <F_j, G_c> - y_e, adds scale z_e G_c to the row's local
+# accumulator (S G)_j and scale z_e F_j to row c of a per-thread (S^T F) buffer.
+# Determinism: thread t owns the fixed row range [bounds[t], bounds[t+1]) (balanced by
+# entry count), so z, the loss and S G are bitwise independent of the thread count, and
+# S^T F is the thread-ordered sum of the per-thread buffers: the same thread count gives
+# the same bits. No atomics.
 
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memset
 
 ctypedef fused index_t:
     int32_t
     int64_t
 
+# k up to KMAX runs with F_j and the accumulator in local arrays (no aliasing, so the
+# compiler keeps them in registers and vectorizes); larger k uses the pointer variant.
+cdef enum:
+    KMAX = 32
 
-cdef inline void _residual_row(Py_ssize_t j, const index_t* ptr, const index_t* cols,
-                               const index_t* pos, bint has_pos,
-                               const floating* F, const floating* G, Py_ssize_t k,
-                               const floating* y, floating* z, floating* sg,
-                               floating scale, double* rowloss) noexcept nogil:
-    """Row j of Omega: z_e = scale <F_j, G_{c_e}> - y_e, and SG_j = scale sum_e z_e G_{c_e}."""
-    cdef const floating* f = F + j * k
+
+cdef void _fused_rows_small(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
+                            const index_t* cols, const index_t* pos, bint has_pos,
+                            const floating* F, const floating* G, Py_ssize_t k,
+                            const floating* y, floating* z, floating* SG, floating* stf,
+                            floating scale, double* rowloss) noexcept nogil:
+    cdef floating fl[KMAX]
+    cdef floating acc[KMAX]
     cdef const floating* g
-    cdef floating* out = sg + j * k
+    cdef floating* st
     cdef floating d, zi, w
-    cdef double ls = 0
-    cdef Py_ssize_t e, l, p
-    for l in range(k):
-        out[l] = 0
-    for e in range(ptr[j], ptr[j + 1]):
-        g = G + <Py_ssize_t>cols[e] * k
-        d = 0
+    cdef double ls
+    cdef Py_ssize_t j, e, l, p
+    for j in range(j0, j1):
         for l in range(k):
-            d = d + f[l] * g[l]
-        p = pos[e] if has_pos else e
-        zi = scale * d - y[p]
-        z[p] = zi
-        ls = ls + <double>zi * <double>zi
-        w = scale * zi
+            fl[l] = F[j * k + l]
+            acc[l] = 0
+        ls = 0
+        for e in range(ptr[j], ptr[j + 1]):
+            g = G + <Py_ssize_t>cols[e] * k
+            d = 0
+            for l in range(k):
+                d = d + fl[l] * g[l]
+            p = pos[e] if has_pos else e
+            zi = scale * d - y[p]
+            z[p] = zi
+            ls = ls + <double>zi * <double>zi
+            w = scale * zi
+            for l in range(k):
+                acc[l] = acc[l] + w * g[l]
+            st = stf + <Py_ssize_t>cols[e] * k
+            for l in range(k):
+                st[l] = st[l] + w * fl[l]
         for l in range(k):
-            out[l] = out[l] + w * g[l]
-    rowloss[j] = ls
+            SG[j * k + l] = acc[l]
+        rowloss[j] = ls
 
 
-cdef inline void _product_row(Py_ssize_t j, const index_t* ptr, const index_t* idx,
-                              const index_t* pos, bint has_pos, const floating* w,
-                              const floating* X, Py_ssize_t k, floating* out_all,
-                              floating scale) noexcept nogil:
-    """out_j = scale * sum_{e in group j} w_{pos(e)} X_{idx_e}."""
-    cdef floating* out = out_all + j * k
+cdef void _fused_rows_large(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
+                            const index_t* cols, const index_t* pos, bint has_pos,
+                            const floating* F, const floating* G, Py_ssize_t k,
+                            const floating* y, floating* z, floating* SG, floating* stf,
+                            floating scale, double* rowloss) noexcept nogil:
+    cdef const floating* f
+    cdef const floating* g
+    cdef floating* acc
+    cdef floating* st
+    cdef floating d, zi, w
+    cdef double ls
+    cdef Py_ssize_t j, e, l, p
+    for j in range(j0, j1):
+        f = F + j * k
+        acc = SG + j * k
+        for l in range(k):
+            acc[l] = 0
+        ls = 0
+        for e in range(ptr[j], ptr[j + 1]):
+            g = G + <Py_ssize_t>cols[e] * k
+            d = 0
+            for l in range(k):
+                d = d + f[l] * g[l]
+            p = pos[e] if has_pos else e
+            zi = scale * d - y[p]
+            z[p] = zi
+            ls = ls + <double>zi * <double>zi
+            w = scale * zi
+            for l in range(k):
+                acc[l] = acc[l] + w * g[l]
+            st = stf + <Py_ssize_t>cols[e] * k
+            for l in range(k):
+                st[l] = st[l] + w * f[l]
+        rowloss[j] = ls
+
+
+cdef void _sum_into(floating* out, const floating* bufs, Py_ssize_t n, int n_bufs,
+                    int n_threads) noexcept nogil:
+    """out[i] += bufs[0, i] + bufs[1, i] + ... in buffer order (deterministic)."""
+    cdef Py_ssize_t i
+    cdef int t
+    cdef floating s
+    for i in prange(n, schedule='static', num_threads=n_threads):
+        s = out[i]
+        for t in range(n_bufs):
+            s = s + bufs[t * n + i]
+        out[i] = s
+
+
+def residual_gradient(const index_t[::1] ptr, const index_t[::1] cols,
+                      const index_t[::1] pos, bint has_pos, const floating[:, ::1] F,
+                      const floating[:, ::1] G, const floating[::1] y, floating[::1] z,
+                      floating[:, ::1] SG, floating[:, ::1] StF, floating[:, :, ::1] bufs,
+                      floating scale, double[::1] rowloss, const Py_ssize_t[::1] bounds):
+    """One pass: z = scale F G^T|_Omega - y, SG = A^T(z) G, StF = A^T(z)^T F.
+
+    bounds (T + 1) splits the rows over T threads; bufs (T - 1, n2, k) holds the S^T F
+    buffers of threads 1..T-1 (thread 0 writes StF). rowloss (n1) is scratch.
+    Returns 0.5 ||z||^2 (double, summed by rows in order). Cost 6 |Omega| k flops.
+    """
+    cdef int T = bounds.shape[0] - 1, t
+    cdef Py_ssize_t n1 = ptr.shape[0] - 1, n2 = G.shape[0], k = F.shape[1], j
+    cdef double loss = 0
+    cdef floating* stf
+    with nogil:
+        memset(&StF[0, 0], 0, n2 * k * sizeof(floating))
+        if T > 1:
+            memset(&bufs[0, 0, 0], 0, (T - 1) * n2 * k * sizeof(floating))
+        for t in prange(T, schedule='static', chunksize=1, num_threads=T):
+            stf = &StF[0, 0] if t == 0 else &bufs[t - 1, 0, 0]
+            if k <= KMAX:
+                _fused_rows_small(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
+                                  has_pos, &F[0, 0], &G[0, 0], k, &y[0], &z[0], &SG[0, 0],
+                                  stf, scale, &rowloss[0])
+            else:
+                _fused_rows_large(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
+                                  has_pos, &F[0, 0], &G[0, 0], k, &y[0], &z[0], &SG[0, 0],
+                                  stf, scale, &rowloss[0])
+        if T > 1:
+            _sum_into(&StF[0, 0], &bufs[0, 0, 0], n2 * k, T - 1, T)
+        for j in range(n1):
+            loss = loss + rowloss[j]
+    return 0.5 * loss
+
+
+cdef void _gather_rows(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
+                       const index_t* cols, const index_t* pos, bint has_pos,
+                       const floating* w, const floating* X, Py_ssize_t k, floating* out,
+                       floating scale) noexcept nogil:
+    """out_j = scale sum_{e in row j} w_{pos(e)} X_{c_e}."""
+    cdef floating* o
     cdef const floating* x
     cdef floating we
-    cdef Py_ssize_t e, l, p
-    for l in range(k):
-        out[l] = 0
-    for e in range(ptr[j], ptr[j + 1]):
-        p = pos[e] if has_pos else e
-        we = scale * w[p]
-        x = X + <Py_ssize_t>idx[e] * k
+    cdef Py_ssize_t j, e, l, p
+    for j in range(j0, j1):
+        o = out + j * k
         for l in range(k):
-            out[l] = out[l] + we * x[l]
+            o[l] = 0
+        for e in range(ptr[j], ptr[j + 1]):
+            p = pos[e] if has_pos else e
+            we = scale * w[p]
+            x = X + <Py_ssize_t>cols[e] * k
+            for l in range(k):
+                o[l] = o[l] + we * x[l]
+
+
+cdef void _scatter_rows(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
+                        const index_t* cols, const index_t* pos, bint has_pos,
+                        const floating* w, const floating* U, Py_ssize_t k, floating* out,
+                        floating scale) noexcept nogil:
+    """out_{c_e} += scale w_{pos(e)} U_j over rows j (out zeroed by the caller)."""
+    cdef floating* o
+    cdef const floating* u
+    cdef floating we
+    cdef Py_ssize_t j, e, l, p
+    for j in range(j0, j1):
+        u = U + j * k
+        for e in range(ptr[j], ptr[j + 1]):
+            p = pos[e] if has_pos else e
+            we = scale * w[p]
+            o = out + <Py_ssize_t>cols[e] * k
+            for l in range(k):
+                o[l] = o[l] + we * u[l]
+
+
+def adjoint_products(const index_t[::1] ptr, const index_t[::1] cols,
+                     const index_t[::1] pos, bint has_pos, const floating[::1] w,
+                     const floating[:, ::1] X, floating[:, ::1] out, bint transpose,
+                     floating[:, :, ::1] bufs, floating scale, const Py_ssize_t[::1] bounds):
+    """out = S X (transpose False; X (n2, k), out (n1, k)) or S^T X (transpose True;
+    X (n1, k), out (n2, k)) for S = scale sum_e w_e e_{r_e} e_{c_e}^T, in O(|Omega| k).
+
+    The transposed product scatters into per-thread buffers bufs (T - 1, n2, k) summed
+    in thread order (thread 0 writes out).
+    """
+    cdef int T = bounds.shape[0] - 1, t
+    cdef Py_ssize_t n_out = out.shape[0], k = X.shape[1]
+    cdef floating* o
+    with nogil:
+        if not transpose:
+            for t in prange(T, schedule='static', chunksize=1, num_threads=T):
+                _gather_rows(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
+                             has_pos, &w[0], &X[0, 0], k, &out[0, 0], scale)
+        else:
+            memset(&out[0, 0], 0, n_out * k * sizeof(floating))
+            if T > 1:
+                memset(&bufs[0, 0, 0], 0, (T - 1) * n_out * k * sizeof(floating))
+            for t in prange(T, schedule='static', chunksize=1, num_threads=T):
+                o = &out[0, 0] if t == 0 else &bufs[t - 1, 0, 0]
+                _scatter_rows(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
+                              has_pos, &w[0], &X[0, 0], k, o, scale)
+            if T > 1:
+                _sum_into(&out[0, 0], &bufs[0, 0, 0], n_out * k, T - 1, T)
 
 
 cdef inline void _dots_row(Py_ssize_t j, const index_t* ptr, const index_t* cols,
@@ -85,42 +237,6 @@ cdef inline void _dots_row(Py_ssize_t j, const index_t* ptr, const index_t* cols
             d = d + f[l] * g[l]
         p = pos[e] if has_pos else e
         out[p] = scale * d
-
-
-def residual_rows(const index_t[::1] ptr, const index_t[::1] cols, const index_t[::1] pos,
-                  bint has_pos, const floating[:, ::1] F, const floating[:, ::1] G,
-                  const floating[::1] y, floating[::1] z, floating[:, ::1] SG,
-                  floating scale, double[::1] rowloss, int n_threads):
-    """Row-grouped pass: z = scale F G^T|_Omega - y and SG = A^T(z) G; returns 0.5 ||z||^2.
-
-    ptr (n1+1), cols (|Omega|) group Omega by row; pos maps stored entry -> measurement
-    (ignored when has_pos is False). rowloss (n1) is scratch. Cost 4 |Omega| k flops.
-    """
-    cdef Py_ssize_t n1 = ptr.shape[0] - 1, k = F.shape[1], j
-    cdef double loss = 0
-    cdef const index_t* pp = &pos[0]
-    with nogil:
-        for j in prange(n1, schedule='guided', num_threads=n_threads):
-            _residual_row(j, &ptr[0], &cols[0], pp, has_pos, &F[0, 0], &G[0, 0], k,
-                          &y[0], &z[0], &SG[0, 0], scale, &rowloss[0])
-        for j in range(n1):
-            loss = loss + rowloss[j]
-    return 0.5 * loss
-
-
-def grouped_products(const index_t[::1] ptr, const index_t[::1] idx, const index_t[::1] pos,
-                     bint has_pos, const floating[::1] w, const floating[:, ::1] X,
-                     floating[:, ::1] out, floating scale, int n_threads):
-    """out_j = scale sum_{e in group j} w_{pos(e)} X_{idx_e} for every group j.
-
-    With the column grouping (idx = rows) and X = F this is A^T(w)^T F; with the row
-    grouping (idx = cols) and X = G it is A^T(w) G. Cost 2 |Omega| k flops.
-    """
-    cdef Py_ssize_t n = ptr.shape[0] - 1, k = X.shape[1], j
-    with nogil:
-        for j in prange(n, schedule='guided', num_threads=n_threads):
-            _product_row(j, &ptr[0], &idx[0], &pos[0], has_pos, &w[0], &X[0, 0], k,
-                         &out[0, 0], scale)
 
 
 def sampled_dots(const index_t[::1] ptr, const index_t[::1] cols, const index_t[::1] pos,
@@ -176,7 +292,7 @@ def counting_order(const index_t[::1] keys, index_t[::1] ptr, index_t[::1] order
             ptr[keys[e] + 1] += 1
         for b in range(nb):
             ptr[b + 1] += ptr[b]
-        # ptr[b] is now the start of group b; use ptr[b] as a moving cursor, then shift back
+        # ptr[b] is now the start of group b; use it as a moving cursor, then shift back
         for e in range(n):
             b = keys[e]
             order[ptr[b]] = <index_t>e
