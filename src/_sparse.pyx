@@ -23,16 +23,28 @@ ctypedef fused index_t:
     int64_t
 
 
+cdef enum:
+    KMAX = 32
+
+
 cdef void _fused_measurements(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
                               const index_t* rr, const index_t* cc, const floating* vv,
                               const floating* F, const floating* G, Py_ssize_t k,
                               const floating* y, floating* z, floating* sg,
                               floating* stf) noexcept nogil:
+    """Measurements [i0, i1): z_i, then the scatter into sg (n1 x k) and stf (n2 x k).
+
+    For k <= KMAX the two factor rows are copied to local arrays before the scatter, so
+    the compiler knows they do not alias the outputs and vectorizes the updates.
+    """
+    cdef floating fl[KMAX]
+    cdef floating gl[KMAX]
     cdef const floating* f
     cdef const floating* g
     cdef floating* o
     cdef floating d, s, zi, w
     cdef Py_ssize_t i, e, l
+    cdef bint small = k <= KMAX
     for i in range(i0, i1):
         s = 0
         for e in range(ptr[i], ptr[i + 1]):
@@ -48,12 +60,23 @@ cdef void _fused_measurements(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
             w = vv[e] * zi
             f = F + <Py_ssize_t>rr[e] * k
             g = G + <Py_ssize_t>cc[e] * k
-            o = sg + <Py_ssize_t>rr[e] * k
-            for l in range(k):
-                o[l] = o[l] + w * g[l]
-            o = stf + <Py_ssize_t>cc[e] * k
-            for l in range(k):
-                o[l] = o[l] + w * f[l]
+            if small:
+                for l in range(k):
+                    fl[l] = w * f[l]
+                    gl[l] = w * g[l]
+                o = sg + <Py_ssize_t>rr[e] * k
+                for l in range(k):
+                    o[l] = o[l] + gl[l]
+                o = stf + <Py_ssize_t>cc[e] * k
+                for l in range(k):
+                    o[l] = o[l] + fl[l]
+            else:
+                o = sg + <Py_ssize_t>rr[e] * k
+                for l in range(k):
+                    o[l] = o[l] + w * g[l]
+                o = stf + <Py_ssize_t>cc[e] * k
+                for l in range(k):
+                    o[l] = o[l] + w * f[l]
 
 
 cdef void _sum_into(floating* out, const floating* bufs, Py_ssize_t n, int n_bufs,
