@@ -28,26 +28,48 @@ ctypedef fused index_t:
 # compiler keeps them in registers and vectorizes); larger k uses the pointer variant.
 cdef enum:
     KMAX = 32
+    # entries ahead whose G row and S^T F buffer row are prefetched (random access)
+    PREFETCH = 8
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define LOWRANK_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #define LOWRANK_PREFETCH_W(p) __builtin_prefetch((const void*)(p), 1)
+    #else
+    #define LOWRANK_PREFETCH(p) ((void)0)
+    #define LOWRANK_PREFETCH_W(p) ((void)0)
+    #endif
+    """
+    void LOWRANK_PREFETCH(const void* p) noexcept nogil
+    void LOWRANK_PREFETCH_W(const void* p) noexcept nogil
 
 
 cdef void _fused_rows_small(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
                             const index_t* cols, const index_t* pos, bint has_pos,
                             const floating* F, const floating* G, Py_ssize_t k,
                             const floating* y, floating* z, floating* SG, floating* stf,
-                            floating scale, double* rowloss) noexcept nogil:
+                            floating scale, double* rowloss, Py_ssize_t pf) noexcept nogil:
     cdef floating fl[KMAX]
     cdef floating acc[KMAX]
     cdef const floating* g
     cdef floating* st
     cdef floating d, zi, w
     cdef double ls
-    cdef Py_ssize_t j, e, l, p
+    cdef Py_ssize_t j, e, l, p, c2
+    cdef Py_ssize_t e_end = ptr[j1]
     for j in range(j0, j1):
         for l in range(k):
             fl[l] = F[j * k + l]
             acc[l] = 0
         ls = 0
         for e in range(ptr[j], ptr[j + 1]):
+            if e + pf < e_end:
+                c2 = <Py_ssize_t>cols[e + pf] * k
+                LOWRANK_PREFETCH(G + c2)
+                LOWRANK_PREFETCH(G + c2 + k - 1)
+                LOWRANK_PREFETCH_W(stf + c2)
+                LOWRANK_PREFETCH_W(stf + c2 + k - 1)
             g = G + <Py_ssize_t>cols[e] * k
             d = 0
             for l in range(k):
@@ -120,7 +142,8 @@ def residual_gradient(const index_t[::1] ptr, const index_t[::1] cols,
                       const index_t[::1] pos, bint has_pos, const floating[:, ::1] F,
                       const floating[:, ::1] G, const floating[::1] y, floating[::1] z,
                       floating[:, ::1] SG, floating[:, ::1] StF, floating[:, :, ::1] bufs,
-                      floating scale, double[::1] rowloss, const Py_ssize_t[::1] bounds):
+                      floating scale, double[::1] rowloss, const Py_ssize_t[::1] bounds,
+                      Py_ssize_t prefetch=PREFETCH):
     """One pass: z = scale F G^T|_Omega - y, SG = A^T(z) G, StF = A^T(z)^T F.
 
     bounds (T + 1) splits the rows over T threads; bufs (T - 1, n2, k) holds the S^T F
@@ -140,7 +163,7 @@ def residual_gradient(const index_t[::1] ptr, const index_t[::1] cols,
             if k <= KMAX:
                 _fused_rows_small(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
                                   has_pos, &F[0, 0], &G[0, 0], k, &y[0], &z[0], &SG[0, 0],
-                                  stf, scale, &rowloss[0])
+                                  stf, scale, &rowloss[0], prefetch)
             else:
                 _fused_rows_large(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
                                   has_pos, &F[0, 0], &G[0, 0], k, &y[0], &z[0], &SG[0, 0],

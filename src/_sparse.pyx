@@ -25,13 +25,28 @@ ctypedef fused index_t:
 
 cdef enum:
     KMAX = 32
+    # nonzeros ahead whose factor and output rows are prefetched (random access)
+    PREFETCH = 8
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define LOWRANK_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #define LOWRANK_PREFETCH_W(p) __builtin_prefetch((const void*)(p), 1)
+    #else
+    #define LOWRANK_PREFETCH(p) ((void)0)
+    #define LOWRANK_PREFETCH_W(p) ((void)0)
+    #endif
+    """
+    void LOWRANK_PREFETCH(const void* p) noexcept nogil
+    void LOWRANK_PREFETCH_W(const void* p) noexcept nogil
 
 
 cdef void _fused_measurements(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
                               const index_t* rr, const index_t* cc, const floating* vv,
                               const floating* F, const floating* G, Py_ssize_t k,
                               const floating* y, floating* z, floating* sg,
-                              floating* stf) noexcept nogil:
+                              floating* stf, Py_ssize_t pf) noexcept nogil:
     """Measurements [i0, i1): z_i, then the scatter into sg (n1 x k) and stf (n2 x k).
 
     For k <= KMAX the two factor rows are copied to local arrays before the scatter, so
@@ -43,11 +58,23 @@ cdef void _fused_measurements(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
     cdef const floating* g
     cdef floating* o
     cdef floating d, s, zi, w
-    cdef Py_ssize_t i, e, l
+    cdef Py_ssize_t i, e, l, r2, c2
+    cdef Py_ssize_t e_end = ptr[i1]
     cdef bint small = k <= KMAX
     for i in range(i0, i1):
         s = 0
         for e in range(ptr[i], ptr[i + 1]):
+            if e + pf < e_end:
+                r2 = <Py_ssize_t>rr[e + pf] * k
+                c2 = <Py_ssize_t>cc[e + pf] * k
+                LOWRANK_PREFETCH(F + r2)
+                LOWRANK_PREFETCH(F + r2 + k - 1)
+                LOWRANK_PREFETCH(G + c2)
+                LOWRANK_PREFETCH(G + c2 + k - 1)
+                LOWRANK_PREFETCH_W(sg + r2)
+                LOWRANK_PREFETCH_W(sg + r2 + k - 1)
+                LOWRANK_PREFETCH_W(stf + c2)
+                LOWRANK_PREFETCH_W(stf + c2 + k - 1)
             f = F + <Py_ssize_t>rr[e] * k
             g = G + <Py_ssize_t>cc[e] * k
             d = 0
@@ -97,7 +124,7 @@ def residual_gradient(const index_t[::1] ptr, const index_t[::1] rr, const index
                       const floating[:, ::1] G, const floating[::1] y, floating[::1] z,
                       floating[:, ::1] SG, floating[:, ::1] StF,
                       floating[:, :, ::1] buf_sg, floating[:, :, ::1] buf_stf,
-                      const Py_ssize_t[::1] bounds):
+                      const Py_ssize_t[::1] bounds, Py_ssize_t prefetch=PREFETCH):
     """One pass: z = A(F G^T) - y, SG = A^T(z) G, StF = A^T(z)^T F; returns 0.5 ||z||^2.
 
     bounds (T + 1) splits the measurements over T threads; buf_sg (T-1, n1, k) and
@@ -119,7 +146,7 @@ def residual_gradient(const index_t[::1] ptr, const index_t[::1] rr, const index
             sg = &SG[0, 0] if t == 0 else &buf_sg[t - 1, 0, 0]
             stf = &StF[0, 0] if t == 0 else &buf_stf[t - 1, 0, 0]
             _fused_measurements(bounds[t], bounds[t + 1], &ptr[0], &rr[0], &cc[0], &vv[0],
-                                &F[0, 0], &G[0, 0], k, &y[0], &z[0], sg, stf)
+                                &F[0, 0], &G[0, 0], k, &y[0], &z[0], sg, stf, prefetch)
         if T > 1:
             _sum_into(&SG[0, 0], &buf_sg[0, 0, 0], n1 * k, T - 1, T)
             _sum_into(&StF[0, 0], &buf_stf[0, 0, 0], n2 * k, T - 1, T)
