@@ -6,6 +6,7 @@ medians are reported as a markdown table. Outputs are checked to agree before ti
 
     python benchmarks/compare_structured.py            # the three comparisons
     python benchmarks/compare_structured.py --quick    # smaller sizes, a smoke run
+    python benchmarks/compare_structured.py --threads 1  # both sides single-threaded
     python benchmarks/compare_structured.py --scale    # one completion iteration at
                                                        # n1 = n2 = 1e6, |Omega| = 1e8, k = 10
 
@@ -27,13 +28,20 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 
-import numpy as np
-import scipy.sparse as sp
+# --threads N must reach OpenBLAS before numpy is imported (no threadpoolctl needed).
+if "--threads" in sys.argv[:-1]:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    os.environ["OPENBLAS_NUM_THREADS"] = _n
+    os.environ["OMP_NUM_THREADS"] = _n
 
-import lowrank_core as lc
-from lowrank_core.structured import sample_entries
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+import lowrank_core as lc  # noqa: E402
+from lowrank_core.structured import sample_entries  # noqa: E402
 
 
 def _timeit(fn):
@@ -210,6 +218,8 @@ def main():
     ap.add_argument("--scale-n", type=float, default=1e6)
     ap.add_argument("--scale-nobs", type=float, default=1e8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for lowrank_core (OpenMP) AND numpy's BLAS (default: all)")
     args = ap.parse_args()
     if args.scale:
         scale(int(args.scale_n), int(args.scale_nobs), 10, 3, args.seed)
@@ -223,7 +233,7 @@ def main():
     ]
     print(f"lowrank_core {lc.__version__}, numpy {np.__version__}, python "
           f"{platform.python_version()}, {os.cpu_count()} CPUs, float64, "
-          f"OMP threads = {lc.DenseOperator(np.ones((1, 1, 1))).n_threads}, "
+          f"threads (OpenMP and BLAS) = {lc.DenseOperator(np.ones((1, 1, 1))).n_threads}, "
           f"median of {args.repeats} alternating runs\n")
     print(table(rows))
 

@@ -653,11 +653,16 @@ class RankOneOperator(MeasurementOperator):
         acc_stf = np.empty(shape_stf, self.dtype)
         if not grad:
             SG = StF = np.empty((1, 1), self.dtype)
-        work = np.empty((T, 4 * self.block * k), self.dtype)
+        block = self.block
+        if nt > 1:
+            # keep each BLAS call below OpenBLAS's threading threshold (m n k < 2^18), so
+            # it runs single-threaded inside our OpenMP threads (no oversubscription)
+            block = max(4, min(block, (1 << 18) // (k * max(n1, n2)) - 1))
+        work = np.empty((T, 4 * block * k), self.dtype)
         has_y = y is not None
         return _rankone.fused_pass(self._a, self._b, same, grad, F, G,
                                    y if has_y else z, has_y, z, acc_sg, acc_stf, SG, StF,
-                                   work, self.block, nt)
+                                   work, block, nt)
 
     def _forward_into(self, M, out):
         for s in self._chunks():
