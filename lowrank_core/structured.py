@@ -30,6 +30,10 @@ from .operators import MeasurementOperator
 __all__ = ["SparseOperator", "EntryOperator", "RankOneOperator", "sample_entries"]
 
 _INT32_MAX = np.iinfo(np.int32).max
+#: below this many entries (nonzeros) per thread, or rank-one rows per thread, the
+#: kernels use fewer threads
+_MIN_ENTRIES_PER_THREAD = 16384
+_MIN_ROWS_PER_THREAD = 256
 
 
 # --------------------------------------------------------------------------- helpers
@@ -92,7 +96,8 @@ def _thread_bounds(ptr: np.ndarray, n_threads: int) -> np.ndarray:
     A pure function of (ptr, n_threads): the partition is deterministic.
     """
     n = ptr.shape[0] - 1
-    T = max(1, min(int(n_threads), n))
+    # small problems stay on fewer threads: a parallel region costs more than it saves
+    T = max(1, min(int(n_threads), n, int(ptr[-1]) // _MIN_ENTRIES_PER_THREAD))
     targets = (np.arange(T + 1, dtype=np.float64) * float(ptr[-1]) / T).round()
     bounds = np.searchsorted(ptr, targets.astype(ptr.dtype), side="left").astype(np.intp)
     bounds[0], bounds[-1] = 0, n
@@ -641,7 +646,7 @@ class RankOneOperator(MeasurementOperator):
 
     # ------------------------------------------------------------------ kernels
     def _pass(self, F, G, y, z, SG=None, StF=None):
-        nt = self.n_threads
+        nt = max(1, min(self.n_threads, self.m // _MIN_ROWS_PER_THREAD))
         k = F.shape[1]
         n1, n2 = self.shape
         grad = SG is not None
