@@ -443,8 +443,7 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
             else:
                 m = 1
         m = check_positive_int(m, "m")
-        meas = _as_index_array(meas, names[0] if names[0] != "meas" else "meas", m,
-                               "measurement")
+        meas = _as_index_array(meas, names[0], m, "measurement")
         rr = _as_index_array(rr, names[1], n1, "row")
         cc = _as_index_array(cc, names[2], n2, "column")
         self.m = m
