@@ -95,7 +95,7 @@ def bench_entries(n1, n2, nobs, k, repeats, rng):
 
     err = check(ours()[1:], reference(), "entries")
     t = alternate({"ours": ours, "ref": reference}, repeats)
-    return dict(name="entries (completion)", size=f"n1={n1}, n2={n2}, |Ω|={nobs:.0e}, k={k}",
+    return dict(name="entries (completion)", size=f"n1={n1}, n2={n2}, #Ω={nobs:.0e}, k={k}",
                 ours=t["ours"], ref=t["ref"], ref_name="einsum + scipy CSR", err=err,
                 target=8.0)
 
