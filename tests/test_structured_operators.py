@@ -578,3 +578,18 @@ def test_bad_input_make_problem():
         lc.make_problem(10, rank=1, m=101, operator="entries")
     with pytest.raises(TypeError, match="s must be an integer"):
         lc.make_problem(10, rank=1, m=20, operator="sparse", s=2.5)
+
+
+@pytest.mark.parametrize("kind,m", [("entries", 500), ("sparse", 600), ("rank-one", 600)])
+def test_spectral_init_and_gradient_descent_recover_truth(kind, m):
+    """End to end: the spectral estimate plus plain GD on 0.5||A(F G^T) - y||^2 recovers
+    M*, which checks the normalization, spectral_operator and the gradient together."""
+    pr = lc.make_problem(30, 25, rank=2, m=m, operator=kind, seed=5)
+    op, y, r = pr.operator, pr.y, 2
+    U, s, Vt = svds(op.spectral_operator(y), k=r, random_state=0)
+    F, G = U * np.sqrt(s), Vt.T * np.sqrt(s)
+    assert pr.relative_error(F, G) < 0.8
+    for _ in range(300):
+        _, _, SG, StF = op.residual_gradient(F, G, y)
+        F, G = F - 0.5 * SG, G - 0.5 * StF
+    assert pr.relative_error(F, G) < 1e-6
