@@ -30,10 +30,11 @@ from .operators import MeasurementOperator
 __all__ = ["SparseOperator", "EntryOperator", "RankOneOperator", "sample_entries"]
 
 _INT32_MAX = np.iinfo(np.int32).max
-#: below this many entries (nonzeros) per thread, or rank-one rows per thread, the
-#: kernels use fewer threads
-_MIN_ENTRIES_PER_THREAD = 16384
-_MIN_ROWS_PER_THREAD = 256
+#: below this many entries (nonzeros) per thread, or rank-one flops per thread, the
+#: kernels use fewer threads (waking a thread team costs up to milliseconds on a busy
+#: machine)
+_MIN_ENTRIES_PER_THREAD = 65536
+_MIN_FLOPS_PER_THREAD = 1 << 23
 
 
 # --------------------------------------------------------------------------- helpers
@@ -645,7 +646,8 @@ class RankOneOperator(MeasurementOperator):
 
     # ------------------------------------------------------------------ kernels
     def _pass(self, F, G, y, z, SG=None, StF=None):
-        nt = max(1, min(self.n_threads, self.m // _MIN_ROWS_PER_THREAD))
+        flops = 4 * self.m * (self.shape[0] + self.shape[1]) * F.shape[1]
+        nt = max(1, min(self.n_threads, flops // _MIN_FLOPS_PER_THREAD, self.m))
         k = F.shape[1]
         n1, n2 = self.shape
         grad = SG is not None

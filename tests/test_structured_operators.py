@@ -213,7 +213,7 @@ def test_symmetric_call_with_G_omitted(case):
 def test_deterministic_and_bitwise_for_fixed_threads(case, monkeypatch):
     # the test operators are tiny: let them use several threads anyway
     monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
-    monkeypatch.setattr(structured, "_MIN_ROWS_PER_THREAD", 1)
+    monkeypatch.setattr(structured, "_MIN_FLOPS_PER_THREAD", 1)
     rng = np.random.default_rng(6)
     results = {}
     for nt in (1, 2, 3):
