@@ -9,13 +9,17 @@ from . import metrics
 from ._threads import openmp_enabled
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
+from .structured import EntryOperator, RankOneOperator, SparseOperator
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DenseOperator",
+    "EntryOperator",
     "MeasurementOperator",
     "Problem",
+    "RankOneOperator",
+    "SparseOperator",
     "SymmetricDenseOperator",
     "make_problem",
     "metrics",
