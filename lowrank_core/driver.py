@@ -444,7 +444,7 @@ def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, 
                                f"exceeds {DIVERGENCE_FACTOR:g} x max(1, initial residual) "
                                f"(try a smaller step than {step:g})")
                 break
-            if t % every == 0:
+            if names and t % every == 0:
                 record_metrics(t, elapsed)
                 last_recorded = t
             progress_bar.update(t, residual)
