@@ -23,9 +23,13 @@ import warnings
 import numpy as np
 
 from . import _steps, metrics
-from ._validation import as_float_array, check_positive_float, check_positive_int, \
-    check_random_state
-from .initialization import initial_factors, spectral_linear_operator, top_singular_value
+from ._validation import (
+    as_float_array,
+    check_positive_float,
+    check_positive_int,
+    check_random_state,
+)
+from .initialization import initial_factors, top_singular_value
 from .methods import METHODS, SolverState, StepFailure
 from .results import STATUSES, History, SolveResult
 

@@ -260,7 +260,7 @@ def test_result_object(prob):
     assert res.options["step"] > 0 and res.options["method"] == "gd"
     assert "status" in dir(res)
     with pytest.raises(AttributeError):
-        res.nonexistent
+        _ = res.nonexistent
     assert set(lc.results.STATUSES) >= {"converged", "max_iter", "max_time", "diverged",
                                         "interrupted", "callback"}
 
