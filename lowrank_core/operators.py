@@ -9,8 +9,9 @@ Every operator offers the same interface, which is all the solvers use:
 * ``residual_gradient(F, G, y)`` -> ``(loss, z, A^T(z) G, A^T(z)^T F)`` with
   z = A(F G^T) - y and loss = 0.5 ||z||^2: the one fused call a factored gradient method
   needs per iteration;
-* ``adjoint_operator(z)`` -> A^T(z) as a :class:`scipy.sparse.linalg.LinearOperator`
-  (for spectral initialization with ``svds``).
+* ``adjoint_operator(z)`` -> A^T(z) as a :class:`scipy.sparse.linalg.LinearOperator`;
+* ``spectral_operator(y)`` -> a LinearOperator estimating M from y = A(M), whose top-k
+  SVD (``svds``) is the spectral initialization (A^T(y) unless the operator is biased).
 
 The compiled kernels live in ``lowrank_core._dense`` (and siblings); this module only
 validates and orchestrates.
@@ -204,6 +205,19 @@ class MeasurementOperator:
         z = self._check_y(z, "z")
         return aslinearoperator(self._adjoint_dense(z))
 
+    def spectral_operator(self, y) -> LinearOperator:
+        """An estimate of M from y = A(M) as a LinearOperator, for spectral initialization.
+
+        The top-k singular triplets (eigenpairs for symmetric problems) U S V^T of this
+        operator give the spectral initialization F0 = U S^{1/2}, G0 = V S^{1/2}
+        (ALGORITHMS.md 0.4). The default is A^T(y), unbiased for near-isotropic operators
+        (E[A^T A(M)] = M, e.g. the dense Gaussian ensembles); operators whose A^T A is
+        biased override it (entries: divide by the sampling rate; symmetric rank-one:
+        remove the tr(M) I term).
+        """
+        y = self._check_y(y, "y")
+        return self.adjoint_operator(y)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(m={self.m}, shape={self.shape}, "
                 f"dtype={self.dtype}, nbytes={_format_bytes(self.nbytes)})")
@@ -214,6 +228,15 @@ class _DenseBase(MeasurementOperator):
 
     _rows: np.ndarray  # (m, N)
 
+    #: A thread is only worth waking for at least this many entries of A; smaller
+    #: problems use fewer threads (a pure function of the size and ``n_threads``, so
+    #: results stay deterministic).
+    min_entries_per_thread = 1 << 17
+
+    def _kernel_threads(self) -> int:
+        m, N = self._rows.shape
+        return max(1, min(self.n_threads, (m * N) // self.min_entries_per_thread, m))
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the measurement matrices."""
@@ -221,7 +244,7 @@ class _DenseBase(MeasurementOperator):
 
     def _workspace(self):
         """Scratch reused across calls: P and S (n1 x n2), per-thread adjoint buffers."""
-        nt = self.n_threads
+        nt = self._kernel_threads()
         key = (nt,)
         ws = self._ws.get(key)
         if ws is None:
@@ -330,7 +353,7 @@ class DenseOperator(_DenseBase):
 
     # ------------------------------------------------------------------ kernels
     def _forward_into(self, M, out):
-        _dense.forward(self._rows, M.reshape(-1), out, self.n_threads)
+        _dense.forward(self._rows, M.reshape(-1), out, self._kernel_threads())
 
     def _adjoint_dense(self, z):
         def run(nt, ws):
@@ -480,7 +503,7 @@ class SymmetricDenseOperator(_DenseBase):
 
     # ------------------------------------------------------------------ kernels
     def _forward_into(self, M, out):
-        nt = self.n_threads
+        nt = self._kernel_threads()
         p = np.empty(self._rows.shape[1], self.dtype)
         _dense.pack_symmetrized(M, p, nt)
         _dense.forward(self._rows, p, out, nt)
