@@ -89,7 +89,7 @@ SOLVE_SIZES = {
     "default": {
         "dense": dict(n1=50, n2=50, m=1500),
         "symmetric": dict(n1=50, n2=50, m=1500),
-        "sparse": dict(n1=500, n2=500, m=20_000, nnz=20),
+        "sparse": dict(n1=300, n2=300, m=9000, nnz=10),
         "entries": dict(n1=2000, n2=1500, m=150_000),
         "rank-one": dict(n1=100, n2=100, m=4000),
     },
