@@ -11,14 +11,18 @@ from .driver import solve
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
 from .results import SolveResult
+from .structured import EntryOperator, RankOneOperator, SparseOperator
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DenseOperator",
+    "EntryOperator",
     "MeasurementOperator",
     "Problem",
+    "RankOneOperator",
     "SolveResult",
+    "SparseOperator",
     "SymmetricDenseOperator",
     "make_problem",
     "metrics",

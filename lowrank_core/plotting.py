@@ -72,7 +72,8 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     fig.savefig(path, dpi=dpi, format="png")
 
 
-def plot_curves(ax, curves, *, xlabel="iteration t", ylabel="relative error",
+def plot_curves(ax, curves, *, xlabel="iteration t",
+                ylabel=r"relative error $\|FG^\top - M^*\|_F\,/\,\|M^*\|_F$",
                 title=None, logy=True, logx=False, legend_title=None) -> None:
     """Draw one line per labelled curve.
 

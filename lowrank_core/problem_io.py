@@ -246,17 +246,19 @@ def _operator_arrays(op) -> dict:
         return {"kind": "dense", "A": op.matrices}
     name = type(op).__name__
     if name == "EntryOperator":
-        return {"kind": "entries", "rows": op.rows, "cols": op.cols,
+        return {"kind": "entries", "rows": np.asarray(op.rows), "cols": np.asarray(op.cols),
                 "shape": np.asarray(op.shape, np.int64), "scale": np.float64(op.scale)}
     if name == "RankOneOperator":
         out = {"kind": "rank-one", "a": np.asarray(op.a)}
-        if not op.symmetric_model:
+        if not op.symmetric:  # the symmetric model y_i = a_i^T M a_i stores a only
             out["b"] = np.asarray(op.b)
         return out
     if name == "SparseOperator":
-        meas, rows, cols, vals = op.triplets()
-        return {"kind": "sparse", "meas": meas, "rows": rows, "cols": cols, "vals": vals,
-                "shape": np.asarray(op.shape, np.int64), "m": np.int64(op.m)}
+        coo = op.to_scipy().tocoo()
+        rows, cols = np.divmod(coo.col.astype(np.int64), op.shape[1])
+        return {"kind": "sparse", "meas": coo.row.astype(np.int64), "rows": rows,
+                "cols": cols, "vals": coo.data, "shape": np.asarray(op.shape, np.int64),
+                "m": np.int64(op.m)}
     raise TypeError(f"cannot save a {name} operator in the problem file format")
 
 
