@@ -10,8 +10,8 @@ from ._threads import openmp_enabled
 from .driver import solve
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
-from .results import SolveResult
 from .structured import EntryOperator, RankOneOperator, SparseOperator
+from .results import SolveResult
 
 __version__ = "0.1.0"
 
@@ -21,8 +21,8 @@ __all__ = [
     "MeasurementOperator",
     "Problem",
     "RankOneOperator",
-    "SolveResult",
     "SparseOperator",
+    "SolveResult",
     "SymmetricDenseOperator",
     "make_problem",
     "metrics",
