@@ -205,7 +205,8 @@ def _cmd_solve(args) -> int:
 
     print(f"problem:    {source}")
     print(f"method:     {res.method} ({'X X^T' if res.symmetric else 'F G^T'}, k={k})")
-    print(f"status:     {res.status}: {res.message}")
+    print(f"status:     {res.status}")
+    print(f"message:    {res.message}")
     print(f"iterations: {res.n_iter}")
     print(f"time:       {res.time:.3f} s (+ {res.init_time:.3f} s initialization)")
     print(f"residual:   {res.residual:.6e} (||A(F G^T) - y|| / ||y||)")
@@ -259,6 +260,34 @@ def _cmd_reproduce(args) -> int:
 
 
 # ------------------------------------------------------------------------------ bench
+def _comparison_module():
+    """lowrank_core.comparison when this build has it, else None."""
+    try:
+        from . import comparison
+    except ImportError:
+        return None
+    return comparison if callable(getattr(comparison, "main", None)) else None
+
+
+def _forward_bench(comparison, argv) -> int:
+    """``lowrank-core bench ARGS`` -> :func:`lowrank_core.comparison.main` (its options).
+
+    The arguments are validated first with the comparison's own parser, made to report
+    errors in one line like the rest of the command line.
+    """
+    prog = f"{PROG} bench"
+    build = getattr(comparison, "build_parser", None)
+    if callable(build):
+        parser = build(prog)
+
+        def one_line(message):
+            raise _UsageError(f"{prog}: error: {message} (see '{prog} --help')")
+
+        parser.error = one_line
+        parser.parse_args(argv)
+    return int(comparison.main(argv, prog=prog) or 0)
+
+
 def _cmd_bench(args) -> int:
     from .benchmark import run_dense_benchmark
 
@@ -481,6 +510,9 @@ def main(argv=None) -> int:
         if not debug:
             warnings.showwarning = _one_line_warning
         try:
+            comparison = _comparison_module() if argv[:1] == ["bench"] else None
+            if comparison is not None:
+                return _forward_bench(comparison, argv[1:])
             parser = build_parser()
             args = parser.parse_args(argv)
             return int(args.func(args))
@@ -488,6 +520,9 @@ def main(argv=None) -> int:
             if str(exc):
                 print(str(exc), file=sys.stderr)
             return exc.status
+        except SystemExit as exc:  # e.g. --help of a forwarded parser
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
