@@ -9,8 +9,8 @@
 # are summed in thread order: the same thread count gives the same bits. BLAS calls are
 # small (B x n x k) so OpenBLAS runs them single-threaded inside the OpenMP region.
 #
-# Hand-written path (the default in the AVX2/FMA build for k <= HAND_MAX_K): blocks of 4
-# rows, F and G copied with k padded to a multiple of the vector width (kp), and
+# Hand-written path (the default in the AVX2/FMA build for k <= HAND_MAX_K = 24): blocks
+# of 4 rows, F and G copied with k padded to a multiple of the vector width (kp), and
 #   U_r = sum_j a_rj F_j,     (4 rows x up to 3 vectors of F_j in registers)
 #   S_j += sum_r a_rj W_r     (W_r = z_r V_r held in registers, one pass over j)
 # written on GCC/Clang vector types, so the compiler emits broadcast + FMA on 256-bit
@@ -67,7 +67,7 @@ cdef extern from *:
 
 # Largest k for which fused_pass(method=-1) takes the hand-written path in the AVX2 build.
 cdef enum:
-    _HAND_MAX_K = 64
+    _HAND_MAX_K = 24  # measured crossover (m=20000, n=300): GEMMs win from k ~ 32
 HAND_MAX_K = _HAND_MAX_K
 
 

@@ -57,7 +57,7 @@ def _rel(x, ref):
 
 
 # m not a multiple of the 4-row blocks; k below, at and above the vector widths (4 double,
-# 8 float), and k = 70 > HAND_MAX_K (method 1 forced, method -1 falls back to GEMMs)
+# 8 float), and k = 70 > HAND_MAX_K = 24 (method 1 forced, method -1 falls back to GEMMs)
 SHAPES = [(37, 13, 7, 1), (50, 9, 11, 3), (101, 30, 25, 10), (64, 17, 17, 13),
           (33, 5, 40, 24), (22, 8, 9, 70)]
 
