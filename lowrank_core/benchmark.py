@@ -29,8 +29,9 @@ def _median_time(fn, repeats):
     return float(np.median(times))
 
 
-def run_dense_benchmark(*, quick=False, dtypes=(np.float64, np.float32), k=5, repeats=7,
-                        n_threads=None, out=print) -> list:
+def run_dense_benchmark(*, quick=False, dtypes=(np.float64, np.float32),
+                        kinds=("dense", "symmetric"), k=5, repeats=7, n_threads=None,
+                        out=print) -> list:
     """Time ``residual_gradient`` of the dense operators against numpy.
 
     Parameters
@@ -38,6 +39,7 @@ def run_dense_benchmark(*, quick=False, dtypes=(np.float64, np.float32), k=5, re
     quick : bool
         n = 40, m = 800 instead of n = 100, m = 2500.
     dtypes : sequence of float32 / float64
+    kinds : sequence of {"dense", "symmetric"}
     k : int
         Factor width.
     repeats : int
@@ -57,7 +59,7 @@ def run_dense_benchmark(*, quick=False, dtypes=(np.float64, np.float32), k=5, re
     rng = np.random.default_rng(0)
     for dtype in dtypes:
         dtype = np.dtype(dtype)
-        for kind in ("dense", "symmetric"):
+        for kind in kinds:
             if kind == "dense":
                 op = DenseOperator.gaussian(m, n, n, dtype=dtype, seed=1, n_threads=n_threads)
             else:
@@ -87,7 +89,7 @@ def run_dense_benchmark(*, quick=False, dtypes=(np.float64, np.float32), k=5, re
                          "seconds": t_ours, "numpy_seconds": t_ref, "speedup": t_ref / t_ours,
                          "gbytes_per_s": op.nbytes / t_ours / 1e9})
     out(f"per-iteration residual_gradient, n1=n2={n}, m={m}, k={k}, median of {repeats} "
-        f"(threads: {rows[0] and op.n_threads})")
+        f"(threads requested: {op.n_threads})")
     out(f"{'operator':<12} {'dtype':<8} {'lowrank_core [ms]':>18} {'numpy [ms]':>11} "
         f"{'speed-up':>9} {'A GB/s':>8}")
     for r in rows:

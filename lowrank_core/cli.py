@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -291,8 +290,8 @@ def _forward_bench(comparison, argv) -> int:
 def _cmd_bench(args) -> int:
     from .benchmark import run_dense_benchmark
 
-    dtypes = [np.float64, np.float32] if args.dtype == "both" else [np.dtype(args.dtype).type]
-    run_dense_benchmark(quick=args.quick, dtypes=dtypes, k=args.k, repeats=args.repeats,
+    run_dense_benchmark(quick=args.quick, dtypes=[np.dtype(d).type for d in args.dtypes],
+                        kinds=args.kinds, k=args.k, repeats=args.repeats,
                         n_threads=args.threads, out=print)
     return 0
 
@@ -487,12 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="per-iteration throughput per operator and dtype vs numpy",
                        description="Time one residual_gradient (the per-iteration product of "
                                    "every method) for each operator kind and dtype, with the "
-                                   "same computation in plain numpy beside it.")
+                                   "same computation in plain numpy beside it. (This build "
+                                   "lacks lowrank_core.comparison: dense kinds only.)")
     b.add_argument("--quick", action="store_true", help="small sizes")
-    b.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
-    b.add_argument("-k", type=_positive_int, default=5, help="factor width (default 5)")
+    b.add_argument("--kinds", nargs="+", choices=("dense", "symmetric"),
+                   default=["dense", "symmetric"], help="operator kinds")
+    b.add_argument("--dtypes", nargs="+", choices=("float64", "float32"),
+                   default=["float64", "float32"])
+    b.add_argument("--k", type=_positive_int, default=5, help="factor width (default 5)")
     b.add_argument("--repeats", type=_positive_int, default=7, help="(default 7; median)")
     b.add_argument("--threads", type=_threads, default=None, help=threads_help)
+    b.add_argument("--no-solves", action="store_true",
+                   help="accepted for compatibility (this table has no solves)")
     b.set_defaults(func=_cmd_bench)
     return ap
 

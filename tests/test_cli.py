@@ -245,13 +245,17 @@ def test_reproduce_symmetric_slope_matches_csv(tmp_path):
 
 # -------------------------------------------------------------------------------- bench
 def test_bench_quick_table():
-    proc = run("bench", "--quick", "--repeats", "2")
+    # Options shared by the built-in table and lowrank_core.comparison (used when present).
+    proc = run("bench", "--quick", "--repeats", "2", "--kinds", "dense", "--dtypes",
+               "float64", "float32", "--no-solves")
     assert proc.returncode == 0, proc.stderr
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("dense", "symmetric"))]
-    assert len(lines) >= 4
+    lines = [ln for ln in proc.stdout.splitlines()
+             if ln.lstrip("| ").startswith("dense") and "float" in ln]
+    assert len(lines) >= 2
     for ln in lines:
-        nums = [float(x) for x in ln.split()[2:]]
-        assert all(x > 0 for x in nums)
+        nums = [float(x) for x in re.findall(r"(?<![\w.])\d+\.\d+(?:e[+-]?\d+)?", ln)]
+        assert nums and all(x > 0 for x in nums)
+    assert_one_line_error(run("bench", "--bogus"), "--bogus")
 
 
 # --------------------------------------------------------------------------- error paths
