@@ -6,6 +6,7 @@ factorization X X^T or F G^T. See the README for the architecture.
 """
 
 from . import metrics
+from .distributed import ShardedOperator
 from ._threads import openmp_enabled
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
@@ -16,6 +17,7 @@ __all__ = [
     "DenseOperator",
     "MeasurementOperator",
     "Problem",
+    "ShardedOperator",
     "SymmetricDenseOperator",
     "make_problem",
     "metrics",
