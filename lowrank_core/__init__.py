@@ -6,8 +6,8 @@ factorization X X^T or F G^T. See the README for the architecture.
 """
 
 from . import metrics
-from .distributed import ShardedOperator
 from ._threads import openmp_enabled
+from .distributed import ShardedOperator
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
 

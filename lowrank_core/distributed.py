@@ -41,9 +41,10 @@ Design
   (an O(m) comparison on the client, no traffic), so modifying y in place is safe.
   :meth:`ShardedOperator.forward_factored` registers the measurements it computes, so
   ``y = op.forward_factored(L, R)`` followed by a solve never ships y at all.
-* **Failures never hang.** Every remote call waits at most ``timeout`` seconds (default 300)
-  and then raises :class:`ShardTimeoutError`; a lost worker is detected at once (its
-  connection drops). Errors carry the last iterate the operator saw (``last_factors``).
+* **Failures never hang.** Every call waits at most ``timeout`` seconds (default 300) and
+  building shards at most ``build_timeout`` (default 600), then raises
+  :class:`ShardTimeoutError`; a lost worker is detected at once (its connection drops).
+  Errors carry the last iterate the operator saw (``last_factors``).
 * **Memory is checked before allocation.** The estimated bytes of each shard are checked
   against the memory limit of its worker (times Dask's ``pause`` fraction, default 0.8,
   minus what the worker process already uses) on the client before anything is created and
@@ -68,23 +69,33 @@ import os
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ._threads import resolve_n_threads
-from ._validation import (as_float_array, check_dtype, check_positive_float,
-                          check_positive_int, check_random_state)
-from .operators import (DenseOperator, MeasurementOperator, SymmetricDenseOperator,
-                        _format_bytes, available_memory)
+from ._validation import (
+    check_dtype,
+    check_positive_float,
+    check_positive_int,
+    check_random_state,
+)
+from .operators import (
+    DenseOperator,
+    MeasurementOperator,
+    SymmetricDenseOperator,
+    _format_bytes,
+    available_memory,
+)
 
 __all__ = [
-    "ShardedOperator",
     "ShardError",
     "ShardLostError",
-    "ShardTimeoutError",
     "ShardRecoveredWarning",
+    "ShardTimeoutError",
+    "ShardedOperator",
     "make_sharded_problem",
 ]
 
@@ -304,7 +315,6 @@ class _ShardActor:
         import resource
 
         import psutil
-
         from distributed import get_worker
 
         return {"shard": self.index, "address": self.address, "pid": os.getpid(),
@@ -433,8 +443,11 @@ class ShardedOperator(MeasurementOperator):
     n_threads : int, optional
         OpenMP threads of each shard's kernels; default: the worker's Dask thread count.
     timeout : float or None
-        Seconds any remote call (one iteration's gather, building a shard) may take before
-        :class:`ShardTimeoutError`; None waits forever. Default 300.
+        Seconds one call (one iteration: sending F, G and gathering every shard's reply)
+        may take before :class:`ShardTimeoutError`; None waits forever. Default 300.
+    build_timeout : float or None
+        Seconds building (or, after a worker loss, rebuilding) the shards may take.
+        Default 600.
     max_recoveries : int
         Shard rebuilds allowed within one call before giving up with
         :class:`ShardLostError`. Default 3.
@@ -452,11 +465,14 @@ class ShardedOperator(MeasurementOperator):
     """
 
     def __init__(self, client, shards: list[_Shard], *, n_threads=None, timeout=300.0,
-                 max_recoveries: int = 3, y_cache_size: int = 4, check_memory=True):
+                 build_timeout=600.0, max_recoveries: int = 3, y_cache_size: int = 4,
+                 check_memory=True):
         super().__init__(n_threads)
         self._client = _get_client(client)
         self._shard_n_threads = n_threads
         self.timeout = None if timeout is None else check_positive_float(timeout, "timeout")
+        self.build_timeout = (None if build_timeout is None
+                              else check_positive_float(build_timeout, "build_timeout"))
         self.max_recoveries = check_positive_int(max_recoveries, "max_recoveries", minimum=0)
         self._y_cache_size = check_positive_int(y_cache_size, "y_cache_size")
         self._shards = shards
@@ -476,7 +492,7 @@ class ShardedOperator(MeasurementOperator):
     # ================================================================ constructors
     @classmethod
     def from_operator(cls, op: MeasurementOperator, n_shards: int, client=None, *,
-                      keep_source: bool = True, **options) -> "ShardedOperator":
+                      keep_source: bool = True, **options) -> ShardedOperator:
         """Split an existing operator into ``n_shards`` row blocks and send them to workers.
 
         Shard s gets measurements [s m / n_shards, (s + 1) m / n_shards). Each block is
@@ -495,7 +511,8 @@ class ShardedOperator(MeasurementOperator):
             client (no extra memory while the caller holds ``op`` anyway). With False a
             lost shard raises :class:`ShardLostError`.
         **options
-            ``n_threads``, ``timeout``, ``max_recoveries``, ``y_cache_size``.
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
         """
         if not isinstance(op, MeasurementOperator) or isinstance(op, ShardedOperator):
             raise TypeError(f"op must be a lowrank_core operator, got {type(op).__name__}")
@@ -520,7 +537,7 @@ class ShardedOperator(MeasurementOperator):
     @classmethod
     def gaussian(cls, m: int, n1: int, n2: int | None = None, *, n_shards: int, client=None,
                  seed=None, symmetric: bool = False, dtype=np.float64,
-                 **options) -> "ShardedOperator":
+                 **options) -> ShardedOperator:
         """A Gaussian operator generated on the workers, shard by shard, from seeds.
 
         The client never holds A: shard s draws its rows with the generator
@@ -542,7 +559,8 @@ class ShardedOperator(MeasurementOperator):
         symmetric : bool
         dtype : float32 or float64
         **options
-            ``n_threads``, ``timeout``, ``max_recoveries``, ``y_cache_size``.
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
         """
         m = check_positive_int(m, "m")
         n1 = check_positive_int(n1, "n1")
@@ -569,7 +587,7 @@ class ShardedOperator(MeasurementOperator):
 
     @classmethod
     def from_files(cls, paths: Sequence[str], client=None, *, kind: str = "dense",
-                   shape=None, mmap_mode=None, **options) -> "ShardedOperator":
+                   shape=None, mmap_mode=None, **options) -> ShardedOperator:
         """Shards loaded by the workers from .npy files, one file per shard, in order.
 
         The paths are opened on the workers (a shared or replicated file system), never on
@@ -589,7 +607,8 @@ class ShardedOperator(MeasurementOperator):
         mmap_mode : None or "r"
             Memory-map the files read-only instead of loading them.
         **options
-            ``n_threads``, ``timeout``, ``max_recoveries``, ``y_cache_size``.
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
         """
         if kind not in ("dense", "symmetric"):
             raise ValueError(f"kind must be 'dense' or 'symmetric', got {kind!r}")
@@ -607,7 +626,7 @@ class ShardedOperator(MeasurementOperator):
 
     @classmethod
     def from_builders(cls, builders: Sequence[Callable[[], MeasurementOperator]], client=None,
-                      *, nbytes: Sequence[int] | None = None, **options) -> "ShardedOperator":
+                      *, nbytes: Sequence[int] | None = None, **options) -> ShardedOperator:
         """Shards of any operator kind, each built on a worker by a zero-argument builder.
 
         ``builders[s]()`` runs on a worker and returns shard s (any MeasurementOperator,
@@ -623,7 +642,8 @@ class ShardedOperator(MeasurementOperator):
             Estimated bytes of each shard, checked against the workers' memory limits
             before anything is built.
         **options
-            ``n_threads``, ``timeout``, ``max_recoveries``, ``y_cache_size``.
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
         """
         builders = list(builders)
         if not builders or not all(callable(b) for b in builders):
@@ -681,21 +701,23 @@ class ShardedOperator(MeasurementOperator):
                              key=f"lowrank-shard-{sh.index}-{os.urandom(6).hex()}")
 
     def _finish(self, sh: _Shard, future, deadline) -> None:
-        """Wait for a shard actor, then record where it lives and what it holds."""
+        """Wait (until ``deadline``) for a shard actor, then record where it lives and
+        what it holds."""
         try:
             actor = future.result(timeout=_remaining(deadline))
             info = actor.info().result(timeout=_remaining(deadline))
         except BaseException as exc:
             if _is_timeout(exc):
                 raise ShardTimeoutError(
-                    f"shard {sh.index} was not built within timeout={self.timeout} s "
+                    f"shard {sh.index} was not built within build_timeout="
+                    f"{self.build_timeout} s "
                     "(are workers alive and not paused for memory?)", shard=sh.index) from exc
             raise
         sh.future, sh.actor, sh.address, sh.info = future, actor, info["address"], info
 
     def _create_all(self, workers: dict[str, dict]) -> None:
         addresses = list(workers)
-        deadline = _deadline(self.timeout)
+        deadline = _deadline(self.build_timeout)
         futures = [self._submit(sh, addresses[sh.index % len(addresses)], loose=False)
                    for sh in self._shards]
         try:
@@ -808,7 +830,7 @@ class ShardedOperator(MeasurementOperator):
         if self._closed:
             raise RuntimeError("this ShardedOperator was closed")
         deadline = _deadline(self.timeout)
-        pending = {sh.index: getattr(sh.actor, method)(*make_args(sh, False))
+        pending = {sh.index: _call(sh.actor, method, make_args(sh, False))
                    for sh in self._shards}
         results: list = [None] * len(self._shards)
         rebuilds = 0
@@ -832,11 +854,12 @@ class ShardedOperator(MeasurementOperator):
                             f"shard {sh.index} was lost {rebuilds} times in one call "
                             f"(max_recoveries={self.max_recoveries}); last error: {exc!r}",
                             **self._error_context(sh)) from exc
-                    self._rebuild(sh, exc, deadline)
-                    pending[sh.index] = getattr(sh.actor, method)(*make_args(sh, True))
+                    self._rebuild(sh, exc)
+                    deadline = _deadline(self.timeout)  # a fresh timeout for the retry
+                    pending[sh.index] = _call(sh.actor, method, make_args(sh, True))
                     continue
                 if isinstance(res, str) and res == _MISSING_MEASUREMENTS:
-                    pending[sh.index] = getattr(sh.actor, method)(*make_args(sh, True))
+                    pending[sh.index] = _call(sh.actor, method, make_args(sh, True))
                     continue
                 results[sh.index] = res
                 break
@@ -853,9 +876,10 @@ class ShardedOperator(MeasurementOperator):
         return {"shard": sh.index, "worker": sh.address, "last_factors": self._last_factors,
                 "n_calls": self.n_calls}
 
-    def _rebuild(self, sh: _Shard, exc: BaseException, deadline) -> None:
+    def _rebuild(self, sh: _Shard, exc: BaseException) -> None:
         """Rebuild a lost shard from its recipe on a live worker (or raise)."""
         lost_address = sh.address
+        deadline = _deadline(self.build_timeout)
         if not sh.recoverable:
             raise ShardLostError(
                 f"shard {sh.index} (rows {sh.rows[0]}..{sh.rows[1] - 1}) was lost with worker "
@@ -866,7 +890,7 @@ class ShardedOperator(MeasurementOperator):
         try:
             self._client.wait_for_workers(1, timeout=_remaining(deadline))
             workers = [a for a in self._workers() if a != lost_address]
-        except BaseException as wexc:
+        except BaseException as wexc:  # noqa: BLE001 - any failure means: no worker
             raise ShardLostError(
                 f"shard {sh.index} was lost with worker {lost_address} ({exc!r}) and no live "
                 f"worker is available to rebuild it ({wexc!r})",
@@ -970,15 +994,33 @@ class ShardedOperator(MeasurementOperator):
             if sh.future is not None:
                 try:
                     sh.future.release()
-                except Exception:  # client already closed
+                except Exception:  # noqa: BLE001, S110 - client already closed
                     pass
             sh.actor = sh.future = None
 
-    def __enter__(self) -> "ShardedOperator":
+    def __enter__(self) -> ShardedOperator:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _FailedCall:
+    """Stands in for the future of a call that could not even be sent."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def result(self, timeout=None):
+        raise self.exc
+
+
+def _call(actor, method: str, args: tuple):
+    """Start ``actor.method(*args)``; a proxy of a lost actor raises here already."""
+    try:
+        return getattr(actor, method)(*args)
+    except Exception as exc:  # noqa: BLE001 - re-raised by _run, classified there
+        return _FailedCall(exc)
 
 
 def _deadline(timeout):
