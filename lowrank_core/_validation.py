@@ -79,7 +79,8 @@ def as_float_array(
         if arr.ndim != len(shape) or any(
             s is not None and a != s for a, s in zip(arr.shape, shape)
         ):
-            want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+            parts = ["any" if s is None else str(s) for s in shape]
+            want = "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
             raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")

@@ -9,40 +9,40 @@ def py_dot(const floating[::1] x, const floating[::1] y):
     return dot(<blas_int>x.shape[0], &x[0], 1, &y[0], 1)
 
 
-def py_axpy(floating alpha, const floating[::1] x, floating[::1] y):
-    axpy(<blas_int>x.shape[0], alpha, &x[0], 1, &y[0], 1)
+def py_axpy(double alpha, const floating[::1] x, floating[::1] y):
+    axpy(<blas_int>x.shape[0], <floating>alpha, &x[0], 1, &y[0], 1)
 
 
-def py_scal(floating alpha, floating[::1] x):
-    scal(<blas_int>x.shape[0], alpha, &x[0], 1)
+def py_scal(double alpha, floating[::1] x):
+    scal(<blas_int>x.shape[0], <floating>alpha, &x[0], 1)
 
 
 def py_nrm2(const floating[::1] x):
     return nrm2(<blas_int>x.shape[0], &x[0], 1)
 
 
-def py_gemv(str trans, floating alpha, const floating[:, ::1] A, const floating[::1] x,
-            floating beta, floating[::1] y):
+def py_gemv(str trans, double alpha, const floating[:, ::1] A, const floating[::1] x,
+            double beta, floating[::1] y):
     cdef char t = ord(trans)
-    gemv(t, <blas_int>A.shape[0], <blas_int>A.shape[1], alpha, &A[0, 0], <blas_int>A.shape[1],
-         &x[0], 1, beta, &y[0], 1)
+    gemv(t, <blas_int>A.shape[0], <blas_int>A.shape[1], <floating>alpha, &A[0, 0], <blas_int>A.shape[1],
+         &x[0], 1, <floating>beta, &y[0], 1)
 
 
-def py_gemm(str transa, str transb, floating alpha, const floating[:, ::1] A,
-            const floating[:, ::1] B, floating beta, floating[:, ::1] C):
+def py_gemm(str transa, str transb, double alpha, const floating[:, ::1] A,
+            const floating[:, ::1] B, double beta, floating[:, ::1] C):
     cdef char ta = ord(transa), tb = ord(transb)
     cdef blas_int m = C.shape[0], n = C.shape[1]
     cdef blas_int k = A.shape[1] if ta == b'n' else A.shape[0]
-    gemm(ta, tb, m, n, k, alpha, &A[0, 0], <blas_int>A.shape[1], &B[0, 0],
-         <blas_int>B.shape[1], beta, &C[0, 0], <blas_int>C.shape[1])
+    gemm(ta, tb, m, n, k, <floating>alpha, &A[0, 0], <blas_int>A.shape[1], &B[0, 0],
+         <blas_int>B.shape[1], <floating>beta, &C[0, 0], <blas_int>C.shape[1])
 
 
-def py_syrk(str trans, floating alpha, const floating[:, ::1] A, floating beta,
+def py_syrk(str trans, double alpha, const floating[:, ::1] A, double beta,
             floating[:, ::1] C):
     cdef char t = ord(trans)
     cdef blas_int n = C.shape[0]
     cdef blas_int k = A.shape[1] if t == b'n' else A.shape[0]
-    syrk(t, n, k, alpha, &A[0, 0], <blas_int>A.shape[1], beta, &C[0, 0], <blas_int>C.shape[1])
+    syrk(t, n, k, <floating>alpha, &A[0, 0], <blas_int>A.shape[1], <floating>beta, &C[0, 0], <blas_int>C.shape[1])
 
 
 def py_cholesky_solve_right(floating[:, ::1] P, floating[:, ::1] B):

@@ -15,6 +15,8 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
+import numpy as np
+
 from _blas cimport blas_int, gemm
 
 
@@ -245,17 +247,41 @@ def pack_upper(const floating[:, :, ::1] A, floating[:, ::1] out, int n_threads)
 
 def stream_sum(const floating[:, ::1] A, int n_threads):
     """Sum of all entries: a plain streaming read of A, the memory-bandwidth floor
-    against which the operator kernels are compared (same partition and threads)."""
-    cdef Py_ssize_t m = A.shape[0], N = A.shape[1], i
-    cdef double total = 0
-    for i in prange(m, nogil=True, schedule='static', num_threads=n_threads):
-        total += _row_sum(&A[i, 0], N)
-    return total
+    against which the operator kernels are compared (same partition and threads,
+    four independent accumulation chains so it is not latency bound)."""
+    cdef Py_ssize_t m = A.shape[0], N = A.shape[1]
+    cdef Py_ssize_t t, start, stop
+    cdef double[::1] partial = np.zeros(max(n_threads, 1))
+    with nogil, parallel(num_threads=n_threads):
+        for t in prange(n_threads, schedule='static', chunksize=1):
+            start = (t * m) // n_threads
+            stop = ((t + 1) * m) // n_threads
+            partial[t] = _sum_rows(&A[0, 0], N, start, stop)
+    return float(np.sum(partial))
 
 
-cdef inline double _row_sum(const floating* a, Py_ssize_t n) noexcept nogil:
-    cdef floating s = 0
-    cdef Py_ssize_t j
-    for j in range(n):
-        s = s + a[j]
-    return s
+cdef double _sum_rows(const floating* A, Py_ssize_t N, Py_ssize_t start,
+                      Py_ssize_t stop) noexcept nogil:
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t i = start, j
+    cdef const floating* a0
+    cdef const floating* a1
+    cdef const floating* a2
+    cdef const floating* a3
+    while i + 4 <= stop:
+        a0 = &A[i * N]
+        a1 = &A[(i + 1) * N]
+        a2 = &A[(i + 2) * N]
+        a3 = &A[(i + 3) * N]
+        for j in range(N):
+            s0 = s0 + a0[j]
+            s1 = s1 + a1[j]
+            s2 = s2 + a2[j]
+            s3 = s3 + a3[j]
+        i = i + 4
+    while i < stop:
+        a0 = &A[i * N]
+        for j in range(N):
+            s0 = s0 + a0[j]
+        i = i + 1
+    return <double>((s0 + s1) + (s2 + s3))
