@@ -327,7 +327,10 @@ class _ShardActor:
         return self.op
 
     def set_n_threads(self, n_threads) -> int:
-        self.op.n_threads = n_threads
+        """Set the shard's kernel threads (None: the worker's Dask thread count)."""
+        from distributed import get_worker
+
+        self.op.n_threads = get_worker().state.nthreads if n_threads is None else n_threads
         return self.op.n_threads
 
     # ------------------------------------------------------------- measurements
@@ -775,6 +778,7 @@ class ShardedOperator(MeasurementOperator):
     @n_threads.setter
     def n_threads(self, value) -> None:
         resolve_n_threads(value)
+        self._n_threads_request = value
         self._shard_n_threads = value
         if getattr(self, "_shards", None) and self._shards[0].actor is not None:
             for sh, nt in zip(self._shards, self._run("set_n_threads", lambda s, y: (value,))):

@@ -407,3 +407,15 @@ def test_operators_pickle_without_lock():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="row range"):
         op._take_rows(5, 5)
+
+
+def test_finiteness_check_without_full_size_temporary():
+    from lowrank_core._validation import _all_finite, as_float_array
+
+    x = np.zeros((3, 1 << 20), np.float32)  # three chunks
+    assert _all_finite(x)
+    x[2, -1] = np.inf
+    assert not _all_finite(x)
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        as_float_array(x, "A")
+    assert not _all_finite(x[:, 1::2])  # strided input: the plain check
