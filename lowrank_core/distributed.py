@@ -438,9 +438,10 @@ class ShardedOperator(MeasurementOperator):
     unchanged. Build one with :meth:`from_operator`, :meth:`gaussian`, :meth:`from_files`
     or :meth:`from_builders`; the constructor itself is internal.
 
-    Parameters (shared by the constructors)
-    ----------------------------------------
+    Parameters
+    ----------
     client : distributed.Client, optional
+        (These options are accepted by every constructor.)
         Client of the cluster (default: ``distributed.get_client()``). For a running
         cluster: ``Client("tcp://scheduler-host:8786")``.
     n_threads : int, optional
@@ -464,7 +465,8 @@ class ShardedOperator(MeasurementOperator):
     itemsize bytes read), plus, on the client, an O(m) check of y and the sums of S
     partial products (S (n1 + n2) k flops). Traffic: (n1 + n2) k floats to every shard and
     (n1 + n2) k + m_s floats back; y_s once per distinct y. Latency: one client-worker round
-    trip per iteration (a few ms on a LAN), on top of the slowest shard's compute.
+    trip per iteration on top of the slowest shard's compute (measured 6-12 ms over
+    loopback on a loaded 2-core machine; see ``benchmarks/distributed_overhead.py``).
     """
 
     def __init__(self, client, shards: list[_Shard], *, n_threads=None, timeout=300.0,

@@ -314,6 +314,24 @@ def test_worker_killed_mid_solve_is_recovered(two_workers):
             assert rel(a, b) < 1e-12
 
 
+def test_worker_killed_shard_resent_from_client_operator(two_workers):
+    client = two_workers
+    p = local_problem("symmetric", np.float64)
+    X0, _ = factors(*p.shape, 3, np.float64)
+    ref = _gd(p.operator, p.y, 0.1 * X0, 0.1 * X0, 0.1, 8)
+    with ShardedOperator.from_operator(p.operator, 2, client, timeout=60) as sop:
+
+        def kill_at_4(t, F, G):
+            if t == 4:
+                _kill_worker_of_shard(sop, 1)
+
+        with pytest.warns(ShardRecoveredWarning, match="shard 1 was lost"):
+            got = _gd(sop, p.y, 0.1 * X0, 0.1 * X0, 0.1, 8, callback=kill_at_4)
+        assert [r["shard"] for r in sop.recoveries] == [1]
+    for a, b in zip(got, ref):
+        assert rel(a, b) < 1e-10
+
+
 def test_worker_lost_without_source_raises_with_partial_result(two_workers):
     client = two_workers
     p = local_problem("dense", np.float64)
@@ -419,3 +437,24 @@ def test_finiteness_check_without_full_size_temporary():
     with pytest.raises(ValueError, match="1 NaN or infinite"):
         as_float_array(x, "A")
     assert not _all_finite(x[:, 1::2])  # strided input: the plain check
+
+
+def test_threads_and_argument_errors(client):
+    import pickle
+
+    p = local_problem("dense", np.float64, m=60)
+    with pytest.raises(TypeError, match="Client\\('tcp://x:1'\\)"):
+        ShardedOperator.from_operator(p.operator, 2, "tcp://x:1")
+    with pytest.raises(ValueError, match="exceeds the m = 60"):
+        ShardedOperator.from_operator(p.operator, 61, client)
+    with ShardedOperator.from_operator(p.operator, 2, client) as sop:
+        assert sop.n_threads == 1  # the workers' Dask thread count
+        sop.n_threads = 2
+        expected = 2 if lc.openmp_enabled() else 1  # builds without OpenMP run 1 thread
+        assert [s.n_threads for s in sop.fetch_shards()] == [expected, expected]
+        sop.n_threads = None
+        assert sop.n_threads == 1
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(sop)
+    with pytest.raises(RuntimeError, match="closed"):
+        sop.forward(np.zeros(p.shape))
