@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator
 
 from ._threads import resolve_n_threads
 from ._validation import (
@@ -225,6 +226,15 @@ def _npy_shard(path: str, kind: str, shape, mmap_mode) -> MeasurementOperator:
     return SymmetricDenseOperator(A)
 
 
+def _spectral_is_average(op: MeasurementOperator) -> bool:
+    """True when ``op``'s class overrides ``spectral_operator`` (a normalized estimate of M,
+    an average over its rows such as A^T(y) / p), False when it is the plain A^T(y) (a
+    sum over rows). Decides how shard estimates combine."""
+    base = getattr(MeasurementOperator, "spectral_operator", None)
+    own = getattr(type(op), "spectral_operator", None)
+    return own is not None and own is not base
+
+
 def _given_operator(op: MeasurementOperator) -> MeasurementOperator:
     """Recipe of a shard shipped from the client: the operator itself."""
     return op
@@ -309,7 +319,7 @@ class _ShardActor:
         return {"m": op.m, "shape": op.shape, "dtype": op.dtype.str,
                 "symmetric": bool(op.symmetric), "nbytes": int(op.nbytes),
                 "kind": type(op).__name__, "address": self.address, "pid": os.getpid(),
-                "n_threads": op.n_threads}
+                "n_threads": op.n_threads, "spectral_average": _spectral_is_average(op)}
 
     def memory(self) -> dict:
         import resource
@@ -367,6 +377,19 @@ class _ShardActor:
         if token is not None:
             self._measurements(token, out.copy())
         return out
+
+    def spectral_product(self, token, X, transpose, y=None):
+        """This shard's spectral estimate of M (from its y_s) times X, or its transpose."""
+        y = self._measurements(token, y)
+        if y is None:
+            return _MISSING_MEASUREMENTS
+        cached = getattr(self, "_spectral", None)
+        if cached is None or cached[0] != token:
+            make = getattr(self.op, "spectral_operator", None)
+            lin = make(y) if callable(make) else self.op.adjoint_operator(y)
+            self._spectral = cached = (token, lin)
+        lin = cached[1]
+        return lin.rmatmat(X) if transpose else lin.matmat(X)
 
     def forward(self, M):
         out = np.empty(self.op.m, self.op.dtype)
@@ -979,6 +1002,41 @@ class ShardedOperator(MeasurementOperator):
         for part in parts[1:]:
             S += part
         return S
+
+    def spectral_operator(self, y) -> LinearOperator:
+        r"""An estimate of M from y = A(M) as a LinearOperator, for spectral initialization.
+
+        Every product is computed on the shards and combined in shard order: shards whose
+        kind estimates M by the plain adjoint (dense operators) add up to A^T(y) exactly;
+        shards whose kind normalizes its estimate (an average over its rows, e.g. entries:
+        A_s^T(y_s) / p_s) are averaged with weights m_s / m, which for entries is exactly
+        the single-process estimate and for rank-one projections averages per-shard
+        unbiased estimates (equal up to the per-shard moment estimates). One round trip
+        per matvec/matmat; nothing n1 x n2 is formed on the client.
+        """
+        y = self._check_y(y, "y")
+        token, _ = self._token(y)
+        weights = [sh.info["m"] / self.m if sh.info.get("spectral_average") else 1.0
+                   for sh in self._shards]
+        n1, n2 = self.shape
+        dtype = self.dtype
+
+        def product(X, transpose):
+            X = np.ascontiguousarray(X, dtype=dtype)
+            vec = X.ndim == 1
+            X2 = X.reshape(-1, 1) if vec else X
+            parts = self._run("spectral_product", lambda sh, missing: (
+                token, X2, transpose, self._y_slice(token, sh) if missing else None))
+            out = np.zeros(((n2 if transpose else n1), X2.shape[1]), dtype)
+            for w, part in zip(weights, parts):
+                out += part if w == 1.0 else dtype.type(w) * part
+            return out.ravel() if vec else out
+
+        return LinearOperator((n1, n2), dtype=dtype,
+                              matvec=lambda v: product(v, False),
+                              rmatvec=lambda u: product(u, True),
+                              matmat=lambda X: product(X, False),
+                              rmatmat=lambda U: product(U, True))
 
     # ================================================================== utilities
     def memory_usage(self) -> list[dict]:

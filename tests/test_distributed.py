@@ -125,6 +125,23 @@ def test_forward_adjoint_match_numpy(client, kind):
         assert rel(sop.adjoint_operator(z).matvec(v), S @ v) < 1e-12
 
 
+@pytest.mark.parametrize("kind", ["dense", "symmetric"])
+def test_spectral_operator_matches_single_process(client, kind):
+    p = local_problem(kind, np.float64)
+    op = p.operator
+    make = getattr(op, "spectral_operator", op.adjoint_operator)
+    S = make(p.y).matmat(np.eye(op.shape[1]))  # the single-process estimate, dense
+    np.testing.assert_allclose(S, (op.matrices.reshape(op.m, -1).T @ p.y).reshape(op.shape),
+                               rtol=1e-12, atol=1e-14)
+    X = np.random.default_rng(0).standard_normal((op.shape[1], 3))
+    U = np.random.default_rng(1).standard_normal((op.shape[0], 2))
+    with ShardedOperator.from_operator(op, 3, client) as sop:
+        lin = sop.spectral_operator(p.y)
+        assert rel(lin.matmat(X), S @ X) < 1e-12
+        assert rel(lin.rmatmat(U), S.T @ U) < 1e-12
+        assert rel(lin.matvec(X[:, 0]), S @ X[:, 0]) < 1e-12
+
+
 def test_gaussian_generated_on_workers(client):
     m, n1, n2 = 900, 8, 6
     with ShardedOperator.gaussian(m, n1, n2, n_shards=3, client=client, seed=7) as sop, \
