@@ -235,6 +235,30 @@ def _spectral_is_average(op: MeasurementOperator) -> bool:
     return own is not None and own is not base
 
 
+def _row_block(op: MeasurementOperator, start: int, stop: int) -> MeasurementOperator:
+    """Measurements start..stop-1 of ``op`` as an operator of the same kind.
+
+    Uses the operator's own ``_take_rows`` when it has one (the dense operators: a view, no
+    copy); the structured kinds are rebuilt from their public data (entries: rows, cols,
+    scale; sparse: rows of the CSR matrix; rank-one: rows of a and b).
+    """
+    take = getattr(op, "_take_rows", None)
+    if callable(take):
+        return take(start, stop)
+    kind = type(op).__name__
+    nt = getattr(op, "_n_threads_request", None)
+    if kind == "EntryOperator":
+        return type(op)(op.rows[start:stop], op.cols[start:stop], op.shape, dtype=op.dtype,
+                        scale=op.scale, n_threads=nt)
+    if kind == "SparseOperator":
+        return type(op)(op.to_scipy()[start:stop], op.shape, n_threads=nt)
+    if kind == "RankOneOperator":
+        return type(op)(op.a[start:stop], None if op.symmetric else op.b[start:stop],
+                        n_threads=nt, block=op.block)
+    raise TypeError(f"{kind} cannot be split by rows (no _take_rows); build its shards on "
+                    "the workers with ShardedOperator.from_builders")
+
+
 def _given_operator(op: MeasurementOperator) -> MeasurementOperator:
     """Recipe of a shard shipped from the client: the operator itself."""
     return op
@@ -529,7 +553,8 @@ class ShardedOperator(MeasurementOperator):
         Parameters
         ----------
         op : MeasurementOperator
-            Any operator with a ``_take_rows(start, stop)`` method (the dense ones).
+            A dense, symmetric dense, sparse, entry or rank-one operator (any operator
+            with a ``_take_rows(start, stop)`` method).
         n_shards : int
             Number of shards, 1 <= n_shards <= op.m. Shards are placed round-robin on the
             workers; several per worker is fine (they run one after the other there).
@@ -544,7 +569,8 @@ class ShardedOperator(MeasurementOperator):
         """
         if not isinstance(op, MeasurementOperator) or isinstance(op, ShardedOperator):
             raise TypeError(f"op must be a lowrank_core operator, got {type(op).__name__}")
-        if not hasattr(op, "_take_rows"):
+        if not hasattr(op, "_take_rows") and type(op).__name__ not in (
+                "EntryOperator", "SparseOperator", "RankOneOperator"):
             raise TypeError(
                 f"{type(op).__name__} cannot be split by rows (it has no _take_rows); build "
                 "its shards on the workers with ShardedOperator.from_builders")
@@ -555,7 +581,7 @@ class ShardedOperator(MeasurementOperator):
         for s, (a, b) in enumerate(_row_bounds(op.m, n_shards)):
             nbytes = math.ceil(op.nbytes * (b - a) / op.m)
             shards.append(_Shard(s, _given_operator, (), nbytes, rows=(a, b),
-                                 payload=(lambda a=a, b=b: op._take_rows(a, b))))
+                                 payload=(lambda a=a, b=b: _row_block(op, a, b))))
         self = cls(client, shards, **options)
         if not keep_source:
             for sh in self._shards:
@@ -758,7 +784,7 @@ class ShardedOperator(MeasurementOperator):
         first = self._shards[0].info
         for sh in self._shards:
             i = sh.info
-            for key in ("shape", "dtype", "symmetric"):
+            for key in ("shape", "dtype"):
                 if i[key] != first[key]:
                     raise ValueError(f"shard {sh.index} has {key} {i[key]} but shard 0 has "
                                      f"{first[key]}; all shards must agree")
