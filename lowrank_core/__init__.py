@@ -10,14 +10,18 @@ from ._threads import openmp_enabled
 from .distributed import ShardedOperator
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
+from .structured import EntryOperator, RankOneOperator, SparseOperator
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DenseOperator",
+    "EntryOperator",
     "MeasurementOperator",
     "Problem",
+    "RankOneOperator",
     "ShardedOperator",
+    "SparseOperator",
     "SymmetricDenseOperator",
     "make_problem",
     "metrics",

@@ -9,8 +9,9 @@ Every operator offers the same interface, which is all the solvers use:
 * ``residual_gradient(F, G, y)`` -> ``(loss, z, A^T(z) G, A^T(z)^T F)`` with
   z = A(F G^T) - y and loss = 0.5 ||z||^2: the one fused call a factored gradient method
   needs per iteration;
-* ``adjoint_operator(z)`` -> A^T(z) as a :class:`scipy.sparse.linalg.LinearOperator`
-  (for spectral initialization with ``svds``).
+* ``adjoint_operator(z)`` -> A^T(z) as a :class:`scipy.sparse.linalg.LinearOperator`;
+* ``spectral_operator(y)`` -> a LinearOperator estimating M from y = A(M), whose top-k
+  SVD (``svds``) is the spectral initialization (A^T(y) unless the operator is biased).
 
 The compiled kernels live in ``lowrank_core._dense`` (and siblings); this module only
 validates and orchestrates.
@@ -203,6 +204,19 @@ class MeasurementOperator:
         """A^T(z) as a LinearOperator of shape (n1, n2) (matvec S v, rmatvec S^T u)."""
         z = self._check_y(z, "z")
         return aslinearoperator(self._adjoint_dense(z))
+
+    def spectral_operator(self, y) -> LinearOperator:
+        """An estimate of M from y = A(M) as a LinearOperator, for spectral initialization.
+
+        The top-k singular triplets (eigenpairs for symmetric problems) U S V^T of this
+        operator give the spectral initialization F0 = U S^{1/2}, G0 = V S^{1/2}
+        (ALGORITHMS.md 0.4). The default is A^T(y), unbiased for near-isotropic operators
+        (E[A^T A(M)] = M, e.g. the dense Gaussian ensembles); operators whose A^T A is
+        biased override it (entries: divide by the sampling rate; symmetric rank-one:
+        remove the tr(M) I term).
+        """
+        y = self._check_y(y, "y")
+        return self.adjoint_operator(y)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(m={self.m}, shape={self.shape}, "

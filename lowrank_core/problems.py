@@ -14,6 +14,7 @@ import numpy as np
 
 from . import metrics
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
+from .structured import EntryOperator, RankOneOperator, SparseOperator, sample_entries
 from ._validation import (check_dtype, check_positive_float, check_positive_int,
                           check_random_state)
 
@@ -78,9 +79,81 @@ def _build_gaussian(rng, n1, n2, m, psd, dtype, n_threads, **options):
     return DenseOperator.gaussian(m, n1, n2, dtype=dtype, seed=rng, n_threads=n_threads)
 
 
+def _build_sparse(rng, n1, n2, m, psd, dtype, n_threads, s=10):
+    """m sparse A_i, each with ``s`` nonzeros at uniformly random positions (drawn with
+    replacement; a repeated position adds up) and i.i.d. N(0, n1 n2 / (m s)) values, so
+    E<A_i, M>^2 = ||M||_F^2 / m and E||A(M)||^2 = ||M||_F^2 exactly. For psd=True each
+    A_i is symmetrized, (B_i + B_i^T)/2, which measures symmetric M exactly as B_i does.
+    """
+    s = check_positive_int(s, "s")
+    nnz = m * s
+    meas = np.repeat(np.arange(m, dtype=np.int64), s)
+    rows = rng.integers(0, n1, nnz)
+    cols = rng.integers(0, n2, nnz)
+    vals = rng.standard_normal(nnz, dtype=dtype)
+    vals *= dtype.type(np.sqrt(n1 * n2 / (m * s)))
+    if psd:
+        half = dtype.type(0.5)
+        meas = np.concatenate([meas, meas])
+        rows, cols = np.concatenate([rows, cols]), np.concatenate([cols, rows])
+        vals = np.concatenate([vals * half, vals * half])
+    return SparseOperator((meas, rows, cols, vals), (n1, n2), m=m, n_threads=n_threads)
+
+
+def _build_entries(rng, n1, n2, m, psd, dtype, n_threads, p=None):
+    """Matrix completion on a uniformly random set Omega of distinct entries.
+
+    |Omega| = m (uniform m-subset), or, with ``p`` given and m=None, a Bernoulli(p) set
+    (|Omega| ~ Binomial(n1 n2, p), then a uniform subset of that size). The entries are
+    scaled by 1/sqrt(p_eff), p_eff = |Omega| / (n1 n2), so E||A(M)||^2 = ||M||_F^2 and
+    A^T(y) is the usual unbiased P_Omega(M)/p. Sampled row-major sorted, chunk by chunk,
+    never forming anything n1 x n2 (see :func:`lowrank_core.structured.sample_entries`).
+    psd=True keeps the same (non-symmetrized) sampling of a PSD truth.
+    """
+    total = n1 * n2
+    if p is not None:
+        if m is not None:
+            raise ValueError("operator='entries' takes either m (a count) or p (a fraction), "
+                             "not both; pass m=None with p")
+        p = check_positive_float(p, "p")
+        if p > 1:
+            raise ValueError(f"p must be a fraction in (0, 1], got {p}")
+        m = int(rng.binomial(total, p))
+        if m == 0:
+            raise ValueError(f"p={p} observed no entry of a {n1} x {n2} matrix; use a larger p")
+    elif m is None:
+        raise ValueError("operator='entries' needs m (number of observed entries) or p")
+    if m > total:
+        raise ValueError(f"m={m} exceeds the {total} entries of a {n1} x {n2} matrix")
+    rows, cols = sample_entries(n1, n2, m, rng)
+    return EntryOperator(rows, cols, (n1, n2), dtype=dtype, scale=1.0 / np.sqrt(m / total),
+                         n_threads=n_threads)
+
+
+def _build_rank_one(rng, n1, n2, m, psd, dtype, n_threads):
+    """Gaussian rank-one projections: a_i, b_i ~ N(0, I/sqrt(m)) so E||A(M)||^2 = ||M||_F^2;
+    psd=True gives the symmetric model y_i = a_i^T M a_i with a_i ~ N(0, I/sqrt(2m)), for
+    which E||A(M)||^2 = ||M||_F^2 + tr(M)^2/2 (its spectral estimate is debiased, see
+    RankOneOperator.spectral_operator)."""
+    return RankOneOperator.gaussian(m, n1, n2, symmetric=psd, dtype=dtype, seed=rng,
+                                    n_threads=n_threads)
+
+
+def _require_m(builder):
+    def build(rng, n1, n2, m, psd, dtype, n_threads, **options):
+        if m is None:
+            raise ValueError("m (the number of measurements) is required for this operator")
+        return builder(rng, n1, n2, m, psd, dtype, n_threads, **options)
+    build.__doc__ = builder.__doc__
+    return build
+
+
 #: operator kind -> builder(rng, n1, n2, m, psd, dtype, n_threads, **options) -> operator
 OPERATOR_BUILDERS: dict[str, Callable[..., MeasurementOperator]] = {
-    "gaussian": _build_gaussian,
+    "gaussian": _require_m(_build_gaussian),
+    "sparse": _require_m(_build_sparse),
+    "entries": _build_entries,
+    "rank-one": _require_m(_build_rank_one),
 }
 
 
@@ -98,7 +171,17 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
     s linearly spaced from 1 down to 1/cond (so sigma_1 = 1); for ``psd=True`` it is
     U diag(s) U^T. Operators are normalized to be near-isotropic, E||A(M)||^2 = ||M||_F^2:
     dense Gaussian A_i have N(0, 1/m) entries; for psd=True the A_i are
-    (G_i + G_i^T)/(2 sqrt(m)), stored packed.
+    (G_i + G_i^T)/(2 sqrt(m)), stored packed. Structured kinds:
+
+    * ``"sparse"`` (option ``s``, nonzeros per A_i, default 10): N(0, n1 n2/(m s)) values
+      at uniform positions; symmetrized A_i for psd=True.
+    * ``"entries"``: m distinct uniformly sampled entries (or option ``p``, a Bernoulli
+      fraction, with m=None), each scaled by 1/sqrt(p_eff), p_eff = m/(n1 n2).
+    * ``"rank-one"``: a_i, b_i ~ N(0, I/sqrt(m)); psd=True gives y_i = a_i^T M a_i with
+      a_i ~ N(0, I/sqrt(2m)) (E||A(M)||^2 = ||M||_F^2 + tr(M)^2/2).
+
+    y is computed from the truth factors with ``op.forward_factored(L, R)``, so structured
+    problems never form an n1 x n2 matrix (O(m k) for sparse and entries).
 
     Parameters
     ----------
@@ -107,9 +190,10 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
     rank : int
         Rank r of the truth, 1 <= r <= min(n1, n2).
     m : int
-        Number of measurements.
+        Number of measurements (None only for operator="entries" with option ``p``).
     operator : str
-        Operator kind, one of ``OPERATOR_BUILDERS`` (e.g. "gaussian").
+        Operator kind, one of ``OPERATOR_BUILDERS``: "gaussian", "sparse", "entries",
+        "rank-one".
     psd, cond, noise : see :class:`Problem`.
     dtype : float32 or float64
         dtype of the operator, the measurements and the truth factors.
@@ -124,7 +208,7 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
     rank = check_positive_int(rank, "rank")
     if rank > min(n1, n2):
         raise ValueError(f"rank must be between 1 and min(n1, n2) = {min(n1, n2)}, got {rank}")
-    m = check_positive_int(m, "m")
+    m = None if m is None else check_positive_int(m, "m")
     if psd and n1 != n2:
         raise ValueError(f"psd=True needs a square problem, got n1={n1}, n2={n2}")
     cond = check_positive_float(cond, "cond")
