@@ -8,9 +8,11 @@ factorization X X^T or F G^T. See the README for the architecture.
 from . import metrics
 from ._threads import openmp_enabled
 from .distributed import ShardedOperator
+from .driver import solve
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
 from .structured import EntryOperator, RankOneOperator, SparseOperator
+from .results import SolveResult
 
 __version__ = "0.1.0"
 
@@ -22,8 +24,10 @@ __all__ = [
     "RankOneOperator",
     "ShardedOperator",
     "SparseOperator",
+    "SolveResult",
     "SymmetricDenseOperator",
     "make_problem",
     "metrics",
     "openmp_enabled",
+    "solve",
 ]

@@ -33,23 +33,25 @@ RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 MEMORY_LIMIT = 1 << 30  # 1 GiB per worker
 
 
-@pytest.fixture(scope="module")
-def client():
+def _local_cluster():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cluster = distributed.LocalCluster(
+        return distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=None, memory_limit=MEMORY_LIMIT, silence_logs=50)
-    with cluster, distributed.Client(cluster) as c:
+
+
+@pytest.fixture(scope="module")
+def client():
+    with _local_cluster() as cluster, distributed.Client(cluster) as c:
         yield c
 
 
 @pytest.fixture
-def two_workers(client):
-    """The cluster back at two workers after a test that kills one."""
-    client.wait_for_workers(2, timeout=180)
-    yield client
-    client.wait_for_workers(2, timeout=180)
+def fault_client():
+    """A fresh cluster for a test that kills workers (the shared one stays intact)."""
+    with _local_cluster() as cluster, distributed.Client(cluster) as c:
+        yield c
 
 
 def rel(a, b) -> float:
@@ -303,35 +305,8 @@ def _kill_worker_of_shard(sop, shard):
     os.kill(pid, signal.SIGKILL)
 
 
-def test_worker_killed_mid_solve_is_recovered(two_workers):
-    client = two_workers
-    n1, n2 = 9, 8
-    rng = np.random.default_rng(0)
-    F0, G0 = 0.1 * rng.standard_normal((n1, 3)), 0.1 * rng.standard_normal((n2, 3))
-    prob = make_sharded_problem(n1, n2, rank=2, m=600, n_shards=2, client=client, seed=5,
-                                timeout=60)
-    y = prob.y
-    with prob.operator as sop:
-        A = np.concatenate([s.matrices for s in sop.fetch_shards()])
-        local = lc.DenseOperator(A, n_threads=1)
-        ref = _gd(local, y, F0, G0, 0.2, 12)
-        assert prob.relative_error(*ref) < 0.9 * prob.relative_error(F0, G0)
-
-        def kill_at_5(t, F, G):
-            if t == 5:
-                _kill_worker_of_shard(sop, 0)
-
-        # timeout=60: a lost shard that could not be rebuilt would raise, not hang
-        with pytest.warns(ShardRecoveredWarning, match="shard 0 was lost"):
-            got = _gd(sop, y, F0, G0, 0.2, 12, callback=kill_at_5)
-        assert [r["shard"] for r in sop.recoveries] == [0]
-        assert sop.recoveries[0]["n_calls"] == 5
-        for a, b in zip(got, ref):  # the regenerated shard is the same: same iterates
-            assert rel(a, b) < 1e-12
-
-
-def test_worker_killed_shard_resent_from_client_operator(two_workers):
-    client = two_workers
+def test_worker_killed_shard_resent_from_client_operator(fault_client):
+    client = fault_client
     p = local_problem("symmetric", np.float64)
     X0, _ = factors(*p.shape, 3, np.float64)
     ref = _gd(p.operator, p.y, 0.1 * X0, 0.1 * X0, 0.1, 8)
@@ -348,8 +323,8 @@ def test_worker_killed_shard_resent_from_client_operator(two_workers):
         assert rel(a, b) < 1e-10
 
 
-def test_worker_lost_without_source_raises_with_partial_result(two_workers):
-    client = two_workers
+def test_worker_lost_without_source_raises_with_partial_result(fault_client):
+    client = fault_client
     p = local_problem("dense", np.float64)
     F0, G0 = factors(*p.shape, 2, np.float64)
     with ShardedOperator.from_operator(p.operator, 2, client, keep_source=False,
@@ -368,8 +343,7 @@ def test_worker_lost_without_source_raises_with_partial_result(two_workers):
     np.testing.assert_array_equal(err.last_factors[0], seen[2])
 
 
-def test_hung_worker_times_out(two_workers, tmp_path):
-    client = two_workers
+def test_hung_worker_times_out(client, tmp_path):
     p = local_problem("dense", np.float64)
     F, G = factors(*p.shape, 2, np.float64)
     with ShardedOperator.from_operator(p.operator, 2, client, timeout=60) as sop:
@@ -511,3 +485,59 @@ def test_structured_shards_match_single_process(client, kind, psd):
             assert rel(got, ref) < 0.2
         else:
             assert rel(got, ref) < 1e-12
+
+
+# ------------------------------------------------------------------------ solve()
+SOLVES = [(method, False) for method in
+          ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn")] + \
+         [(method, True) for method in ("gd", "scaledgd", "scaledgd-lambda", "precgd")]
+
+
+@pytest.mark.parametrize(("method", "symmetric"), SOLVES)
+def test_sharded_solve_matches_single_process(client, method, symmetric):
+    p = lc.make_problem(12, rank=2, m=500, psd=symmetric, seed=6, n_threads=1)
+    kw = {"method": method, "symmetric": symmetric, "max_iter": 25, "seed": 1}
+    ref = lc.solve(p.operator, p.y, 3, **kw)
+    with ShardedOperator.from_operator(p.operator, 2, client) as sop:
+        got = lc.solve(sop, p.y, 3, **kw)
+    assert got.status == ref.status and got.n_iter == ref.n_iter
+    for a, b in zip(got.factors, ref.factors):
+        assert rel(a, b) < 1e-10
+
+
+@pytest.mark.parametrize(("kind", "psd"), [("entries", False), ("rank-one", True)])
+def test_sharded_solve_structured_spectral_init(client, kind, psd):
+    p = structured_problem(kind, psd)
+    kw = {"method": "scaledgd", "symmetric": psd, "max_iter": 15, "init": "spectral",
+          "seed": 1}
+    ref = lc.solve(p.operator, p.y, 2, **kw)
+    with ShardedOperator.from_operator(p.operator, 2, client) as sop:
+        got = lc.solve(sop, p.y, 2, **kw)
+    if kind == "entries":  # the spectral estimate is exact: same iterates
+        for a, b in zip(got.factors, ref.factors):
+            assert rel(a, b) < 1e-10
+    assert p.relative_error(*got.factors) < 1.5 * p.relative_error(*ref.factors) + 1e-3
+
+
+def test_worker_killed_during_solve_is_recovered(fault_client):
+    client = fault_client
+    prob = make_sharded_problem(10, 9, rank=2, m=500, n_shards=2, client=client, seed=8,
+                                timeout=60)
+    with prob.operator as sop:
+        local = lc.DenseOperator(np.concatenate([s.matrices for s in sop.fetch_shards()]),
+                                 n_threads=1)
+        kw = {"method": "gd", "max_iter": 20, "seed": 3}
+        ref = lc.solve(local, prob.y, 3, **kw)
+
+        def kill_at_6(intermediate):
+            if intermediate.n_iter == 6:
+                _kill_worker_of_shard(sop, 1)
+
+        # timeout=60: a shard that could not be rebuilt would raise, not hang
+        with pytest.warns(ShardRecoveredWarning, match="shard 1 was lost"):
+            got = lc.solve(sop, prob.y, 3, callback=kill_at_6, **kw)
+        assert [r["shard"] for r in sop.recoveries] == [1]
+        assert sop.recoveries[0]["lost_worker"] != sop.shard_workers[1]
+    assert got.n_iter == ref.n_iter
+    for a, b in zip(got.factors, ref.factors):
+        assert rel(a, b) < 1e-10

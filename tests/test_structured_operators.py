@@ -531,7 +531,7 @@ def test_bad_input_sparse():
     with pytest.raises(ValueError, match="A.data contains 1 NaN"):
         lc.SparseOperator(sp.csr_matrix(np.array([[np.nan, 0, 0, 1.0]])), (2, 2))
     op = lc.SparseOperator((meas, r, c, v), (2, 2))
-    with pytest.raises(ValueError, match=r"y must have shape \(2\)"):
+    with pytest.raises(ValueError, match=r"y must have shape \(2,\)"):
         op.residual_gradient(np.ones((2, 1)), np.ones((2, 1)), np.ones(3))
     with pytest.raises(ValueError, match="y contains 1 NaN"):
         op.residual_gradient(np.ones((2, 1)), np.ones((2, 1)), np.array([1.0, np.nan]))

@@ -1,0 +1,251 @@
+"""Solver state shared by every step rule, and the step-rule base class.
+
+A step rule is the only thing that differs between methods: given the current iterate
+and its residual gradient (computed once per iteration by the driver through the
+operator's fused ``residual_gradient``), it writes the next iterate into preallocated
+buffers. The k x k algebra runs in the compiled module ``lowrank_core._steps``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _steps
+
+
+class StepFailure(RuntimeError):
+    """A step could not be computed (LAPACK failure on non-finite data)."""
+
+
+class SolverState:
+    r"""Iterate, residual gradient and workspace of one solve; allocated once.
+
+    The iterate is double-buffered: ``F``/``G`` are the current factors and
+    ``F_next``/``G_next`` the buffers a step writes into; :meth:`advance` swaps them with
+    a single integer store, so an interrupt at any point leaves a complete iterate and
+    the previous iterate stays available (divergence keeps the last finite one).
+    In a symmetric run G is F (one buffer pair) and the estimate is X X^T.
+
+    After :meth:`evaluate`:
+
+    * ``half_sq`` = 1/2 ||z||^2 with z = A(F G^T) - y;
+    * ``grad_F``, ``grad_G``: the loss gradient. Asymmetric f = 1/2 ||z||^2:
+      (S G, S^T F) with S = A^T(z). Symmetric f = 1/4 ||A(X X^T) - y||^2:
+      grad_F = grad_G = (S X + S^T X) / 2;
+    * ``gram_F`` = F^T F and ``gram_G`` = G^T G when ``want_grams``.
+    """
+
+    def __init__(self, operator, y, F0, G0, symmetric: bool):
+        self.operator = operator
+        self.y = y
+        self.symmetric = bool(symmetric)
+        self.dtype = F0.dtype
+        self.k = F0.shape[1]
+        self.n1, self.n2 = operator.shape
+        self.y_norm = float(np.linalg.norm(y)) or 1.0
+        F0 = np.ascontiguousarray(F0)
+        self._F = [F0, np.empty(F0.shape, F0.dtype)]
+        if symmetric:
+            self._G = self._F
+        else:
+            G0 = np.ascontiguousarray(G0)
+            self._G = [G0, np.empty(G0.shape, G0.dtype)]
+        #: index t of the current iterate; its parity selects the buffer, so moving to
+        #: the next iterate is ONE store (interrupt-safe).
+        self.iteration = 0
+        k, dt = self.k, self.dtype
+        self.z = np.empty(operator.m, dt)
+        self.SG = np.empty((self.n1, k), dt)
+        self.StF = np.empty((self.n2, k), dt)
+        self.grad_sym = np.empty((self.n1, k), dt) if symmetric else None
+        self.gram_F = np.empty((k, k), dt)
+        self.gram_G = self.gram_F if symmetric else np.empty((k, k), dt)
+        self.want_grams = False
+        self.half_sq = np.nan
+        self.n_evaluations = 0
+        rg = getattr(operator, "_residual_gradient_into", None)
+        if rg is None:  # duck-typed operator with only the public method
+            def rg(F, G, y, z, SG, StF, _op=operator):
+                return _op.residual_gradient(F, G, y, out=(z, SG, StF))[0]
+        self._rg = rg
+
+    # ------------------------------------------------------------ iterate views
+    @property
+    def cur(self) -> int:
+        return self.iteration & 1
+
+    @property
+    def F(self) -> np.ndarray:
+        return self._F[self.cur]
+
+    @property
+    def G(self) -> np.ndarray:
+        return self._G[self.cur]
+
+    @property
+    def F_next(self) -> np.ndarray:
+        return self._F[1 - self.cur]
+
+    @property
+    def G_next(self) -> np.ndarray:
+        return self._G[1 - self.cur]
+
+    @property
+    def F_prev(self) -> np.ndarray:
+        """The previous iterate (valid after :meth:`advance`)."""
+        return self._F[1 - self.cur]
+
+    @property
+    def G_prev(self) -> np.ndarray:
+        return self._G[1 - self.cur]
+
+    def advance(self) -> None:
+        """Make the ``*_next`` buffers the current iterate (one store)."""
+        self.iteration += 1
+
+    def step_back(self) -> None:
+        """Return to the previous iterate (divergence handling)."""
+        self.iteration -= 1
+
+    @property
+    def grad_F(self) -> np.ndarray:
+        return self.grad_sym if self.symmetric else self.SG
+
+    @property
+    def grad_G(self) -> np.ndarray:
+        return self.grad_sym if self.symmetric else self.StF
+
+    # --------------------------------------------------------------- evaluation
+    def residual_gradient(self, F, G) -> float:
+        """Fill z, SG = A^T(z) G, StF = A^T(z)^T F for z = A(F G^T) - y; return 1/2||z||^2."""
+        self.n_evaluations += 1
+        return float(self._rg(F, G, self.y, self.z, self.SG, self.StF))
+
+    def evaluate(self) -> float:
+        """Residual gradient, loss gradient and (if wanted) Gram matrices of the iterate."""
+        F, G = self.F, self.G
+        self.half_sq = self.residual_gradient(F, G)
+        if self.symmetric:
+            _steps.average(self.SG, self.StF, self.grad_sym)
+        if self.want_grams:
+            _steps.gram(F, self.gram_F)
+            if not self.symmetric:
+                _steps.gram(G, self.gram_G)
+        return self.half_sq
+
+    @property
+    def loss(self) -> float:
+        """The method's objective: 1/4 ||z||^2 (symmetric) or 1/2 ||z||^2 (asymmetric)."""
+        return 0.5 * self.half_sq if self.symmetric else self.half_sq
+
+    @property
+    def residual(self) -> float:
+        """||z|| / ||y||."""
+        return float(np.sqrt(2.0 * self.half_sq)) / self.y_norm if self.half_sq >= 0 \
+            else float("nan")
+
+    @property
+    def residual_norm(self) -> float:
+        """||z|| = ||A(F G^T) - y||."""
+        return float(np.sqrt(2.0 * self.half_sq))
+
+    def grad_norm(self) -> float:
+        """||grad f||_F (over both factors in an asymmetric run)."""
+        if self.symmetric:
+            return _steps.norm(self.grad_sym)
+        a, b = _steps.norm(self.SG), _steps.norm(self.StF)
+        return float(np.hypot(a, b))
+
+
+class Preconditioner:
+    """Scratch for X <- X - eta D (P + lam I)^{-1}; allocated once per solve.
+
+    Wraps :func:`lowrank_core._steps.preconditioned_step`: Cholesky of the k x k matrix,
+    or an eigendecomposition pseudo-inverse (eigenvalues below ``rcond * max`` dropped)
+    when it is singular or when ``pinv`` is requested.
+    """
+
+    def __init__(self, state: SolverState, rcond: float):
+        k, dt = state.k, state.dtype
+        self.rcond = float(rcond)
+        self.C = np.empty((k, k), dt)
+        self.w = np.empty(k, dt)
+        self.work = np.empty(_steps.eigen_workspace_size(k, dt), dt)
+        T = np.empty((max(state.n1, state.n2), k), dt)
+        self._T = {state.n1: T[: state.n1], state.n2: T[: state.n2]}
+        S = np.empty_like(T)
+        self._S = {state.n1: S[: state.n1], state.n2: S[: state.n2]}
+        self.pseudo_inverse_steps = 0
+
+    def step(self, X, D, P, lam, eta, out, pinv=False) -> None:
+        """out <- X - eta D (P + lam I)^{-1} (or the pseudo-inverse)."""
+        status = _steps.preconditioned_step(X, D, P, lam, eta, out, self.C, self.w,
+                                            self.work, self._T[X.shape[0]], self.rcond, pinv)
+        if status == _steps.LAPACK_FAILED:
+            raise StepFailure("the k x k preconditioner has non-finite entries")
+        if status == _steps.PSEUDO_INVERSE and not pinv:
+            self.pseudo_inverse_steps += 1
+
+    def local_norm(self, D, P) -> float:
+        """||D P^{-1/2}||_F = sqrt(<D, D P^{-1}>) (pseudo-inverse if singular)."""
+        value, status = _steps.preconditioned_norm(D, P, self.C, self.w, self.work,
+                                                   self._T[D.shape[0]], self._S[D.shape[0]],
+                                                   self.rcond)
+        if status == _steps.LAPACK_FAILED:
+            raise StepFailure("the k x k preconditioner has non-finite entries")
+        return value
+
+
+class StepRule:
+    """One method's update. Subclasses set the class attributes and implement :meth:`step`.
+
+    Attributes
+    ----------
+    name : str
+    forms : tuple of str
+        Supported parameterizations, ``"symmetric"`` (X X^T) and/or ``"asymmetric"``.
+    default_step : float or None
+        None means "derived from the data" (see :meth:`resolve_step`).
+    option_defaults : dict
+        Method options accepted through ``solve(**method_options)`` and their defaults.
+    needs_grams : bool
+        Whether the driver must compute F^T F and G^T G every iteration.
+    """
+
+    name = "base"
+    summary = ""
+    forms: tuple[str, ...] = ("symmetric", "asymmetric")
+    default_step: float | None = 0.5
+    option_defaults: dict = {}
+    needs_grams = False
+
+    def __init__(self, state: SolverState, step: float, options: dict, context):
+        self.state = state
+        self.step_size = float(step)
+        self.options = options
+        self.context = context
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        """Validate ``options`` (unknown names are a TypeError) and fill in defaults."""
+        unknown = sorted(set(options) - set(cls.option_defaults))
+        if unknown:
+            valid = ", ".join(sorted(cls.option_defaults)) or "none"
+            raise TypeError(f"method {cls.name!r} got unexpected option(s) "
+                            f"{', '.join(unknown)}; its options are: {valid}")
+        out = dict(cls.option_defaults)
+        out.update(options)
+        return out
+
+    @classmethod
+    def resolve_step(cls, context) -> float:
+        """Default step size when ``step=None``."""
+        return float(cls.default_step)
+
+    def step(self) -> None:  # pragma: no cover - abstract
+        """Write the next iterate into ``state.F_next``/``G_next`` and advance."""
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        """Method-specific facts added to the result (e.g. when a rebalance fired)."""
+        return {}

@@ -1,0 +1,111 @@
+r"""Plain factored gradient descent and the one-step rebalance.
+
+* ``"gd"`` — symmetric: X <- X - eta grad f(X) with f(X) = 1/4 ||A(X X^T) - y||^2,
+  grad f(X) = (S + S^T) X / 2, S = A^T(A(X X^T) - y) (Xiong, Ding, Du 2024, ICLR).
+  Asymmetric: F <- F - eta S G, G <- G - eta S^T F with f = 1/2 ||A(F G^T) - y||^2
+  (Xiong et al. 2024; Soltanolkotabi, Stoger, Xie 2023).
+* ``"onestep"`` — asymmetric GD plus, once the relative residual first falls below
+  ``trigger``, the single rebalancing step (our reconstruction of Xiong et al.'s
+  Sec. 5 eq. (5.1), ALGORITHMS.md §1.4):
+  F <- F beta (F^T F)^{-1/2}, G <- G (F^T F)^{1/2} / beta, beta^2 = ||F G^T||_2.
+  F G^T is unchanged; afterwards F^T F = beta^2 I, which makes the imbalance
+  F^T F - G^T G large and the convergence rate independent of the initialization scale.
+
+Cost per iteration beyond the residual gradient: O((n1 + n2) k) (one AXPY per factor);
+the rebalance costs O((n1 + n2) k^2 + k^3) once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _steps
+from ._base import StepRule
+
+#: GD step for sigma_1(M*) = 1; step=None divides it by ||A^T(y)||_2 ~ sigma_1.
+GD_STEP = 0.3
+
+
+class GradientDescent(StepRule):
+    name = "gd"
+    summary = "factored gradient descent"
+    forms = ("symmetric", "asymmetric")
+    default_step = None
+    option_defaults: dict = {}
+
+    @classmethod
+    def resolve_step(cls, context) -> float:
+        """0.3 / ||A^T(y)||_2: 0.3 is stable when sigma_1(M*) = 1 and A^T A ~ identity."""
+        return GD_STEP / context.spectral_norm()
+
+    def step(self) -> None:
+        s, eta = self.state, self.step_size
+        _steps.gd_step(s.F, s.grad_F, eta, s.F_next)
+        if not s.symmetric:
+            _steps.gd_step(s.G, s.grad_G, eta, s.G_next)
+        s.advance()
+
+
+class OneStepGD(GradientDescent):
+    name = "onestep"
+    summary = "asymmetric GD with the one-step rebalance"
+    forms = ("asymmetric",)
+    option_defaults = {"trigger": 0.1, "beta": None}
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        opts = super().check_options(options)
+        t = opts["trigger"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < np.inf:
+            raise ValueError(f"trigger must be a positive relative residual, got {t!r}")
+        b = opts["beta"]
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                              or not 0 < b < np.inf):
+            raise ValueError(f"beta must be None or a positive number, got {b!r}")
+        return opts
+
+    def __init__(self, state, step, options, context):
+        super().__init__(state, step, options, context)
+        self._steps_done = 0
+        self.rebalance_iteration = None
+        self.beta_used = None
+
+    def rebalance(self) -> None:
+        """Replace (F, G) in place by (beta F (F^T F)^{-1/2}, G (F^T F)^{1/2} / beta).
+
+        The gradients (S G, S^T F) of the current iterate are transformed with it
+        (S is unchanged because F G^T is), so no extra residual evaluation is needed.
+        """
+        s = self.state
+        F, G = s.F, s.G
+        w, Q = np.linalg.eigh(F.T @ F)
+        w = np.maximum(w, 0.0)
+        cutoff = w[-1] * s.k * np.finfo(s.dtype).eps
+        root_w = np.sqrt(w)
+        inv_w = np.where(w > cutoff, 1.0 / np.where(root_w > 0, root_w, 1.0), 0.0)
+        root = (Q * root_w) @ Q.T
+        inv_root = (Q * inv_w) @ Q.T
+        B = root @ (G.T @ G) @ root  # same nonzero spectrum as (F G^T)^T (F G^T)
+        sigma1 = float(np.sqrt(max(np.linalg.eigvalsh(B)[-1], 0.0)))
+        beta = float(self.options["beta"]) if self.options["beta"] is not None \
+            else float(np.sqrt(sigma1))
+        if not beta > 0:
+            return
+        dt = s.dtype
+        Pf = (beta * inv_root).astype(dt)
+        Pg = (root / beta).astype(dt)
+        F[...] = F @ Pf
+        G[...] = G @ Pg
+        s.SG[...] = s.SG @ Pg      # S G_new
+        s.StF[...] = s.StF @ Pf    # S^T F_new
+        self.rebalance_iteration = self._steps_done
+        self.beta_used = beta
+
+    def step(self) -> None:
+        if self.rebalance_iteration is None and self.state.residual <= self.options["trigger"]:
+            self.rebalance()
+        self._steps_done += 1
+        super().step()
+
+    def info(self) -> dict:
+        return {"rebalance_iteration": self.rebalance_iteration, "beta": self.beta_used}
