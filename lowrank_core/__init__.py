@@ -6,6 +6,7 @@ factorization X X^T or F G^T. See the README for the architecture.
 """
 
 from . import metrics
+from ._kernels import simd_variant
 from ._threads import openmp_enabled
 from .distributed import ShardedOperator
 from .driver import solve
@@ -29,5 +30,6 @@ __all__ = [
     "make_problem",
     "metrics",
     "openmp_enabled",
+    "simd_variant",
     "solve",
 ]

@@ -248,6 +248,15 @@ class _DenseBase(MeasurementOperator):
 
     _rows: np.ndarray  # (m, N)
 
+    #: A thread is only worth waking for at least this many entries of A; smaller
+    #: problems use fewer threads (a pure function of the size and ``n_threads``, so
+    #: results stay deterministic).
+    min_entries_per_thread = 1 << 17
+
+    def _kernel_threads(self) -> int:
+        m, N = self._rows.shape
+        return max(1, min(self.n_threads, (m * N) // self.min_entries_per_thread, m))
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the measurement matrices."""
@@ -255,7 +264,7 @@ class _DenseBase(MeasurementOperator):
 
     def _workspace(self):
         """Scratch reused across calls: P and S (n1 x n2), per-thread adjoint buffers."""
-        nt = self.n_threads
+        nt = self._kernel_threads()
         key = (nt,)
         ws = self._ws.get(key)
         if ws is None:
@@ -370,7 +379,7 @@ class DenseOperator(_DenseBase):
 
     # ------------------------------------------------------------------ kernels
     def _forward_into(self, M, out):
-        _dense.forward(self._rows, M.reshape(-1), out, self.n_threads)
+        _dense.forward(self._rows, M.reshape(-1), out, self._kernel_threads())
 
     def _adjoint_dense(self, z):
         def run(nt, ws):
@@ -526,7 +535,7 @@ class SymmetricDenseOperator(_DenseBase):
 
     # ------------------------------------------------------------------ kernels
     def _forward_into(self, M, out):
-        nt = self.n_threads
+        nt = self._kernel_threads()
         p = np.empty(self._rows.shape[1], self.dtype)
         _dense.pack_symmetrized(M, p, nt)
         _dense.forward(self._rows, p, out, nt)

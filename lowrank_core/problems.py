@@ -71,10 +71,16 @@ class Problem:
         return metrics.factored_distance(F, G, L, R) / metrics.factored_norm(L, R)
 
 
-def _build_gaussian(rng, n1, n2, m, psd, dtype, n_threads, **options):
-    if options:
-        raise TypeError(f"operator='gaussian' takes no options, got {sorted(options)}")
-    if psd:
+def _build_gaussian(rng, n1, n2, m, psd, dtype, n_threads, symmetric_operator=None):
+    """Dense Gaussian: N(0, 1/m) entries; for a PSD truth, by default, the packed symmetric
+    ensemble (G_i + G_i^T)/(2 sqrt(m)). ``symmetric_operator=False`` measures a PSD truth
+    with general A_i instead: what an asymmetric (F G^T) run on a PSD target needs, since
+    symmetric A_i never observe the antisymmetric part of F G^T."""
+    if symmetric_operator is None:
+        symmetric_operator = psd
+    if symmetric_operator and n1 != n2:
+        raise ValueError("symmetric_operator=True needs a square problem")
+    if symmetric_operator:
         return SymmetricDenseOperator.gaussian(m, n1, dtype=dtype, seed=rng, n_threads=n_threads)
     return DenseOperator.gaussian(m, n1, n2, dtype=dtype, seed=rng, n_threads=n_threads)
 

@@ -19,3 +19,10 @@ def pytest_report_header(config):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _threads_even_for_small_problems(monkeypatch):
+    """Dense operators use fewer threads for small problems; the tests' problems are small
+    but must still exercise the multi-threaded partitions."""
+    monkeypatch.setattr(lowrank_core.operators._DenseBase, "min_entries_per_thread", 1)

@@ -71,3 +71,15 @@ def test_metrics_against_dense(rng):
     # accuracy near zero: distance of a product to itself re-factored is ~ rounding
     Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
     assert metrics.factored_distance(F, G, F @ Q, G @ Q) < 1e-13 * np.linalg.norm(F @ G.T)
+
+
+def test_psd_truth_with_general_gaussian_operator():
+    p = lc.make_problem(10, rank=2, m=200, psd=True, symmetric_operator=False, seed=4)
+    assert isinstance(p.operator, lc.DenseOperator) and not p.operator.symmetric
+    L, R = p.truth_factors
+    np.testing.assert_array_equal(L, R)
+    A = p.operator.matrices
+    assert np.abs(A - A.transpose(0, 2, 1)).max() > 0.1  # general, not symmetric, A_i
+    np.testing.assert_allclose(p.y, np.einsum("ijk,jk->i", A, L @ R.T), rtol=1e-12)
+    with pytest.raises(TypeError, match="unexpected keyword|symmetric_operator"):
+        lc.make_problem(10, rank=2, m=200, symmetric_operator=False, bogus=1)
