@@ -712,7 +712,11 @@ class ShardedOperator(MeasurementOperator):
 
     # ==================================================================== creation
     def _workers(self) -> dict[str, dict]:
-        info = self._client.scheduler_info(n_workers=-1)
+        """Live workers (address -> info), asked from the scheduler now. Not
+        ``client.scheduler_info()``: its cached copy is refreshed in the background without
+        the per-worker entries, so it can come back empty."""
+        client = self._client
+        info = client.sync(client.scheduler.identity, n_workers=-1)
         return dict(sorted(info.get("workers", {}).items()))
 
     def _check_memory(self, workers: dict[str, dict]) -> None:
