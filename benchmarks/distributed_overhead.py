@@ -4,12 +4,13 @@ Part 1 (overhead): one ``residual_gradient`` call (one iteration's operator work
 dense problem, single-process versus :class:`~lowrank_core.distributed.ShardedOperator` with
 1, 2 and 4 shards on a local cluster of two single-threaded worker processes. Medians of
 alternating runs; the difference is the per-iteration price of the cluster (serialization,
-two loopback messages per shard, the client-side sums).
+two loopback messages per shard, the client-side sums). Then a whole ``lowrank_core.solve``
+run, single-process and on 2 shards, checked to give the same iterates.
 
 Part 2 (beyond one worker): a float32 Gaussian sensing problem whose operator is larger than
 any worker's memory limit (default n = 100, m = 50 000: 2.0 GB against 2 workers x 1.5 GiB),
 generated on the workers from seeds, measured through the shards, initialised spectrally
-(one adjoint through the shards) and solved by factored gradient descent. Reports sizes,
+through the shards) and solved by ``lowrank_core.solve(method="gd")``. Reports sizes,
 build / per-iteration / total times, the relative error and each worker's resident and peak
 memory.
 
@@ -89,6 +90,7 @@ def overhead(args) -> None:
             err = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
                       for a, b in zip(got[1:], ref[1:]))
             assert err < 1e-12, err
+        print("residual_gradient (the fused per-iteration call):")
         print(f"{'operator':<28}{'ms / iteration':>16}{'overhead ms':>14}"
               f"{'bytes sent+received / it':>28}")
         print(f"{'single process (1 thread)':<28}{times[0] * 1e3:>16.2f}{'':>14}{'':>28}")
@@ -96,25 +98,20 @@ def overhead(args) -> None:
             traffic = 8 * (s * 2 * (2 * n * k) + m)  # F, G out and SG, StF back per shard; z
             print(f"{f'ShardedOperator, {s} shard(s)':<28}{t * 1e3:>16.2f}"
                   f"{(t - times[0]) * 1e3:>14.2f}{fmt_bytes(traffic):>28}")
+        # the whole solver loop: lowrank_core.solve, GD from a small random init
+        kw = {"method": "gd", "max_iter": args.solve_iters, "tol": 1e-300, "seed": 0}
+        ref = lc.solve(op, prob.y, k, **kw)
+        got = lc.solve(sharded[2], prob.y, k, **kw)
+        err = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+                  for a, b in zip(got.factors, ref.factors))
+        print(f"solve(method='gd', {ref.n_iter} iterations): single process "
+              f"{ref.time / ref.n_iter * 1e3:.2f} ms / iteration, 2 shards "
+              f"{got.time / got.n_iter * 1e3:.2f} ms / iteration; iterates agree to {err:.1e}")
+        for sop in sharded.values():
             sop.close()
 
 
 # ------------------------------------------------------------------------- part 2
-def gradient_descent(op, y, F, G, eta, n_iter, problem):
-    """Factored GD on 0.5 ||A(F G^T) - y||^2 with the fused call; returns per-iteration
-    seconds and the final iterate."""
-    z = np.empty(op.m, op.dtype)
-    SG, StF = np.empty(F.shape, op.dtype), np.empty(G.shape, op.dtype)
-    seconds = []
-    for _ in range(n_iter):
-        t0 = time.perf_counter()
-        op.residual_gradient(F, G, y, out=(z, SG, StF))
-        F -= eta * SG
-        G -= eta * StF
-        seconds.append(time.perf_counter() - t0)
-    return seconds, F, G
-
-
 def beyond_one_worker(args) -> None:
     n, m, r = args.large_n, args.large_m, args.rank
     dtype = np.dtype(np.float32)
@@ -132,26 +129,16 @@ def beyond_one_worker(args) -> None:
               f"{op_bytes / limit:.2f}x one worker's limit")
         print(f"built on the workers and measured y = A(M*) through the shards in "
               f"{t_build:.1f} s: {op}")
-        # spectral initialisation: top-r SVD of A^T(y) (one adjoint through the shards)
-        t0 = time.perf_counter()
-        S = op.adjoint(prob.y)
-        U, s, Vt = np.linalg.svd(S.astype(np.float64))
-        F = np.ascontiguousarray(U[:, :r] * np.sqrt(s[:r]), dtype=dtype)
-        G = np.ascontiguousarray(Vt[:r].T * np.sqrt(s[:r]), dtype=dtype)
-        t_init = time.perf_counter() - t0
-        err0 = prob.relative_error(F, G)
-        t0 = time.perf_counter()
-        seconds, F, G = gradient_descent(op, prob.y, F, G, dtype.type(args.eta),
-                                         args.iters, prob)
-        t_solve = time.perf_counter() - t0
-        err = prob.relative_error(F, G)
+        res = lc.solve(op, prob.y, r, method="gd", init="spectral", step=args.eta,
+                       max_iter=args.iters, tol=1e-300, seed=0, truth=prob.truth_factors)
+        err = prob.relative_error(*res.factors)
+        errors = res.history["error"]
+        print(f"lowrank_core.solve(method='gd', init='spectral', step={args.eta}): spectral "
+              f"init {res.init_time:.2f} s (relative error {errors[0]:.3e}), {res.n_iter} "
+              f"iterations in {res.time:.1f} s = {res.time / res.n_iter * 1e3:.0f} ms / "
+              f"iteration; final relative error {err:.3e} ({res.status})")
         mem = op.memory_usage()
         client_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(f"spectral init {t_init:.2f} s (relative error {err0:.3e}); "
-              f"{args.iters} GD iterations (eta = {args.eta}) in {t_solve:.1f} s: "
-              f"median {np.median(seconds) * 1e3:.0f} ms / iteration "
-              f"(min {min(seconds) * 1e3:.0f}, max {max(seconds) * 1e3:.0f}); "
-              f"final relative error {err:.3e}")
         print(f"{'shard':>6} {'rows':>16} {'worker':>24} {'shard bytes':>14} {'worker RSS':>12}"
               f" {'peak RSS':>12} {'limit':>10}")
         for sh, rows, info in zip(range(op.n_shards), op.shard_rows, mem):
@@ -168,6 +155,7 @@ def main() -> None:
     parser.add_argument("--small-m", type=int, default=2500)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--solve-iters", type=int, default=100)
     parser.add_argument("--large-n", type=int, default=100)
     parser.add_argument("--large-m", type=int, default=50_000)
     parser.add_argument("--rank", type=int, default=5)

@@ -17,13 +17,10 @@ if __name__ == "__main__":
         problem = make_sharded_problem(60, rank=3, m=6000, n_shards=2, client=client, seed=0)
         op = problem.operator
         print(op)
-        # The one call every solver makes per iteration, computed shard by shard.
-        X = 0.1 * np.random.default_rng(1).standard_normal((60, 3))
-        F, G = X.copy(), X.copy()
-        for _ in range(150):  # plain factored gradient descent
-            loss, z, SG, StF = op.residual_gradient(F, G, problem.y)
-            F, G = F - 0.5 * SG, G - 0.5 * StF
-        print(f"loss {loss:.3e}, relative error {problem.relative_error(F, G):.3e}")
+        # The solvers run unchanged; every iteration's operator work happens on the shards.
+        result = lc.solve(op, problem.y, 3, method="gd", init="spectral", max_iter=100)
+        print(f"{result.status} after {result.n_iter} iterations, relative error "
+              f"{problem.relative_error(*result.factors):.3e}")
         # An existing operator split by rows gives the same numbers as the original.
         local = lc.DenseOperator.gaussian(500, 20, 15, seed=0)
         with ShardedOperator.from_operator(local, n_shards=2, client=client) as sharded:
