@@ -18,6 +18,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import metrics  # noqa: E402
 from ._kernels import simd_variant
 from ._threads import openmp_enabled
+from .distributed import ShardedOperator
 from .driver import solve
 from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
 from .problems import Problem, make_problem
@@ -32,6 +33,7 @@ __all__ = [
     "MeasurementOperator",
     "Problem",
     "RankOneOperator",
+    "ShardedOperator",
     "SparseOperator",
     "SolveResult",
     "SymmetricDenseOperator",
