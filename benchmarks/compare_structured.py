@@ -7,6 +7,8 @@ medians are reported as a markdown table. Outputs are checked to agree before ti
     python benchmarks/compare_structured.py            # the three comparisons
     python benchmarks/compare_structured.py --quick    # smaller sizes, a smoke run
     python benchmarks/compare_structured.py --threads 1  # both sides single-threaded
+    python benchmarks/compare_structured.py --only rank-one  # one case (entries, sparse,
+                                                             # rank-one); repeatable
     python benchmarks/compare_structured.py --scale    # one completion iteration at
                                                        # n1 = n2 = 1e6, |Omega| = 1e8, k = 10
 
@@ -238,6 +240,8 @@ def main():
     ap.add_argument("--scale-n", type=float, default=1e6)
     ap.add_argument("--scale-nobs", type=float, default=1e8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", action="append", choices=["entries", "sparse", "rank-one"],
+                    help="run only this case (may be given several times)")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for lowrank_core (OpenMP) AND numpy's BLAS (default: all)")
     args = ap.parse_args()
@@ -246,15 +250,18 @@ def main():
         return
     rng = np.random.default_rng(args.seed)
     f = 10 if args.quick else 1
-    rows = [
-        bench_entries(20000 // f, 15000 // f, int(2e6) // f**2, 10, args.repeats, rng),
-        bench_sparse(50000 // f, 2000 // f, 2000 // f, 20, 10, args.repeats, rng),
-        bench_rank_one(20000 // f, 300, 300, 10, args.repeats, rng),
-    ]
+    cases = {
+        "entries": lambda: bench_entries(20000 // f, 15000 // f, int(2e6) // f**2, 10,
+                                         args.repeats, rng),
+        "sparse": lambda: bench_sparse(50000 // f, 2000 // f, 2000 // f, 20, 10,
+                                       args.repeats, rng),
+        "rank-one": lambda: bench_rank_one(20000 // f, 300, 300, 10, args.repeats, rng),
+    }
+    rows = [run() for name, run in cases.items() if not args.only or name in args.only]
     print(f"lowrank_core {lc.__version__}, numpy {np.__version__}, python "
           f"{platform.python_version()}, {os.cpu_count()} CPUs, float64, "
           f"threads (OpenMP and BLAS) = {lc.DenseOperator(np.ones((1, 1, 1))).n_threads}, "
-          f"median of {args.repeats} alternating runs\n")
+          f"kernels {lc.simd_variant()}, median of {args.repeats} alternating runs\n")
     print(table(rows))
 
 

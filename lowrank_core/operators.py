@@ -222,6 +222,26 @@ class MeasurementOperator:
         return (f"{type(self).__name__}(m={self.m}, shape={self.shape}, "
                 f"dtype={self.dtype}, nbytes={_format_bytes(self.nbytes)})")
 
+    # ----------------------------------------------------- pickling and row shards
+    # Used by lowrank_core.distributed to ship operators (or row blocks of them) to Dask
+    # workers. The lock and the cached workspace are per process: they are not pickled.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_ws"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _check_row_range(self, start: int, stop: int) -> tuple[int, int]:
+        start, stop = int(start), int(stop)
+        if not 0 <= start < stop <= self.m:
+            raise ValueError(f"row range [{start}, {stop}) must satisfy "
+                             f"0 <= start < stop <= m = {self.m}")
+        return start, stop
+
 
 class _DenseBase(MeasurementOperator):
     """Shared machinery of the dense operators: a row-major (m, N) matrix of A_i rows."""
@@ -349,6 +369,12 @@ class DenseOperator(_DenseBase):
         """A copy of this operator in another precision (an explicit, deliberate cast)."""
         dtype = check_dtype(dtype)
         return DenseOperator(self._rows.astype(dtype), shape=self.shape,
+                             n_threads=self._n_threads_request)
+
+    def _take_rows(self, start: int, stop: int) -> "DenseOperator":
+        """Measurements start..stop-1 as an operator (a view of the rows, no copy)."""
+        start, stop = self._check_row_range(start, stop)
+        return DenseOperator(self._rows[start:stop], shape=self.shape,
                              n_threads=self._n_threads_request)
 
     # ------------------------------------------------------------------ kernels
@@ -499,6 +525,12 @@ class SymmetricDenseOperator(_DenseBase):
         """A copy in another precision (explicit cast)."""
         return SymmetricDenseOperator.from_packed(self._rows.astype(check_dtype(dtype)),
                                                   self.shape[0],
+                                                  n_threads=self._n_threads_request)
+
+    def _take_rows(self, start: int, stop: int) -> "SymmetricDenseOperator":
+        """Measurements start..stop-1 as an operator (a view of the packed rows, no copy)."""
+        start, stop = self._check_row_range(start, stop)
+        return SymmetricDenseOperator.from_packed(self._rows[start:stop], self.shape[0],
                                                   n_threads=self._n_threads_request)
 
     # ------------------------------------------------------------------ kernels

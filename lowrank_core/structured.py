@@ -23,9 +23,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from . import _entries, _rankone, _sparse
+from . import _entries, _sparse
+from ._kernels import load as _load_kernels
 from ._validation import as_float_array, check_dtype, check_positive_int
 from .operators import MeasurementOperator
+
+_rankone = _load_kernels("_rankone")  # AVX2/FMA build when the CPU has it
 
 __all__ = ["SparseOperator", "EntryOperator", "RankOneOperator", "sample_entries"]
 
@@ -653,8 +656,10 @@ class RankOneOperator(MeasurementOperator):
         grad = SG is not None
         same = self.symmetric and (G is F)
         T = nt if nt > 1 else 1
-        shape_sg = (T, n1, k) if (grad and nt > 1) else (1, 1, 1)
-        shape_stf = (T, n2, k) if (grad and nt > 1 and not same) else (1, 1, 1)
+        # the hand-written path (AVX2 build, small k) allocates its own padded buffers
+        gemm_bufs = grad and nt > 1 and not _rankone.hand_path(k)
+        shape_sg = (T, n1, k) if gemm_bufs else (1, 1, 1)
+        shape_stf = (T, n2, k) if (gemm_bufs and not same) else (1, 1, 1)
         acc_sg = np.empty(shape_sg, self.dtype)
         acc_stf = np.empty(shape_stf, self.dtype)
         if not grad:

@@ -1,0 +1,551 @@
+r"""The ``lowrank-core`` command line (also ``python -m lowrank_core``).
+
+Subcommands:
+
+* ``demo`` — the main job: an over-parameterized sensing problem solved by five methods,
+  a table of the outcomes and, with ``--plot FILE``, the convergence plot;
+* ``solve`` — one solve of a problem read from a ``.npz`` file (format:
+  :mod:`lowrank_core.problem_io`) or generated from flags; writes the factors (``.npz``)
+  and a JSON summary with the per-iteration history;
+* ``reproduce NAME`` / ``reproduce --list`` — the source papers' experiments
+  (:mod:`lowrank_core.experiments`), each writing CSV + PNG and printing a measured verdict;
+* ``bench`` — per-iteration throughput of every operator kind and dtype against plain numpy.
+
+Every error (unknown command, bad flag, missing or malformed file, invalid option) is one
+line on stderr and a non-zero exit status: 2 for usage errors, 1 for everything else.
+Set ``LOWRANK_CORE_DEBUG=1`` to get the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "CLIError"]
+
+PROG = "lowrank-core"
+
+
+class CLIError(Exception):
+    """A user error: reported as one line on stderr, exit status 1."""
+
+
+class _UsageError(Exception):
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (no usage block) and never exit."""
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+    def exit(self, status=0, message=None):
+        if message:
+            sys.stderr.write(message)
+        raise _UsageError("", status)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    text = " ".join(str(message).split())
+    (file or sys.stderr).write(f"{PROG}: warning: {text}\n")
+
+
+def _log(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------- demo
+def _cmd_demo(args) -> int:
+    from .experiments import run_demo
+
+    if args.plot:
+        from .plotting import require_matplotlib
+        require_matplotlib()
+        _check_writable(args.plot)
+    demo = run_demo(quick=args.quick, seed=args.seed, n_threads=args.threads,
+                    max_iter=args.max_iter)
+    print(f"{PROG} demo: {demo.setting}")
+    print()
+    width = max(len(label) for label, _ in demo.runs)
+    print(f"{'method':<{width}}  {'iterations':>10}  {'time [s]':>8}  {'rel. error':>10}  status")
+    for label, res in demo.runs:
+        print(f"{label:<{width}}  {res.n_iter:>10d}  {res.time:>8.2f}  {res.error:>10.2e}  "
+              f"{res.status}")
+    print()
+    print(f"total {demo.seconds:.1f} s; relative error = ||F G^T - M*||_F / ||M*||_F")
+    if args.plot:
+        from .plotting import convergence_figure
+        curves = [(label, res.history["iteration"], res.history["error"])
+                  for label, res in demo.runs]
+        convergence_figure(curves, args.plot, title=demo.title)
+        print(f"convergence plot written to {args.plot}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ solve
+def _parse_option(text):
+    if "=" not in text:
+        raise CLIError(f"--option expects KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    v = value.strip()
+    if v.lower() in ("none", "null"):
+        return key, None
+    try:
+        return key, int(v)
+    except ValueError:
+        pass
+    try:
+        return key, float(v)
+    except ValueError:
+        return key, v
+
+
+def _check_writable(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CLIError(f"cannot write {path}: directory {parent} does not exist")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+def _problem_from_flags(args):
+    from .problems import make_problem
+
+    dtype = np.float32 if args.dtype == "float32" else np.float64
+    return make_problem(args.n1, args.n2, rank=args.true_rank, m=args.m,
+                        operator=args.operator, psd=args.psd, cond=args.cond,
+                        noise=args.noise, dtype=dtype, seed=args.problem_seed,
+                        n_threads=args.threads)
+
+
+def _cmd_solve(args) -> int:
+    from . import problem_io
+    from .driver import solve
+
+    options = dict(_parse_option(o) for o in (args.option or []))
+    if args.problem is not None:
+        generated_flags = [f for f in ("n1", "n2", "m", "true_rank", "operator", "psd",
+                                       "cond", "noise", "dtype", "problem_seed")
+                           if getattr(args, f) != _SOLVE_DEFAULTS[f]]
+        if generated_flags:
+            raise CLIError("problem-generation flags (" + ", ".join(
+                "--" + f.replace("_", "-") for f in generated_flags)
+                + f") cannot be combined with a problem file ({args.problem})")
+        loaded = problem_io.load_problem(args.problem)
+        op, y, truth = loaded.operator, loaded.y, loaded.truth
+        if args.threads is not None:
+            op.n_threads = args.threads
+        true_rank = loaded.rank
+        source = f"{args.problem} ({loaded.kind}, m={op.m}, shape {op.shape[0]}x{op.shape[1]})"
+    else:
+        if args.n2 is not None and args.psd and args.n2 != args.n1:
+            raise CLIError("--psd needs a square problem (--n2 equal to --n1 or omitted)")
+        prob = _problem_from_flags(args)
+        op, y, truth = prob.operator, prob.y, prob.truth_factors
+        true_rank = prob.rank
+        source = (f"generated: {args.operator}, n1={op.shape[0]}, n2={op.shape[1]}, "
+                  f"rank {prob.rank}, m={op.m}, psd={args.psd}, cond={args.cond:g}, "
+                  f"noise={args.noise:g}, {args.dtype}, seed {args.problem_seed}")
+        if args.save_problem:
+            _check_writable(args.save_problem)
+    k = args.rank if args.rank is not None else true_rank
+    if k is None:
+        raise CLIError("--rank is required: the problem file has no truth factors to take "
+                       "the rank from")
+    init_scale = None
+    if args.init_scale is not None:
+        if len(args.init_scale) > 2:
+            raise CLIError("--init-scale takes one value (alpha) or two (alpha_F alpha_G)")
+        init_scale = args.init_scale[0] if len(args.init_scale) == 1 else tuple(args.init_scale)
+    out = args.out
+    summary = args.summary or os.path.splitext(out)[0] + ".json"
+    _check_writable(out)
+    _check_writable(summary)
+    progress = args.progress
+    if progress is None:
+        progress = sys.stderr.isatty() and args.max_iter >= 200
+    record = {"every": args.record_every} if args.record_every != 1 else None
+    res = solve(op, y, k, method=args.method, symmetric=args.symmetric, init=args.init,
+                init_scale=init_scale, step=args.step, max_iter=args.max_iter, tol=args.tol,
+                max_time=args.max_time, truth=truth, record=record, seed=args.seed,
+                progress=progress, **options)
+
+    if args.problem is None and args.save_problem:
+        problem_io.save_problem(args.save_problem, prob)
+    arrays = {"X": res["X"]} if res.symmetric else {"F": res["F"], "G": res["G"]}
+    np.savez(out, **arrays)
+    doc = {"problem": source, "factors_file": os.path.abspath(out)}
+    for key in ("method", "status", "message", "n_iter", "loss", "residual", "error", "time",
+                "init_time", "n_evaluations", "options"):
+        if key in res:
+            doc[key] = res[key]
+    for key, value in res.items():
+        if key not in doc and key not in ("X", "F", "G", "history"):
+            doc[key] = value
+    doc["symmetric"] = res.symmetric
+    doc["history"] = {name: np.asarray(v).tolist() for name, v in res.history.items()}
+    with open(summary, "w") as fh:
+        json.dump(doc, fh, indent=1, default=_json_default, allow_nan=True)
+
+    print(f"problem:    {source}")
+    print(f"method:     {res.method} ({'X X^T' if res.symmetric else 'F G^T'}, k={k})")
+    print(f"status:     {res.status}")
+    print(f"message:    {res.message}")
+    print(f"iterations: {res.n_iter}")
+    print(f"time:       {res.time:.3f} s (+ {res.init_time:.3f} s initialization)")
+    print(f"residual:   {res.residual:.6e} (||A(F G^T) - y|| / ||y||)")
+    if "error" in res:
+        print(f"error:      {res.error:.6e} (||F G^T - M*||_F / ||M*||_F)")
+    print(f"factors:    {out}")
+    print(f"summary:    {summary}")
+    return 0 if res.status != "diverged" else 3
+
+
+# -------------------------------------------------------------------------- reproduce
+def _cmd_reproduce(args) -> int:
+    from .experiments import EXPERIMENTS, run_experiment, write_outputs
+
+    if args.list:
+        if args.names:
+            raise CLIError("--list takes no experiment names")
+        width = max(len(n) for n in EXPERIMENTS)
+        paper = None
+        for name, exp in EXPERIMENTS.items():
+            if exp.paper != paper:
+                paper = exp.paper
+                print(paper)
+            print(f"  {name:<{width}}  {exp.summary}")
+        return 0
+    names = list(EXPERIMENTS) if args.all else args.names
+    if not names:
+        raise CLIError("name an experiment (see 'lowrank-core reproduce --list') or use --all")
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise CLIError(f"unknown experiment {unknown[0]!r}; choose from "
+                       + ", ".join(EXPERIMENTS))
+    plot = not args.no_plot
+    if plot:
+        from .plotting import require_matplotlib
+        require_matplotlib()
+    os.makedirs(args.out, exist_ok=True)
+    failed = 0
+    for name in names:
+        print(f"== {name} ({EXPERIMENTS[name].paper})"
+              + (" [quick]" if args.quick else ""), flush=True)
+        res = run_experiment(name, quick=args.quick, seed=args.seed, n_threads=args.threads,
+                             log=_log if args.verbose else None)
+        paths = write_outputs(res, args.out, plot=plot)
+        print(f"setting: {res.setting}")
+        for v in res.verdicts:
+            print("verdict: " + v.line())
+            failed += not v.holds
+        print(f"wrote {', '.join(paths)} ({res.seconds:.1f} s)", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------ bench
+def _comparison_module():
+    """lowrank_core.comparison when this build has it, else None."""
+    try:
+        from . import comparison
+    except ImportError:
+        return None
+    return comparison if callable(getattr(comparison, "main", None)) else None
+
+
+def _forward_bench(comparison, argv) -> int:
+    """``lowrank-core bench ARGS`` -> :func:`lowrank_core.comparison.main` (its options).
+
+    The arguments are validated first with the comparison's own parser, made to report
+    errors in one line like the rest of the command line.
+    """
+    prog = f"{PROG} bench"
+    build = getattr(comparison, "build_parser", None)
+    if callable(build):
+        parser = build(prog)
+
+        def one_line(message):
+            raise _UsageError(f"{prog}: error: {message} (see '{prog} --help')")
+
+        parser.error = one_line
+        parser.parse_args(argv)
+    return int(comparison.main(argv, prog=prog) or 0)
+
+
+def _cmd_bench(args) -> int:
+    from .benchmark import run_dense_benchmark
+
+    run_dense_benchmark(quick=args.quick, dtypes=[np.dtype(d).type for d in args.dtypes],
+                        kinds=args.kinds, k=args.k, repeats=args.repeats,
+                        n_threads=args.threads, out=print)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+_SOLVE_DEFAULTS = {"n1": 50, "n2": None, "m": 1500, "true_rank": 3, "operator": "gaussian",
+                   "psd": False, "cond": 1.0, "noise": 0.0, "dtype": "float64",
+                   "problem_seed": 0}
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (v >= 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _threads(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v == 0:
+        raise argparse.ArgumentTypeError("0 threads: use a positive count, or -1 for all")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``lowrank-core`` with its four subcommands."""
+    from .methods import METHODS
+    from .initialization import INITS
+    from .problem_io import FORMAT_HELP
+    from .problems import OPERATOR_BUILDERS
+    from .experiments import EXPERIMENTS
+    from . import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    ap = _Parser(prog=PROG, formatter_class=fmt,
+                 description="Low-rank matrix recovery from linear measurements with "
+                             "factorized gradient methods.",
+                 epilog="Run '%(prog)s COMMAND --help' for the options of a command. "
+                        "Start with '%(prog)s demo'.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    threads_help = "OpenMP threads of the kernels (default: OpenMP's default; -1 = all)"
+
+    # demo
+    d = sub.add_parser("demo", formatter_class=fmt,
+                       help="over-parameterized sensing solved by five methods (the main job)",
+                       description="An over-parameterized PSD sensing problem (n=50, rank 3, "
+                                   "k=5, m=1500 Gaussian measurements) solved by symmetric "
+                                   "GD, asymmetric GD, onestep, PrecGD and AGN from the same "
+                                   "small random initialization; prints iterations, time, "
+                                   "final relative error and status per method.")
+    d.add_argument("--plot", metavar="FILE.png",
+                   help="save the convergence plot (relative error vs iteration, log scale)")
+    d.add_argument("--quick", action="store_true",
+                   help="a small problem (n=20, 150 iterations; seconds)")
+    d.add_argument("--max-iter", type=_nonneg_int, default=None,
+                   help="iterations per method (default 1000; quick 150)")
+    d.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
+    d.add_argument("--threads", type=_threads, default=None, help=threads_help)
+    d.set_defaults(func=_cmd_demo)
+
+    # solve
+    s = sub.add_parser(
+        "solve", formatter_class=fmt,
+        help="solve one problem from a .npz file or generated from flags",
+        description="Solve one problem: read from a .npz file, or generated from the "
+                    "problem flags when no file is given. Writes the factors (--out, .npz with "
+                    "X, or F and G) and a JSON summary (--summary) with the status, the final "
+                    "metrics, every option used and the per-iteration history.",
+        epilog=FORMAT_HELP + "\n\nexamples:\n"
+               "  lowrank-core solve --n1 60 --true-rank 2 --m 1200 --method precgd --rank 4 "
+               "--symmetric --psd\n"
+               "  lowrank-core solve problem.npz --method agn --rank 5 --out fit.npz\n"
+               "  lowrank-core solve --save-problem p.npz --max-iter 0   # just write a problem")
+    s.add_argument("problem", nargs="?", metavar="PROBLEM.npz",
+                   help="problem file (format below); omit to generate one from the flags")
+    g = s.add_argument_group("generated problem (no file)")
+    g.add_argument("--n1", type=_positive_int, default=_SOLVE_DEFAULTS["n1"],
+                   help="rows (default 50)")
+    g.add_argument("--n2", type=_positive_int, default=None, help="columns (default n1)")
+    g.add_argument("--m", type=_positive_int, default=_SOLVE_DEFAULTS["m"],
+                   help="measurements (default 1500)")
+    g.add_argument("--true-rank", type=_positive_int, default=_SOLVE_DEFAULTS["true_rank"],
+                   help="rank of the truth (default 3)")
+    g.add_argument("--operator", choices=sorted(OPERATOR_BUILDERS), default="gaussian",
+                   help="operator kind (default gaussian)")
+    g.add_argument("--psd", action="store_true",
+                   help="PSD truth (symmetric A_i for the gaussian operator)")
+    g.add_argument("--cond", type=_positive_float, default=1.0,
+                   help="condition number sigma_1/sigma_r of the truth (default 1)")
+    g.add_argument("--noise", type=_nonneg_float, default=0.0,
+                   help="std of Gaussian noise on each measurement (default 0)")
+    g.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    g.add_argument("--problem-seed", type=_nonneg_int, default=0,
+                   help="seed of the generated problem (default 0)")
+    g.add_argument("--save-problem", metavar="FILE.npz",
+                   help="also write the generated problem in the file format")
+    m = s.add_argument_group("solver")
+    m.add_argument("--method", choices=list(METHODS), default="gd", help="(default gd)")
+    m.add_argument("--rank", "-k", type=_positive_int, default=None,
+                   help="factor width k (default: the truth's rank)")
+    m.add_argument("--symmetric", action="store_true", help="factor as X X^T (PSD target)")
+    m.add_argument("--init", choices=list(INITS), default="small",
+                   help="initialization (default small)")
+    m.add_argument("--init-scale", type=_positive_float, nargs="+", metavar="ALPHA",
+                   help="alpha of init small/nystrom; two values give (alpha_F, alpha_G)")
+    m.add_argument("--step", type=_positive_float, default=None,
+                   help="step size (default: the method's)")
+    m.add_argument("--max-iter", type=_nonneg_int, default=1000, help="(default 1000)")
+    m.add_argument("--tol", type=_positive_float, default=None,
+                   help="stop at relative residual <= tol (default 1e-10; float32 1e-5)")
+    m.add_argument("--max-time", type=_positive_float, default=None, help="seconds")
+    m.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
+                   help="method option, e.g. trigger=0.05, damping=gradient (repeatable)")
+    m.add_argument("--seed", type=_nonneg_int, default=0,
+                   help="seed of the initialization (default 0)")
+    m.add_argument("--threads", type=_threads, default=None, help=threads_help)
+    o = s.add_argument_group("output")
+    o.add_argument("--out", default="solution.npz", metavar="FILE.npz",
+                   help="factors (default solution.npz)")
+    o.add_argument("--summary", metavar="FILE.json", default=None,
+                   help="JSON summary with the history (default: --out with .json)")
+    o.add_argument("--record-every", type=_positive_int, default=1,
+                   help="history every N iterations (default 1)")
+    pg = o.add_mutually_exclusive_group()
+    pg.add_argument("--progress", dest="progress", action="store_true", default=None,
+                    help="progress bar (tqdm if installed; default: on a terminal)")
+    pg.add_argument("--no-progress", dest="progress", action="store_false")
+    s.set_defaults(func=_cmd_solve)
+
+    # reproduce
+    lines = "\n".join(f"  {n:<17} {e.summary}" for n, e in EXPERIMENTS.items())
+    r = sub.add_parser("reproduce", formatter_class=fmt,
+                       help="reproduce an experiment of the source papers",
+                       description="Run an experiment of the source papers, write its CSV "
+                                   "tables and PNG figure into --out, and print the measured "
+                                   "verdict for each claim.",
+                       epilog="experiments:\n" + lines)
+    r.add_argument("names", nargs="*", metavar="NAME", help="experiment(s) to run")
+    r.add_argument("--list", action="store_true", help="list the experiments")
+    r.add_argument("--all", action="store_true", help="run every experiment")
+    r.add_argument("--quick", action="store_true",
+                   help="small sizes (seconds each; verdicts only indicative)")
+    r.add_argument("--out", default="figures", metavar="DIR",
+                   help="output folder (default ./figures)")
+    r.add_argument("--seed", type=_nonneg_int, default=0, help="(default 0)")
+    r.add_argument("--threads", type=_threads, default=None, help=threads_help)
+    r.add_argument("--no-plot", action="store_true", help="CSV only (no matplotlib needed)")
+    r.add_argument("--verbose", "-v", action="store_true", help="one line per run on stderr")
+    r.set_defaults(func=_cmd_reproduce)
+
+    # bench
+    b = sub.add_parser("bench", formatter_class=fmt,
+                       help="per-iteration throughput per operator and dtype vs numpy",
+                       description="Time one residual_gradient (the per-iteration product of "
+                                   "every method) for each operator kind and dtype, with the "
+                                   "same computation in plain numpy beside it. (This build "
+                                   "lacks lowrank_core.comparison: dense kinds only.)")
+    b.add_argument("--quick", action="store_true", help="small sizes")
+    b.add_argument("--kinds", nargs="+", choices=("dense", "symmetric"),
+                   default=["dense", "symmetric"], help="operator kinds")
+    b.add_argument("--dtypes", nargs="+", choices=("float64", "float32"),
+                   default=["float64", "float32"])
+    b.add_argument("--k", type=_positive_int, default=5, help="factor width (default 5)")
+    b.add_argument("--repeats", type=_positive_int, default=7, help="(default 7; median)")
+    b.add_argument("--threads", type=_threads, default=None, help=threads_help)
+    b.add_argument("--no-solves", action="store_true",
+                   help="accepted for compatibility (this table has no solves)")
+    b.set_defaults(func=_cmd_bench)
+    return ap
+
+
+# ------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 success, 1 error, 2 usage)."""
+    debug = bool(os.environ.get("LOWRANK_CORE_DEBUG"))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from .plotting import PlottingUnavailable
+    from .problem_io import ProblemFileError
+    from .experiments import ExperimentUnavailable
+
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _one_line_warning
+        try:
+            comparison = _comparison_module() if argv[:1] == ["bench"] else None
+            if comparison is not None:
+                return _forward_bench(comparison, argv[1:])
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            return int(args.func(args))
+        except _UsageError as exc:
+            if str(exc):
+                print(str(exc), file=sys.stderr)
+            return exc.status
+        except SystemExit as exc:  # e.g. --help of a forwarded parser
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except (CLIError, PlottingUnavailable, ProblemFileError, ExperimentUnavailable) as exc:
+            if debug:
+                raise
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:
+            return 1
+        except Exception as exc:  # one line, never a traceback
+            if debug:
+                raise
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"{PROG}: error: {text} ({type(exc).__name__}; set LOWRANK_CORE_DEBUG=1 "
+                  f"for the traceback)", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1186 @@
+"""Measurement operators sharded by rows over a Dask cluster.
+
+A dense operator grows as m n1 n2 and outgrows one machine quickly (n = 1000, m = 50000 is
+400 GB in float64). :class:`ShardedOperator` splits the m measurements into row blocks
+(shards); shard s holds its matrices A_i, i in [a_s, b_s), and its slice of y on one Dask
+worker, and never moves. Per iteration the client sends F and G to every shard; shard s
+returns its residual z_s = A_s(F G^T) - y_s, its loss 0.5 ||z_s||^2 and its partial products
+A_s^T(z_s) G and A_s^T(z_s)^T F, and the client adds the partial products up in shard order
+0, 1, 2, ... (a fixed order, whatever order the replies arrive in), because
+
+    A^T(z) = sum_s A_s^T(z_s).
+
+So the iterates match a single-process solve to rounding, and traffic per iteration is
+O((n1 + n2) k) floats each way per shard plus the shard's m_s residuals (the interface
+returns z). The solvers do not change: ``ShardedOperator`` is a
+:class:`~lowrank_core.operators.MeasurementOperator` like any other.
+
+Dask (``pip install 'lowrank-core[dask]'``) is imported only when a sharded operator is
+built, so ``import lowrank_core`` never needs it.
+
+Design
+------
+* **Shards are Dask actors.** Each shard is an actor (:class:`_ShardActor`) created by a
+  Dask task on a chosen worker; per-iteration calls go straight from the client to that
+  worker (no scheduler round trip, no task graph), and the shard's data is never spilled to
+  disk, copied by work stealing or re-shipped. (Plain futures were measured at about 4x the
+  per-call latency, and a multi-GB shard sized as a tiny Python object by Dask could be
+  moved between workers by work stealing.)
+* **Shards are built from pure recipes.** A shard is made by a pure function of small
+  arguments: Gaussian shards from (seed entropy, shard index), file shards from a path,
+  user shards from a picklable zero-argument builder. When a worker dies mid-solve the lost
+  shards are rebuilt from their recipes on a live worker and the call is retried; the run
+  continues with bit-identical shards. Shards split from a client-side operator
+  (:meth:`ShardedOperator.from_operator`) are re-sent from the client when the client still
+  holds the operator (``keep_source=True``, the default); otherwise a loss raises
+  :class:`ShardLostError`.
+* **Measurements are cached on the shards by value.** ``residual_gradient(F, G, y)``
+  receives the full y every iteration. The operator keeps a copy of the last few distinct y
+  vectors (``y_cache_size``, default 4) and gives each a token; the first call with a new y
+  ships y_s with the call, later calls send only the token. A y is recognised by its bits
+  (an O(m) comparison on the client, no traffic), so modifying y in place is safe.
+  :meth:`ShardedOperator.forward_factored` registers the measurements it computes, so
+  ``y = op.forward_factored(L, R)`` followed by a solve never ships y at all.
+* **Failures never hang.** Every call waits at most ``timeout`` seconds (default 300) and
+  building shards at most ``build_timeout`` (default 600), then raises
+  :class:`ShardTimeoutError`; a lost worker is detected at once (its connection drops).
+  Errors carry the last iterate the operator saw (``last_factors``).
+* **Memory is checked before allocation.** The estimated bytes of each shard are checked
+  against the memory limit of its worker (times Dask's ``pause`` fraction, default 0.8,
+  minus what the worker process already uses) on the client before anything is created and
+  again on the worker before allocating; a shard that does not fit raises
+  :class:`MemoryError` saying how many shards or workers would be needed.
+
+Examples
+--------
+>>> from distributed import Client                                        # doctest: +SKIP
+>>> client = Client("tcp://scheduler-host:8786")                           # doctest: +SKIP
+>>> op = ShardedOperator.gaussian(50_000, 1000, 1000, n_shards=16, client=client,
+...                               dtype=np.float32, seed=0)                 # doctest: +SKIP
+>>> y = op.forward_factored(L, R)      # measure a truth without holding A  # doctest: +SKIP
+>>> result = lowrank_core.solve(op, y, rank=10, method="gd")               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+from ._threads import resolve_n_threads
+from ._validation import (
+    check_dtype,
+    check_positive_float,
+    check_positive_int,
+    check_random_state,
+)
+from .operators import (
+    DenseOperator,
+    MeasurementOperator,
+    SymmetricDenseOperator,
+    _format_bytes,
+    available_memory,
+)
+
+__all__ = [
+    "ShardError",
+    "ShardLostError",
+    "ShardRecoveredWarning",
+    "ShardTimeoutError",
+    "ShardedOperator",
+    "make_sharded_problem",
+]
+
+_INSTALL_HINT = "pip install 'lowrank-core[dask]'"
+
+#: Returned by a shard asked for measurements it does not hold (the client then sends them).
+_MISSING_MEASUREMENTS = "__lowrank_core_missing_measurements__"
+
+
+def _require_distributed():
+    """Import ``distributed`` or raise an ImportError that says how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - exercised only without dask
+        raise ImportError(
+            "lowrank_core.distributed needs Dask distributed, which is not installed; "
+            f"install it with: {_INSTALL_HINT}") from exc
+    return distributed
+
+
+# =============================================================================== errors
+class ShardError(RuntimeError):
+    """A shard of a :class:`ShardedOperator` failed.
+
+    Attributes
+    ----------
+    shard : int or None
+        Index of the failing shard.
+    worker : str or None
+        Address of the worker that held it.
+    last_factors : tuple (F, G) or None
+        Copies of the factors of the last ``residual_gradient`` call that completed, i.e.
+        the most recent iterate whose gradient was computed (the partial result of the run);
+        G is None when G = F.
+    n_calls : int
+        Number of ``residual_gradient`` calls that completed before the failure.
+    """
+
+    def __init__(self, message, *, shard=None, worker=None, last_factors=None, n_calls=0):
+        super().__init__(message)
+        self.shard = shard
+        self.worker = worker
+        self.last_factors = last_factors
+        self.n_calls = n_calls
+
+
+class ShardLostError(ShardError):
+    """A shard's worker was lost and the shard could not be rebuilt."""
+
+
+class ShardTimeoutError(ShardError, TimeoutError):
+    """A shard did not answer within the operator's ``timeout``."""
+
+
+class ShardRecoveredWarning(RuntimeWarning):
+    """A shard was lost with its worker and rebuilt from its recipe on another worker."""
+
+
+# ============================================================================== recipes
+# Pure functions that build one shard on a worker from small arguments. Dask runs them in
+# the actor-creation task; recovery runs them again, so they must be deterministic.
+
+def _gaussian_shard(m_total: int, m_shard: int, n1: int, n2: int, symmetric: bool,
+                    dtype: str, entropy: int, index: int) -> MeasurementOperator:
+    """Rows of shard ``index`` of a Gaussian operator with m_total measurements.
+
+    The generator is ``SeedSequence(entropy, spawn_key=(index,))``, i.e. child ``index`` of
+    ``SeedSequence(entropy).spawn(n_shards)``. General: A_i entries i.i.d. N(0, 1/m_total).
+    Symmetric (packed upper triangles): diagonal N(0, 1/m_total), off-diagonal
+    N(0, 1/(2 m_total)), i.e. A_i = (G_i + G_i^T) / (2 sqrt(m_total)). Same ensembles as
+    ``DenseOperator.gaussian`` / ``SymmetricDenseOperator.gaussian`` with m = m_total.
+    """
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(index,)))
+    if not symmetric:
+        rows = np.empty((m_shard, n1 * n2), dtype=dt)
+        rng.standard_normal(out=rows, dtype=dt)
+        rows *= dt.type(1.0 / math.sqrt(m_total))
+        return DenseOperator(rows, shape=(n1, n2))
+    n = n1
+    L = n * (n + 1) // 2
+    packed = np.empty((m_shard, L), dtype=dt)
+    rng.standard_normal(out=packed, dtype=dt)
+    weights = np.full(L, 1.0 / math.sqrt(2.0 * m_total))
+    j = np.arange(n)
+    weights[j * n - (j * (j - 1)) // 2] = 1.0 / math.sqrt(m_total)
+    packed *= weights.astype(dt)
+    return SymmetricDenseOperator.from_packed(packed, n)
+
+
+def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype recorded in a .npy header (reads only the header)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    return tuple(shape), np.dtype(dtype)
+
+
+def _npy_shard_nbytes(path: str, kind: str, mmap_mode) -> int:
+    """Bytes a .npy shard will occupy once loaded (rows, plus the packed copy if any)."""
+    shape, dtype = _npy_header(path)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if mmap_mode is not None:
+        nbytes = 0  # pages come from the page cache, not the worker's heap
+    if kind == "symmetric" and len(shape) == 3:
+        nbytes += shape[0] * (shape[1] * (shape[1] + 1) // 2) * dtype.itemsize
+    return nbytes
+
+
+def _npy_shard(path: str, kind: str, shape, mmap_mode) -> MeasurementOperator:
+    """Load one shard's rows from a .npy file on the worker.
+
+    kind "dense": an (m_s, n1, n2) array, or (m_s, n1*n2) with ``shape=(n1, n2)``.
+    kind "symmetric": an (m_s, n, n) array of symmetric A_i, or packed upper triangles
+    (m_s, n(n+1)/2) with ``shape=(n, n)``.
+    """
+    A = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    if kind == "dense":
+        return DenseOperator(A, shape=shape)
+    if A.ndim == 2:
+        if shape is None:
+            raise ValueError(f"{path}: packed symmetric rows (2-D) need shape=(n, n)")
+        return SymmetricDenseOperator.from_packed(A, shape[0])
+    return SymmetricDenseOperator(A)
+
+
+def _spectral_is_average(op: MeasurementOperator) -> bool:
+    """True when ``op``'s class overrides ``spectral_operator`` (a normalized estimate of M,
+    an average over its rows such as A^T(y) / p), False when it is the plain A^T(y) (a
+    sum over rows). Decides how shard estimates combine."""
+    base = getattr(MeasurementOperator, "spectral_operator", None)
+    own = getattr(type(op), "spectral_operator", None)
+    return own is not None and own is not base
+
+
+def _row_block(op: MeasurementOperator, start: int, stop: int) -> MeasurementOperator:
+    """Measurements start..stop-1 of ``op`` as an operator of the same kind.
+
+    Uses the operator's own ``_take_rows`` when it has one (the dense operators: a view, no
+    copy); the structured kinds are rebuilt from their public data (entries: rows, cols,
+    scale; sparse: rows of the CSR matrix; rank-one: rows of a and b).
+    """
+    take = getattr(op, "_take_rows", None)
+    if callable(take):
+        return take(start, stop)
+    kind = type(op).__name__
+    nt = getattr(op, "_n_threads_request", None)
+    if kind == "EntryOperator":
+        return type(op)(op.rows[start:stop], op.cols[start:stop], op.shape, dtype=op.dtype,
+                        scale=op.scale, n_threads=nt)
+    if kind == "SparseOperator":
+        return type(op)(op.to_scipy()[start:stop], op.shape, n_threads=nt)
+    if kind == "RankOneOperator":
+        return type(op)(op.a[start:stop], None if op.symmetric else op.b[start:stop],
+                        n_threads=nt, block=op.block)
+    raise TypeError(f"{kind} cannot be split by rows (no _take_rows); build its shards on "
+                    "the workers with ShardedOperator.from_builders")
+
+
+def _given_operator(op: MeasurementOperator) -> MeasurementOperator:
+    """Recipe of a shard shipped from the client: the operator itself."""
+    return op
+
+
+def _call_builder(builder: Callable[[], MeasurementOperator]) -> MeasurementOperator:
+    """Recipe of a user shard: call the (picklable, pure) zero-argument builder."""
+    return builder()
+
+
+# ============================================================================ the actor
+def _memory_fraction() -> float:
+    """Fraction of a worker's memory limit a shard may use: Dask's pause threshold
+    (a paused worker runs nothing, so a solve would stall), else terminate, else 1."""
+    import dask
+
+    for name in ("pause", "terminate"):
+        frac = dask.config.get(f"distributed.worker.memory.{name}", default=None)
+        if frac:
+            return float(frac)
+    return 1.0
+
+
+def _shard_too_large_message(index, nbytes, address, limit, frac, in_use) -> str:
+    budget = frac * limit - in_use
+    need = math.ceil(nbytes / max(budget, 1.0)) if budget > 0 else float("inf")
+    return (f"shard {index} needs about {nbytes:,} bytes ({_format_bytes(nbytes)}) but worker "
+            f"{address} may use {_format_bytes(max(budget, 0))} (memory_limit "
+            f"{_format_bytes(limit)} x pause fraction {frac:g}"
+            + (f" - {_format_bytes(in_use)} already in use" if in_use else "")
+            + f"); split the measurements into about {need}x more shards, add workers, "
+            "give workers more memory or use float32")
+
+
+class _ShardActor:
+    """One shard on a worker (a Dask actor): its operator and its measurement slices.
+
+    Built by a Dask task from a recipe; the client talks to it directly each iteration.
+    Method arguments and results are small: factors, k-column products, the shard's
+    residuals.
+    """
+
+    def __init__(self, index: int, n_threads, nbytes, build, *args):
+        from distributed import get_worker
+
+        worker = get_worker()
+        self.index = index
+        self.address = worker.address
+        if nbytes is None and build is _npy_shard:
+            nbytes = _npy_shard_nbytes(args[0], args[1], args[3])
+        if nbytes:
+            self._check_memory(worker, int(nbytes))
+        op = build(*args)
+        if not isinstance(op, MeasurementOperator):
+            raise TypeError(f"shard {index}: the builder returned {type(op).__name__}, "
+                            "not a lowrank_core MeasurementOperator")
+        op.n_threads = worker.state.nthreads if n_threads is None else n_threads
+        self.op = op
+        self.measurements: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.cache_size = 4
+
+    def _check_memory(self, worker, nbytes: int) -> None:
+        import psutil
+
+        limit = worker.memory_manager.memory_limit
+        in_use = psutil.Process().memory_info().rss
+        if limit:
+            frac = _memory_fraction()
+            if nbytes > frac * limit - in_use:
+                raise MemoryError(_shard_too_large_message(self.index, nbytes, self.address,
+                                                           limit, frac, in_use))
+        else:
+            avail = available_memory()
+            if avail is not None and nbytes > avail:
+                raise MemoryError(
+                    f"shard {self.index} needs about {_format_bytes(nbytes)} but worker "
+                    f"{self.address} has only {_format_bytes(avail)} available")
+
+    # ------------------------------------------------------------------ queries
+    def info(self) -> dict:
+        op = self.op
+        return {"m": op.m, "shape": op.shape, "dtype": op.dtype.str,
+                "symmetric": bool(op.symmetric), "nbytes": int(op.nbytes),
+                "kind": type(op).__name__, "address": self.address, "pid": os.getpid(),
+                "n_threads": op.n_threads, "spectral_average": _spectral_is_average(op)}
+
+    def memory(self) -> dict:
+        import resource
+
+        import psutil
+        from distributed import get_worker
+
+        return {"shard": self.index, "address": self.address, "pid": os.getpid(),
+                "rss": psutil.Process().memory_info().rss,
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "memory_limit": get_worker().memory_manager.memory_limit,
+                "shard_nbytes": int(self.op.nbytes)}
+
+    def operator(self) -> MeasurementOperator:
+        return self.op
+
+    def set_n_threads(self, n_threads) -> int:
+        """Set the shard's kernel threads (None: the worker's Dask thread count)."""
+        from distributed import get_worker
+
+        self.op.n_threads = get_worker().state.nthreads if n_threads is None else n_threads
+        return self.op.n_threads
+
+    # ------------------------------------------------------------- measurements
+    def _measurements(self, token, y):
+        if y is not None:
+            self.measurements[token] = np.ascontiguousarray(y)
+            while len(self.measurements) > self.cache_size:
+                self.measurements.popitem(last=False)
+        y = self.measurements.get(token)
+        if y is not None:
+            self.measurements.move_to_end(token)
+        return y
+
+    # ------------------------------------------------------------------ kernels
+    def residual_gradient(self, F, G, token, y=None):
+        """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s."""
+        y = self._measurements(token, y)
+        if y is None:
+            return _MISSING_MEASUREMENTS
+        G = F if G is None else G
+        op = self.op
+        k = F.shape[1]
+        z = np.empty(op.m, op.dtype)
+        SG = np.empty((op.shape[0], k), op.dtype)
+        StF = np.empty((op.shape[1], k), op.dtype)
+        loss = op._residual_gradient_into(F, G, y, z, SG, StF)
+        return float(loss), z, SG, StF
+
+    def forward_factored(self, F, G, token=None):
+        """A_s(F G^T); kept as measurements under ``token`` when one is given."""
+        G = F if G is None else G
+        out = np.empty(self.op.m, self.op.dtype)
+        self.op._forward_factored_into(F, G, out)
+        if token is not None:
+            self._measurements(token, out.copy())
+        return out
+
+    def spectral_product(self, token, X, transpose, y=None):
+        """This shard's spectral estimate of M (from its y_s) times X, or its transpose."""
+        y = self._measurements(token, y)
+        if y is None:
+            return _MISSING_MEASUREMENTS
+        cached = getattr(self, "_spectral", None)
+        if cached is None or cached[0] != token:
+            make = getattr(self.op, "spectral_operator", None)
+            lin = make(y) if callable(make) else self.op.adjoint_operator(y)
+            self._spectral = cached = (token, lin)
+        lin = cached[1]
+        return lin.rmatmat(X) if transpose else lin.matmat(X)
+
+    def forward(self, M):
+        out = np.empty(self.op.m, self.op.dtype)
+        self.op._forward_into(M, out)
+        return out
+
+    def adjoint(self, z):
+        return self.op._adjoint_dense(np.ascontiguousarray(z))
+
+
+# ====================================================================== client side
+@dataclass
+class _Shard:
+    """Client-side record of one shard: how to (re)build it and where it lives."""
+
+    index: int
+    build: Callable
+    args: tuple
+    nbytes: int | None          # estimate checked before creation (None: unknown)
+    rows: tuple[int, int] | None = None   # [start, stop) once known
+    payload: Callable | None = None   # client-side source re-sent on rebuild (from_operator)
+    future: Any = None
+    actor: Any = None
+    address: str | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def recoverable(self) -> bool:
+        return self.build is not _given_operator or self.payload is not None
+
+
+def _get_client(client):
+    distributed = _require_distributed()
+    if client is None:
+        try:
+            return distributed.get_client()
+        except ValueError as exc:
+            raise ValueError("no Dask client: pass client=distributed.Client(...) (e.g. "
+                             "Client('tcp://scheduler:8786') for a running cluster)") from exc
+    if isinstance(client, str):
+        raise TypeError("client must be a distributed.Client; to connect to a scheduler "
+                        f"address use client=distributed.Client({client!r})")
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
+    if getattr(client, "asynchronous", False):
+        raise ValueError("ShardedOperator needs a synchronous Client (asynchronous=False)")
+    return client
+
+
+def _row_bounds(m: int, n_shards: int) -> list[tuple[int, int]]:
+    """Balanced contiguous row blocks: shard s gets rows [s m / S, (s+1) m / S)."""
+    return [((s * m) // n_shards, ((s + 1) * m) // n_shards) for s in range(n_shards)]
+
+
+def _workspace_nbytes(n1: int, n2: int, itemsize: int, n_threads: int) -> int:
+    """Scratch a dense shard allocates per call: P, S and per-thread n1 n2 buffers."""
+    return (3 + n_threads) * n1 * n2 * itemsize
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, (TimeoutError, asyncio.TimeoutError))
+
+
+class ShardedOperator(MeasurementOperator):
+    r"""A measurement operator whose rows live on the workers of a Dask cluster.
+
+    Same interface as every operator (``forward``, ``forward_factored``, ``adjoint``,
+    ``residual_gradient``, ``adjoint_operator``), so :func:`lowrank_core.solve` runs on it
+    unchanged. Build one with :meth:`from_operator`, :meth:`gaussian`, :meth:`from_files`
+    or :meth:`from_builders`; the constructor itself is internal.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        (These options are accepted by every constructor.)
+        Client of the cluster (default: ``distributed.get_client()``). For a running
+        cluster: ``Client("tcp://scheduler-host:8786")``.
+    n_threads : int, optional
+        OpenMP threads of each shard's kernels; default: the worker's Dask thread count.
+    timeout : float or None
+        Seconds one call (one iteration: sending F, G and gathering every shard's reply)
+        may take before :class:`ShardTimeoutError`; None waits forever. Default 300.
+    build_timeout : float or None
+        Seconds building (or, after a worker loss, rebuilding) the shards may take.
+        Default 600.
+    max_recoveries : int
+        Shard rebuilds allowed within one call before giving up with
+        :class:`ShardLostError`. Default 3.
+    y_cache_size : int
+        Distinct measurement vectors kept on the shards (default 4).
+
+    Notes
+    -----
+    Cost per ``residual_gradient`` with S shards: each shard runs its own operator's fused
+    kernel on its m_s rows in parallel (for dense shards 4 m_s n1 n2 flops, m_s n1 n2
+    itemsize bytes read), plus, on the client, an O(m) check of y and the sums of S
+    partial products (S (n1 + n2) k flops). Traffic: (n1 + n2) k floats to every shard and
+    (n1 + n2) k + m_s floats back; y_s once per distinct y. Latency: one client-worker round
+    trip per iteration on top of the slowest shard's compute (measured 6-12 ms over
+    loopback on a loaded 2-core machine; see ``benchmarks/distributed_overhead.py``).
+    """
+
+    def __init__(self, client, shards: list[_Shard], *, n_threads=None, timeout=300.0,
+                 build_timeout=600.0, max_recoveries: int = 3, y_cache_size: int = 4,
+                 check_memory=True):
+        super().__init__(n_threads)
+        self._client = _get_client(client)
+        self._shard_n_threads = n_threads
+        self.timeout = None if timeout is None else check_positive_float(timeout, "timeout")
+        self.build_timeout = (None if build_timeout is None
+                              else check_positive_float(build_timeout, "build_timeout"))
+        self.max_recoveries = check_positive_int(max_recoveries, "max_recoveries", minimum=0)
+        self._y_cache_size = check_positive_int(y_cache_size, "y_cache_size")
+        self._shards = shards
+        self._y_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._next_token = 0
+        self._last_factors = None
+        self.n_calls = 0
+        self.recoveries: list[dict] = []
+        self._closed = False
+        workers = self._workers()
+        if not workers:
+            raise ValueError("the Dask cluster has no workers")
+        if check_memory:
+            self._check_memory(workers)
+        self._create_all(workers)
+
+    # ================================================================ constructors
+    @classmethod
+    def from_operator(cls, op: MeasurementOperator, n_shards: int, client=None, *,
+                      keep_source: bool = True, **options) -> ShardedOperator:
+        """Split an existing operator into ``n_shards`` row blocks and send them to workers.
+
+        Shard s gets measurements [s m / n_shards, (s + 1) m / n_shards). Each block is
+        sent directly to its worker once (``client.scatter``) and never again.
+
+        Parameters
+        ----------
+        op : MeasurementOperator
+            A dense, symmetric dense, sparse, entry or rank-one operator (any operator
+            with a ``_take_rows(start, stop)`` method).
+        n_shards : int
+            Number of shards, 1 <= n_shards <= op.m. Shards are placed round-robin on the
+            workers; several per worker is fine (they run one after the other there).
+        client : distributed.Client, optional
+        keep_source : bool
+            Keep a reference to ``op`` so a shard lost with its worker is re-sent from the
+            client (no extra memory while the caller holds ``op`` anyway). With False a
+            lost shard raises :class:`ShardLostError`.
+        **options
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
+        """
+        if not isinstance(op, MeasurementOperator) or isinstance(op, ShardedOperator):
+            raise TypeError(f"op must be a lowrank_core operator, got {type(op).__name__}")
+        if not hasattr(op, "_take_rows") and type(op).__name__ not in (
+                "EntryOperator", "SparseOperator", "RankOneOperator"):
+            raise TypeError(
+                f"{type(op).__name__} cannot be split by rows (it has no _take_rows); build "
+                "its shards on the workers with ShardedOperator.from_builders")
+        n_shards = check_positive_int(n_shards, "n_shards")
+        if n_shards > op.m:
+            raise ValueError(f"n_shards = {n_shards} exceeds the m = {op.m} measurements")
+        shards = []
+        for s, (a, b) in enumerate(_row_bounds(op.m, n_shards)):
+            nbytes = math.ceil(op.nbytes * (b - a) / op.m)
+            shards.append(_Shard(s, _given_operator, (), nbytes, rows=(a, b),
+                                 payload=(lambda a=a, b=b: _row_block(op, a, b))))
+        self = cls(client, shards, **options)
+        if not keep_source:
+            for sh in self._shards:
+                sh.payload = None
+        return self
+
+    @classmethod
+    def gaussian(cls, m: int, n1: int, n2: int | None = None, *, n_shards: int, client=None,
+                 seed=None, symmetric: bool = False, dtype=np.float64,
+                 **options) -> ShardedOperator:
+        """A Gaussian operator generated on the workers, shard by shard, from seeds.
+
+        The client never holds A: shard s draws its rows with the generator
+        ``SeedSequence(entropy, spawn_key=(s,))`` on its worker. The ensembles match
+        :meth:`DenseOperator.gaussian` (A_i entries N(0, 1/m)) and, with ``symmetric=True``,
+        :meth:`SymmetricDenseOperator.gaussian` (A_i = (G_i + G_i^T)/(2 sqrt(m)), packed),
+        so E||A(M)||^2 = ||M||_F^2. The draw depends on (seed, n_shards): the same seed with
+        another shard count gives another (equally distributed) operator. A lost shard is
+        regenerated bit for bit.
+
+        Parameters
+        ----------
+        m, n1, n2 : int
+            Measurements and matrix shape (n2 = n1 if omitted; must equal n1 if symmetric).
+        n_shards : int
+        client : distributed.Client, optional
+        seed : None, int, SeedSequence or Generator
+            None draws fresh entropy (recorded, so recovery is still exact).
+        symmetric : bool
+        dtype : float32 or float64
+        **options
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
+        """
+        m = check_positive_int(m, "m")
+        n1 = check_positive_int(n1, "n1")
+        n2 = n1 if n2 is None else check_positive_int(n2, "n2")
+        if symmetric and n1 != n2:
+            raise ValueError(f"symmetric=True needs n1 == n2, got ({n1}, {n2})")
+        n_shards = check_positive_int(n_shards, "n_shards")
+        if n_shards > m:
+            raise ValueError(f"n_shards = {n_shards} exceeds the m = {m} measurements")
+        dtype = check_dtype(dtype)
+        entropy = _seed_entropy(seed)
+        N = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+        n_threads = options.get("n_threads")
+        nt = 1 if n_threads is None else max(1, resolve_n_threads(n_threads))
+        shards = []
+        for s, (a, b) in enumerate(_row_bounds(m, n_shards)):
+            nbytes = (b - a) * N * dtype.itemsize + _workspace_nbytes(n1, n2, dtype.itemsize, nt)
+            shards.append(_Shard(s, _gaussian_shard,
+                                 (m, b - a, n1, n2, bool(symmetric), dtype.str, entropy, s),
+                                 nbytes, rows=(a, b)))
+        self = cls(client, shards, **options)
+        self.seed_entropy = entropy
+        return self
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str], client=None, *, kind: str = "dense",
+                   shape=None, mmap_mode=None, **options) -> ShardedOperator:
+        """Shards loaded by the workers from .npy files, one file per shard, in order.
+
+        The paths are opened on the workers (a shared or replicated file system), never on
+        the client. Before loading, each worker reads the file's header and checks the
+        shard's size against its memory limit.
+
+        Parameters
+        ----------
+        paths : sequence of str
+            One .npy file per shard; shard s holds the rows of ``paths[s]``.
+        client : distributed.Client, optional
+        kind : {"dense", "symmetric"}
+            "dense": each file is (m_s, n1, n2), or (m_s, n1*n2) with ``shape``.
+            "symmetric": (m_s, n, n) symmetric matrices, or packed row-major upper
+            triangles (m_s, n(n+1)/2) with ``shape=(n, n)``.
+        shape : tuple (n1, n2), optional
+        mmap_mode : None or "r"
+            Memory-map the files read-only instead of loading them.
+        **options
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
+        """
+        if kind not in ("dense", "symmetric"):
+            raise ValueError(f"kind must be 'dense' or 'symmetric', got {kind!r}")
+        if mmap_mode not in (None, "r"):
+            raise ValueError(f"mmap_mode must be None or 'r', got {mmap_mode!r}")
+        if isinstance(paths, (str, os.PathLike)):
+            raise TypeError("paths must be a sequence of paths, one per shard")
+        paths = [os.fspath(p) for p in paths]
+        if not paths:
+            raise ValueError("paths is empty")
+        shape = None if shape is None else tuple(int(s) for s in shape)
+        shards = [_Shard(s, _npy_shard, (p, kind, shape, mmap_mode), None)
+                  for s, p in enumerate(paths)]
+        return cls(client, shards, **options)
+
+    @classmethod
+    def from_builders(cls, builders: Sequence[Callable[[], MeasurementOperator]], client=None,
+                      *, nbytes: Sequence[int] | None = None, **options) -> ShardedOperator:
+        """Shards of any operator kind, each built on a worker by a zero-argument builder.
+
+        ``builders[s]()`` runs on a worker and returns shard s (any MeasurementOperator,
+        e.g. a sparse or rank-one operator read from the worker's disk). Builders must be
+        picklable and pure (deterministic): a shard lost with its worker is rebuilt by
+        calling its builder again.
+
+        Parameters
+        ----------
+        builders : sequence of callables
+        client : distributed.Client, optional
+        nbytes : sequence of int, optional
+            Estimated bytes of each shard, checked against the workers' memory limits
+            before anything is built.
+        **options
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
+        """
+        builders = list(builders)
+        if not builders or not all(callable(b) for b in builders):
+            raise TypeError("builders must be a non-empty sequence of callables")
+        if nbytes is not None:
+            nbytes = [int(b) for b in nbytes]
+            if len(nbytes) != len(builders):
+                raise ValueError("nbytes must have one entry per builder")
+        shards = [_Shard(s, _call_builder, (b,), None if nbytes is None else nbytes[s])
+                  for s, b in enumerate(builders)]
+        return cls(client, shards, **options)
+
+    # ==================================================================== creation
+    def _workers(self) -> dict[str, dict]:
+        """Live workers (address -> info), asked from the scheduler now. Not
+        ``client.scheduler_info()``: its cached copy is refreshed in the background without
+        the per-worker entries, so it can come back empty."""
+        client = self._client
+        info = client.sync(client.scheduler.identity, n_workers=-1)
+        return dict(sorted(info.get("workers", {}).items()))
+
+    def _check_memory(self, workers: dict[str, dict]) -> None:
+        """Refuse, before creating anything, shards that cannot fit their workers."""
+        frac = _memory_fraction()
+        addresses = list(workers)
+        load: dict[str, int] = {a: 0 for a in addresses}
+        for sh in self._shards:
+            if sh.nbytes is None:
+                continue
+            addr = addresses[sh.index % len(addresses)]
+            limit = workers[addr].get("memory_limit") or 0
+            if limit and sh.nbytes > frac * limit:
+                raise MemoryError(_shard_too_large_message(sh.index, sh.nbytes, addr, limit,
+                                                           frac, 0))
+            load[addr] += sh.nbytes
+        for addr, total in load.items():
+            limit = workers[addr].get("memory_limit") or 0
+            if limit and total > frac * limit:
+                n_here = sum(1 for sh in self._shards
+                             if addresses[sh.index % len(addresses)] == addr)
+                raise MemoryError(
+                    f"the {n_here} shards placed on worker {addr} need about "
+                    f"{_format_bytes(total)} together but it may use "
+                    f"{_format_bytes(frac * limit)} (memory_limit {_format_bytes(limit)} x "
+                    f"pause fraction {frac:g}); add workers or give them more memory")
+
+    def _submit(self, sh: _Shard, address: str | None, loose: bool):
+        """Start creating shard ``sh``'s actor on ``address``; returns its future."""
+        client = self._client
+        args: tuple = sh.args
+        if sh.build is _given_operator:
+            workers = [address] if address else None
+            payload = client.scatter(sh.payload(), workers=workers, direct=True, hash=False)
+            args = (payload,)
+        return client.submit(_ShardActor, sh.index, self._shard_n_threads, sh.nbytes,
+                             sh.build, *args, actor=True, pure=False,
+                             workers=[address] if address else None,
+                             allow_other_workers=loose,
+                             key=f"lowrank-shard-{sh.index}-{os.urandom(6).hex()}")
+
+    def _finish(self, sh: _Shard, future, deadline) -> None:
+        """Wait (until ``deadline``) for a shard actor, then record where it lives and
+        what it holds."""
+        try:
+            actor = future.result(timeout=_remaining(deadline))
+            info = actor.info().result(timeout=_remaining(deadline))
+        except BaseException as exc:
+            if _is_timeout(exc):
+                raise ShardTimeoutError(
+                    f"shard {sh.index} was not built within build_timeout="
+                    f"{self.build_timeout} s "
+                    "(are workers alive and not paused for memory?)", shard=sh.index) from exc
+            raise
+        sh.future, sh.actor, sh.address, sh.info = future, actor, info["address"], info
+
+    def _create_all(self, workers: dict[str, dict]) -> None:
+        addresses = list(workers)
+        deadline = _deadline(self.build_timeout)
+        futures = [self._submit(sh, addresses[sh.index % len(addresses)], loose=False)
+                   for sh in self._shards]
+        try:
+            for sh, fut in zip(self._shards, futures):
+                self._finish(sh, fut, deadline)
+        except BaseException:
+            for fut in futures:
+                fut.release()
+            raise
+        first = self._shards[0].info
+        for sh in self._shards:
+            i = sh.info
+            for key in ("shape", "dtype"):
+                if i[key] != first[key]:
+                    raise ValueError(f"shard {sh.index} has {key} {i[key]} but shard 0 has "
+                                     f"{first[key]}; all shards must agree")
+        start = 0
+        for sh in self._shards:
+            if sh.rows is not None and sh.rows != (start, start + sh.info["m"]):
+                raise RuntimeError(f"shard {sh.index} holds {sh.info['m']} rows, expected "
+                                   f"{sh.rows[1] - sh.rows[0]}")
+            sh.rows = (start, start + sh.info["m"])
+            start += sh.info["m"]
+        self.m = start
+        self.shape = tuple(first["shape"])
+        self.dtype = np.dtype(first["dtype"])
+        self.symmetric = all(sh.info["symmetric"] for sh in self._shards)
+
+    # =================================================================== properties
+    @property
+    def n_shards(self) -> int:
+        """Number of row shards."""
+        return len(self._shards)
+
+    @property
+    def shard_rows(self) -> list[tuple[int, int]]:
+        """Row range [start, stop) of each shard."""
+        return [sh.rows for sh in self._shards]
+
+    @property
+    def shard_workers(self) -> list[str]:
+        """Address of the worker holding each shard (updated after a recovery)."""
+        return [sh.address for sh in self._shards]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of measurement matrices held on the workers (none on the client)."""
+        return sum(int(sh.info["nbytes"]) for sh in self._shards)
+
+    @property
+    def n_threads(self) -> int:
+        """OpenMP threads of each shard's kernels (on its worker)."""
+        return int(self._shards[0].info["n_threads"])
+
+    @n_threads.setter
+    def n_threads(self, value) -> None:
+        resolve_n_threads(value)
+        self._n_threads_request = value
+        self._shard_n_threads = value
+        if getattr(self, "_shards", None) and self._shards[0].actor is not None:
+            for sh, nt in zip(self._shards, self._run("set_n_threads", lambda s, y: (value,))):
+                sh.info["n_threads"] = nt
+
+    @property
+    def client(self):
+        """The Dask client."""
+        return self._client
+
+    def __repr__(self) -> str:
+        kinds = sorted({sh.info.get("kind", "?") for sh in self._shards})
+        return (f"ShardedOperator(m={self.m}, shape={self.shape}, dtype={self.dtype}, "
+                f"n_shards={self.n_shards}, kind={'/'.join(kinds)}, "
+                f"nbytes={_format_bytes(self.nbytes)} on {len(set(self.shard_workers))} "
+                "worker(s))")
+
+    def __reduce__(self):
+        raise TypeError("a ShardedOperator holds a live Dask client and cannot be pickled; "
+                        "ship its recipe (e.g. ShardedOperator.gaussian arguments) instead")
+
+    # ================================================================ measurements
+    def _token(self, y: np.ndarray) -> tuple[int, bool]:
+        """Token of y (recognised by its bits); True when y is new (shards need it)."""
+        bits = y.view(np.uint64 if y.dtype.itemsize == 8 else np.uint32)
+        for token, ref in self._y_cache.items():
+            if ref.shape == bits.shape and np.array_equal(ref, bits):
+                self._y_cache.move_to_end(token)
+                return token, False
+        return self._register(y), True
+
+    def _register(self, y: np.ndarray) -> int:
+        token = self._next_token
+        self._next_token += 1
+        self._y_cache[token] = y.view(np.uint64 if y.dtype.itemsize == 8 else np.uint32).copy()
+        while len(self._y_cache) > self._y_cache_size:
+            self._y_cache.popitem(last=False)
+        return token
+
+    def _y_slice(self, token: int, sh: _Shard) -> np.ndarray:
+        a, b = sh.rows
+        return self._y_cache[token][a:b].view(self.dtype)
+
+    # ================================================================ remote calls
+    def _run(self, method: str, make_args: Callable[[_Shard, bool], tuple],
+             token: int | None = None) -> list:
+        """Call ``method`` on every shard at once; results in shard order.
+
+        ``make_args(shard, with_y)`` gives the call's arguments (with_y: the shard lacks
+        the measurements of ``token``, include its slice). Lost shards are rebuilt and
+        called again; a shard that does not answer by the deadline raises.
+        """
+        if self._closed:
+            raise RuntimeError("this ShardedOperator was closed")
+        deadline = _deadline(self.timeout)
+        pending = {sh.index: _call(sh.actor, method, make_args(sh, False))
+                   for sh in self._shards}
+        results: list = [None] * len(self._shards)
+        rebuilds = 0
+        for sh in self._shards:
+            while True:
+                try:
+                    res = pending[sh.index].result(timeout=_remaining(deadline))
+                except BaseException as exc:
+                    if _is_timeout(exc):
+                        raise ShardTimeoutError(
+                            f"shard {sh.index} (rows {sh.rows[0]}..{sh.rows[1] - 1}, worker "
+                            f"{sh.address}) did not answer '{method}' within "
+                            f"timeout={self.timeout} s; the worker may be overloaded, paused "
+                            "for memory or hung (raise timeout= for slow shards)",
+                            **self._error_context(sh)) from exc
+                    if not self._is_lost(sh, exc):
+                        raise
+                    rebuilds += 1
+                    if rebuilds > self.max_recoveries:
+                        raise ShardLostError(
+                            f"shard {sh.index} was lost {rebuilds} times in one call "
+                            f"(max_recoveries={self.max_recoveries}); last error: {exc!r}",
+                            **self._error_context(sh)) from exc
+                    self._rebuild(sh, exc)
+                    deadline = _deadline(self.timeout)  # a fresh timeout for the retry
+                    pending[sh.index] = _call(sh.actor, method, make_args(sh, True))
+                    continue
+                if isinstance(res, str) and res == _MISSING_MEASUREMENTS:
+                    pending[sh.index] = _call(sh.actor, method, make_args(sh, True))
+                    continue
+                results[sh.index] = res
+                break
+        return results
+
+    def _is_lost(self, sh: _Shard, exc: BaseException) -> bool:
+        if isinstance(exc, OSError):  # includes CommClosedError: the connection dropped
+            return True
+        if isinstance(exc, RuntimeError) and "Actor was lost" in str(exc):
+            return True
+        return sh.future is not None and sh.future.status in ("error", "lost", "cancelled")
+
+    def _error_context(self, sh: _Shard) -> dict:
+        return {"shard": sh.index, "worker": sh.address, "last_factors": self._last_factors,
+                "n_calls": self.n_calls}
+
+    def _rebuild(self, sh: _Shard, exc: BaseException) -> None:
+        """Rebuild a lost shard from its recipe on a live worker (or raise)."""
+        lost_address = sh.address
+        deadline = _deadline(self.build_timeout)
+        if not sh.recoverable:
+            raise ShardLostError(
+                f"shard {sh.index} (rows {sh.rows[0]}..{sh.rows[1] - 1}) was lost with worker "
+                f"{lost_address} ({exc!r}); it was sent from the client (from_operator with "
+                "keep_source=False) and cannot be rebuilt. Use keep_source=True, or build "
+                "shards on the workers (gaussian, from_files, from_builders) so Dask workers "
+                "can regenerate them", **self._error_context(sh)) from exc
+        try:
+            self._client.wait_for_workers(1, timeout=_remaining(deadline))
+            workers = [a for a in self._workers() if a != lost_address]
+        except BaseException as wexc:  # noqa: BLE001 - any failure means: no worker
+            raise ShardLostError(
+                f"shard {sh.index} was lost with worker {lost_address} ({exc!r}) and no live "
+                f"worker is available to rebuild it ({wexc!r})",
+                **self._error_context(sh)) from exc
+        if sh.future is not None:
+            sh.future.release()
+        load = {a: 0 for a in workers}
+        for other in self._shards:
+            if other is not sh and other.address in load:
+                load[other.address] += 1
+        target = min(load, key=lambda a: (load[a], a)) if load else None
+        future = self._submit(sh, target, loose=True)
+        self._finish(sh, future, deadline)
+        self.recoveries.append({"shard": sh.index, "lost_worker": lost_address,
+                                "new_worker": sh.address, "error": repr(exc),
+                                "n_calls": self.n_calls})
+        warnings.warn(f"shard {sh.index} was lost with worker {lost_address} ({exc!r}); "
+                      f"rebuilt it from its recipe on {sh.address}",
+                      ShardRecoveredWarning, stacklevel=4)
+
+    # ===================================================================== kernels
+    def _residual_gradient_into(self, F, G, y, z, SG, StF):
+        token, new = self._token(y)
+        G_send = None if G is F else G
+        with_y = new
+
+        def args(sh, missing):
+            return (F, G_send, token, self._y_slice(token, sh) if (with_y or missing) else None)
+
+        results = self._run("residual_gradient", args)
+        loss = 0.0
+        for sh, (loss_s, z_s, SG_s, StF_s) in zip(self._shards, results):
+            a, b = sh.rows
+            z[a:b] = z_s
+            if sh.index == 0:
+                SG[...] = SG_s
+                StF[...] = StF_s
+            else:
+                SG += SG_s
+                StF += StF_s
+            loss += loss_s
+        self.n_calls += 1
+        self._last_factors = (F.copy(), None if G is F else G.copy())
+        return loss
+
+    def forward_factored(self, F, G=None) -> np.ndarray:
+        """A(F G^T) computed on the shards (G = F if omitted, square only).
+
+        The result is also kept on the shards as measurements, so solving with
+        ``y = op.forward_factored(L, R)`` sends no y to the workers.
+        """
+        F, G = self._check_factors(F, G)
+        out = np.empty(self.m, dtype=self.dtype)
+        token = self._next_token  # reserve; registered once the values are known
+        self._next_token += 1
+        G_send = None if G is F else G
+        parts = self._run("forward_factored", lambda sh, missing: (F, G_send, token))
+        for sh, part in zip(self._shards, parts):
+            out[sh.rows[0]:sh.rows[1]] = part
+        self._y_cache[token] = out.view(np.uint64 if out.dtype.itemsize == 8
+                                        else np.uint32).copy()
+        while len(self._y_cache) > self._y_cache_size:
+            self._y_cache.popitem(last=False)
+        return out
+
+    def _forward_factored_into(self, F, G, out):
+        G_send = None if G is F else G
+        parts = self._run("forward_factored", lambda sh, missing: (F, G_send, None))
+        for sh, part in zip(self._shards, parts):
+            out[sh.rows[0]:sh.rows[1]] = part
+
+    def _forward_into(self, M, out):
+        parts = self._run("forward", lambda sh, missing: (M,))
+        for sh, part in zip(self._shards, parts):
+            out[sh.rows[0]:sh.rows[1]] = part
+
+    def _adjoint_dense(self, z):
+        parts = self._run("adjoint", lambda sh, missing: (z[sh.rows[0]:sh.rows[1]],))
+        S = np.array(parts[0], dtype=self.dtype, copy=True)
+        for part in parts[1:]:
+            S += part
+        return S
+
+    def spectral_operator(self, y) -> LinearOperator:
+        r"""An estimate of M from y = A(M) as a LinearOperator, for spectral initialization.
+
+        Every product is computed on the shards and combined in shard order: shards whose
+        kind estimates M by the plain adjoint (dense operators) add up to A^T(y) exactly;
+        shards whose kind normalizes its estimate (an average over its rows, e.g. entries:
+        A_s^T(y_s) / p_s) are averaged with weights m_s / m, which for entries is exactly
+        the single-process estimate and for rank-one projections averages per-shard
+        unbiased estimates (equal up to the per-shard moment estimates). One round trip
+        per matvec/matmat; nothing n1 x n2 is formed on the client.
+        """
+        y = self._check_y(y, "y")
+        token, _ = self._token(y)
+        weights = [sh.info["m"] / self.m if sh.info.get("spectral_average") else 1.0
+                   for sh in self._shards]
+        n1, n2 = self.shape
+        dtype = self.dtype
+
+        def product(X, transpose):
+            X = np.ascontiguousarray(X, dtype=dtype)
+            vec = X.ndim == 1
+            X2 = X.reshape(-1, 1) if vec else X
+            parts = self._run("spectral_product", lambda sh, missing: (
+                token, X2, transpose, self._y_slice(token, sh) if missing else None))
+            out = np.zeros(((n2 if transpose else n1), X2.shape[1]), dtype)
+            for w, part in zip(weights, parts):
+                out += part if w == 1.0 else dtype.type(w) * part
+            return out.ravel() if vec else out
+
+        return LinearOperator((n1, n2), dtype=dtype,
+                              matvec=lambda v: product(v, False),
+                              rmatvec=lambda u: product(u, True),
+                              matmat=lambda X: product(X, False),
+                              rmatmat=lambda U: product(U, True))
+
+    # ================================================================== utilities
+    def memory_usage(self) -> list[dict]:
+        """Per shard: worker address and pid, the worker process's resident and peak
+        resident bytes (``rss``, ``peak_rss``), its ``memory_limit`` and the shard's bytes."""
+        return self._run("memory", lambda sh, missing: ())
+
+    def fetch_shards(self) -> list[MeasurementOperator]:
+        """Copy every shard's operator to the client (debugging and tests; needs the
+        whole operator's memory on the client)."""
+        return self._run("operator", lambda sh, missing: ())
+
+    def close(self) -> None:
+        """Release the shards (their workers free the memory). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for sh in self._shards:
+            if sh.future is not None:
+                try:
+                    sh.future.release()
+                except Exception:  # noqa: BLE001, S110 - client already closed
+                    pass
+            sh.actor = sh.future = None
+
+    def __enter__(self) -> ShardedOperator:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _FailedCall:
+    """Stands in for the future of a call that could not even be sent."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def result(self, timeout=None):
+        raise self.exc
+
+
+def _call(actor, method: str, args: tuple):
+    """Start ``actor.method(*args)``; a proxy of a lost actor raises here already."""
+    try:
+        return getattr(actor, method)(*args)
+    except Exception as exc:  # noqa: BLE001 - re-raised by _run, classified there
+        return _FailedCall(exc)
+
+
+def _deadline(timeout):
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline):
+    return None if deadline is None else max(deadline - time.monotonic(), 1e-3)
+
+
+def _seed_entropy(seed) -> int:
+    """An integer that reproduces ``seed``'s draws on any worker (None: fresh entropy)."""
+    if isinstance(seed, (np.random.SeedSequence, np.random.Generator)):
+        ss = seed if isinstance(seed, np.random.SeedSequence) else None
+        words = (ss.generate_state(4, np.uint32) if ss is not None
+                 else seed.integers(0, 2**32, size=4, dtype=np.uint64))
+        return int.from_bytes(np.asarray(words, np.uint32).tobytes(), "little")
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)
+    check_random_state(seed)  # validates the type
+    return int(seed)
+
+
+# =================================================================== problems
+def make_sharded_problem(n1: int, n2: int | None = None, *, rank: int, m: int, n_shards: int,
+                         client=None, psd: bool = False, cond: float = 1.0, noise: float = 0.0,
+                         dtype=np.float64, seed=None, **options):
+    """:func:`lowrank_core.make_problem` with a Gaussian operator generated on the workers.
+
+    Draws the truth M* = L R^T exactly as ``make_problem`` does (same seed, same truth), then
+    builds :meth:`ShardedOperator.gaussian` with entropy drawn from the same generator and
+    measures y = A(L R^T) on the shards (plus noise on the client). The client never holds A;
+    it holds y (m numbers) and the truth factors. The operator differs from
+    ``make_problem``'s (it is drawn per shard), with the same distribution.
+
+    Returns
+    -------
+    Problem
+        With ``operator`` a :class:`ShardedOperator` and ``info["n_shards"]``.
+    """
+    from .problems import Problem, _orthonormal
+
+    n1 = check_positive_int(n1, "n1")
+    n2 = n1 if n2 is None else check_positive_int(n2, "n2")
+    rank = check_positive_int(rank, "rank")
+    if rank > min(n1, n2):
+        raise ValueError(f"rank must be between 1 and min(n1, n2) = {min(n1, n2)}, got {rank}")
+    if psd and n1 != n2:
+        raise ValueError(f"psd=True needs a square problem, got n1={n1}, n2={n2}")
+    cond = check_positive_float(cond, "cond")
+    if cond < 1:
+        raise ValueError(f"cond must be >= 1, got {cond}")
+    noise = check_positive_float(noise, "noise", allow_zero=True)
+    dtype = check_dtype(dtype)
+    rng = check_random_state(seed)
+    s = np.linspace(1.0, 1.0 / cond, rank)
+    U = _orthonormal(rng, n1, rank, np.float64)
+    V = U if psd else _orthonormal(rng, n2, rank, np.float64)
+    L = (U * np.sqrt(s)).astype(dtype)
+    R = L if psd else (V * np.sqrt(s)).astype(dtype)
+    op = ShardedOperator.gaussian(m, n1, n2, n_shards=n_shards, client=client,
+                                  seed=int(rng.integers(0, 2**63 - 1)), symmetric=psd,
+                                  dtype=dtype, **options)
+    y = op.forward_factored(L, None if psd else R)
+    if noise > 0:
+        y = y + (noise * rng.standard_normal(op.m)).astype(dtype)
+    return Problem(operator=op, y=y, truth_factors=(L, R), rank=rank, psd=bool(psd),
+                   cond=cond, noise=noise, singular_values=s, seed=seed,
+                   info={"n_shards": op.n_shards})

@@ -1,0 +1,288 @@
+r"""Problems on disk: the ``.npz`` format read by ``lowrank-core solve``.
+
+One ``numpy.savez`` archive (no pickled objects) with these keys:
+
+=========  ==========================================================================
+key        content
+=========  ==========================================================================
+kind       string: "dense", "symmetric", "sparse", "entries" or "rank-one"
+y          float array (m,): the measurements
+A          dense: float array (m, n1, n2), the A_i; symmetric: (m, n, n), symmetric A_i
+meas,      sparse: int arrays (nnz,) and float array (nnz,): nonzero e of measurement
+rows,      meas[e] sits at (rows[e], cols[e]) with value vals[e]; ``shape`` = (n1, n2);
+cols,      optional ``m`` (default max(meas) + 1)
+vals
+rows,      entries: int arrays (m,): measurement i observes M[rows[i], cols[i]] (times
+cols       the optional float ``scale``, default 1); ``shape`` = (n1, n2)
+a, b       rank-one: float arrays (m, n1) and (m, n2): y_i = a_i^T M b_i; without ``b``
+           the symmetric model y_i = a_i^T M a_i
+L, R       optional truth M* = L R^T, float arrays (n1, r) and (n2, r); without R,
+           M* = L L^T (PSD)
+M          optional truth as a dense (n1, n2) array (instead of L, R)
+=========  ==========================================================================
+
+The float arrays of the operator set its dtype (float32 or float64); ``y`` and the truth
+are converted to it. :func:`save_problem` writes this format, :func:`load_problem` reads
+and validates it (every problem is reported as :class:`ProblemFileError`, naming the file
+and the key).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["KINDS", "FORMAT_HELP", "LoadedProblem", "ProblemFileError", "load_problem",
+           "save_problem"]
+
+#: Operator kinds of the format, in documentation order.
+KINDS = ("dense", "symmetric", "sparse", "entries", "rank-one")
+
+#: Plain-text summary of the format (shown by ``lowrank-core solve --help``).
+FORMAT_HELP = """\
+problem file (.npz written with numpy.savez; no pickles):
+  kind      "dense" | "symmetric" | "sparse" | "entries" | "rank-one"
+  y         (m,) measurements
+  dense:     A (m, n1, n2)               symmetric: A (m, n, n), each A_i symmetric
+  sparse:    meas, rows, cols (nnz,) int; vals (nnz,) float; shape (2,); optional m
+  entries:   rows, cols (m,) int; shape (2,); optional scale (y_i = scale*M[rows_i, cols_i])
+  rank-one:  a (m, n1), b (m, n2) (y_i = a_i^T M b_i); without b: y_i = a_i^T M a_i
+  truth (optional): L (n1, r) and R (n2, r) with M* = L R^T (no R: M* = L L^T), or M (n1, n2)
+  The operator's float arrays set the dtype (float32/float64); y and truth are cast to it."""
+
+
+class ProblemFileError(ValueError):
+    """A problem file is missing, unreadable or does not follow the format."""
+
+
+@dataclass
+class LoadedProblem:
+    """A problem read from a file.
+
+    Attributes
+    ----------
+    kind : str
+    operator : MeasurementOperator
+    y : ndarray, shape (m,)
+    truth : tuple (L, R), ndarray or None
+        ``truth=`` argument for :func:`lowrank_core.solve`.
+    truth_factors : tuple (L, R) or None
+    psd : bool
+        True when the truth was stored as L alone (M* = L L^T).
+    """
+
+    kind: str
+    operator: object
+    y: np.ndarray
+    truth: object = None
+    truth_factors: tuple | None = None
+    psd: bool = False
+
+    @property
+    def rank(self) -> int | None:
+        """Rank of the stored truth factors (None without factors)."""
+        if self.truth_factors is None:
+            return None
+        return int(self.truth_factors[0].shape[1])
+
+
+def _structured(name):
+    import lowrank_core
+
+    cls = getattr(lowrank_core, name, None)
+    if cls is None:
+        raise ProblemFileError(f"operator kind needs lowrank_core.{name}, which this build "
+                               "does not have")
+    return cls
+
+
+def _get(data, key, path, *, ndim=None, kind="float", optional=False):
+    if key not in data.files:
+        if optional:
+            return None
+        raise ProblemFileError(f"{path}: missing key {key!r} (see `lowrank-core solve "
+                               "--help` for the format)")
+    try:
+        arr = data[key]
+    except ValueError as exc:  # object arrays need pickles, which are refused
+        raise ProblemFileError(f"{path}: key {key!r} cannot be read without pickle "
+                               f"({exc}); store plain numeric arrays") from None
+    if kind == "float":
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ProblemFileError(f"{path}: key {key!r} must be a numeric array, got dtype "
+                                   f"{arr.dtype}")
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise ProblemFileError(f"{path}: key {key!r} contains NaN or infinite values")
+    elif kind == "int":
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ProblemFileError(f"{path}: key {key!r} must be an integer array, got dtype "
+                                   f"{arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ProblemFileError(f"{path}: key {key!r} must be {ndim}-D, got shape {arr.shape}")
+    return arr
+
+
+def _shape(data, path):
+    shape = _get(data, "shape", path, ndim=1, kind="int")
+    if shape.shape != (2,) or np.any(shape <= 0):
+        raise ProblemFileError(f"{path}: key 'shape' must be two positive integers (n1, n2), "
+                               f"got {shape.tolist()}")
+    return int(shape[0]), int(shape[1])
+
+
+def _build_operator(kind, data, path):
+    from .operators import DenseOperator, SymmetricDenseOperator
+
+    if kind == "dense":
+        return DenseOperator(_get(data, "A", path, ndim=3))
+    if kind == "symmetric":
+        return SymmetricDenseOperator(_get(data, "A", path, ndim=3))
+    if kind == "sparse":
+        cls = _structured("SparseOperator")
+        triplet = tuple(_get(data, k, path, ndim=1, kind="int") for k in ("meas", "rows", "cols"))
+        vals = _get(data, "vals", path, ndim=1)
+        m = _get(data, "m", path, kind="int", optional=True)
+        return cls((*triplet, vals), _shape(data, path), m=None if m is None else int(m))
+    if kind == "entries":
+        cls = _structured("EntryOperator")
+        rows = _get(data, "rows", path, ndim=1, kind="int")
+        cols = _get(data, "cols", path, ndim=1, kind="int")
+        scale = _get(data, "scale", path, optional=True)
+        y = _get(data, "y", path, ndim=1)
+        return cls(rows, cols, _shape(data, path), dtype=y.dtype,
+                   scale=1.0 if scale is None else float(scale))
+    if kind == "rank-one":
+        cls = _structured("RankOneOperator")
+        a = _get(data, "a", path, ndim=2)
+        b = _get(data, "b", path, ndim=2, optional=True)
+        return cls(a, b)
+    raise ProblemFileError(f"{path}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def load_problem(path) -> LoadedProblem:
+    """Read and validate a problem file (format: module docstring).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    LoadedProblem
+
+    Raises
+    ------
+    ProblemFileError
+        Missing or unreadable file, missing keys, wrong shapes or dtypes, non-finite values.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ProblemFileError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ProblemFileError(f"{path}: is a directory, not a .npz problem file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ProblemFileError(f"{path}: not a readable .npz archive ({exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ProblemFileError(f"{path}: a single .npy array, not a .npz archive of named "
+                               "arrays")
+    with data:
+        if "kind" not in data.files:
+            raise ProblemFileError(f"{path}: missing key 'kind' (one of {', '.join(KINDS)})")
+        kind_arr = data["kind"]
+        if kind_arr.dtype.kind not in "US" or kind_arr.ndim != 0:
+            raise ProblemFileError(f"{path}: key 'kind' must be a string, one of "
+                                   f"{', '.join(KINDS)}")
+        kind = str(kind_arr)
+        if kind not in KINDS:
+            raise ProblemFileError(f"{path}: unknown kind {kind!r}; choose one of "
+                                   f"{', '.join(KINDS)}")
+        try:
+            op = _build_operator(kind, data, path)
+        except ProblemFileError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise ProblemFileError(f"{path}: invalid {kind} operator: {exc}") from None
+        y = _get(data, "y", path, ndim=1).astype(op.dtype, copy=False)
+        if y.shape[0] != op.m:
+            raise ProblemFileError(f"{path}: y has {y.shape[0]} entries but the operator "
+                                   f"has m = {op.m} measurements")
+        n1, n2 = op.shape
+        truth = factors = None
+        psd = False
+        L = _get(data, "L", path, ndim=2, optional=True)
+        M = _get(data, "M", path, ndim=2, optional=True)
+        if L is not None:
+            R = _get(data, "R", path, ndim=2, optional=True)
+            if R is None:
+                R, psd = L, True
+            if L.shape[0] != n1 or R.shape[0] != n2 or L.shape[1] != R.shape[1]:
+                raise ProblemFileError(
+                    f"{path}: truth factors L {L.shape} and R {R.shape} do not fit the "
+                    f"operator shape ({n1}, {n2}) (need (n1, r) and (n2, r))")
+            factors = (L.astype(op.dtype, copy=False), R.astype(op.dtype, copy=False))
+            truth = factors
+        elif M is not None:
+            if M.shape != (n1, n2):
+                raise ProblemFileError(f"{path}: truth M has shape {M.shape}, the operator "
+                                       f"({n1}, {n2})")
+            truth = M.astype(op.dtype, copy=False)
+    return LoadedProblem(kind=kind, operator=op, y=np.ascontiguousarray(y), truth=truth,
+                         truth_factors=factors, psd=psd)
+
+
+def _operator_arrays(op) -> dict:
+    from .operators import DenseOperator, SymmetricDenseOperator
+
+    if isinstance(op, SymmetricDenseOperator):
+        return {"kind": "symmetric", "A": op.matrices}
+    if isinstance(op, DenseOperator):
+        return {"kind": "dense", "A": op.matrices}
+    name = type(op).__name__
+    if name == "EntryOperator":
+        return {"kind": "entries", "rows": np.asarray(op.rows), "cols": np.asarray(op.cols),
+                "shape": np.asarray(op.shape, np.int64), "scale": np.float64(op.scale)}
+    if name == "RankOneOperator":
+        out = {"kind": "rank-one", "a": np.asarray(op.a)}
+        if not op.symmetric:  # the symmetric model y_i = a_i^T M a_i stores a only
+            out["b"] = np.asarray(op.b)
+        return out
+    if name == "SparseOperator":
+        coo = op.to_scipy().tocoo()
+        rows, cols = np.divmod(coo.col.astype(np.int64), op.shape[1])
+        return {"kind": "sparse", "meas": coo.row.astype(np.int64), "rows": rows,
+                "cols": cols, "vals": coo.data, "shape": np.asarray(op.shape, np.int64),
+                "m": np.int64(op.m)}
+    raise TypeError(f"cannot save a {name} operator in the problem file format")
+
+
+def save_problem(path, problem=None, *, operator=None, y=None, truth_factors=None) -> None:
+    """Write a problem in the ``.npz`` format of :func:`load_problem`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    problem : Problem, optional
+        A :func:`lowrank_core.make_problem` result (operator, y and truth factors).
+    operator, y, truth_factors : optional
+        Instead of ``problem``: the operator, the measurements and (L, R) (or None).
+    """
+    if problem is not None:
+        operator, y, truth_factors = problem.operator, problem.y, problem.truth_factors
+    if operator is None or y is None:
+        raise TypeError("save_problem needs a Problem or operator= and y=")
+    arrays = _operator_arrays(operator)
+    arrays["kind"] = np.array(arrays["kind"])
+    arrays["y"] = np.asarray(y)
+    if truth_factors is not None:
+        L, R = truth_factors
+        arrays["L"] = np.asarray(L)
+        if R is not L:
+            arrays["R"] = np.asarray(R)
+    np.savez(path, **arrays)
