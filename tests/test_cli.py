@@ -27,10 +27,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "lowrank-core")
 
 
+#: Subprocesses start outside the repository: ``python -m`` and ``python -c`` put their
+#: working directory on sys.path, and from the repository root that would import the
+#: uncompiled source folder instead of the installed package.
+NEUTRAL_CWD = os.path.dirname(os.path.abspath(sys.executable))
+
+
 def run(*args, cwd=None, script=False, timeout=300):
     cmd = [SCRIPT, *args] if script else [sys.executable, "-m", "lowrank_core", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV,
+                          cwd=cwd or NEUTRAL_CWD, timeout=timeout)
 
 
 def assert_one_line_error(proc, *fragments):
@@ -321,7 +327,7 @@ def test_plotting_without_matplotlib_says_how_to_install(tmp_path):
     for args in (["demo", "--quick", "--plot", str(tmp_path / "d.png")],
                  ["reproduce", "xiong-psd", "--quick", "--out", str(tmp_path)]):
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                              text=True, env=ENV, timeout=120)
+                              text=True, env=ENV, timeout=120, cwd=NEUTRAL_CWD)
         assert_one_line_error(proc, 'pip install "lowrank-core[plot]"')
 
 

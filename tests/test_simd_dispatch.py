@@ -140,8 +140,10 @@ def _variant_in_subprocess(env_value):
         env[_kernels.DISABLE_ENV] = env_value
     code = ("import lowrank_core, lowrank_core.structured as s; "
             "print(lowrank_core.simd_variant(), s._rankone.__name__)")
+    # outside the repository: python -c puts its working directory on sys.path
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                         capture_output=True, text=True).stdout.split()
+                         capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(sys.executable))).stdout.split()
     return out
 
 
@@ -161,6 +163,6 @@ def test_existing_rank_one_tests_pass_on_the_baseline_build():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          os.path.join(here, "test_structured_operators.py"), "-k", "rank"],
-        env=env, capture_output=True, text=True)
+        env=env, capture_output=True, text=True, cwd=here)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
