@@ -8,18 +8,20 @@ import lowrank_core as lc
 
 
 def _policy_after_import(env_value):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     if env_value is not None:
         env["OMP_WAIT_POLICY"] = env_value
-    code = "import os, lowrank_core; print(os.environ['OMP_WAIT_POLICY'])"
+    code = ("import os, lowrank_core; e = os.environ; print(e.get('OMP_WAIT_POLICY'), "
+            "e.get('GOMP_SPINCOUNT'), e.get('KMP_BLOCKTIME'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, cwd=os.path.dirname(sys.executable))
     return out.stdout.strip()
 
 
-def test_passive_wait_policy_is_the_default_but_never_overrides_the_user():
-    assert _policy_after_import(None) == "PASSIVE"
-    assert _policy_after_import("ACTIVE") == "ACTIVE"
+def test_bounded_spin_is_the_default_but_never_overrides_the_user():
+    assert _policy_after_import(None) == "None 10000 1"
+    assert _policy_after_import("ACTIVE") == "ACTIVE None None"
 
 
 def test_public_names():
