@@ -12,14 +12,12 @@ next to a plain streaming read of the same array (the memory-bandwidth floor).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
 import numpy as np
 
 import lowrank_core as lc
 from lowrank_core import _dense
+from lowrank_core.comparison import alternate, machine_description
 
 
 def numpy_residual_gradient(A2, F, G, y):
@@ -30,31 +28,7 @@ def numpy_residual_gradient(A2, F, G, y):
     return 0.5 * float(z @ z), z, S @ G, S.T @ F
 
 
-def alternate(fns, repeats):
-    """Median seconds of each callable, run in alternation after one warm-up each."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, OpenMP threads {lc._threads.resolve_n_threads(None)}, "
-            f"numpy {np.__version__}, Python {platform.python_version()}")
 
 
 def run(n: int, m: int, k: int, repeats: int) -> list[dict]:
@@ -113,7 +87,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=25)
     args = ap.parse_args(argv)
     rows = run(args.n, args.m, args.k, args.repeats)
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {machine_description(lc._threads.resolve_n_threads(None))}\n")
     print(to_markdown(rows, args.n, args.m, args.k))
 
 

@@ -32,6 +32,7 @@ import warnings
 import numpy as np
 
 import lowrank_core as lc
+from lowrank_core.comparison import alternate
 from lowrank_core.distributed import ShardedOperator, make_sharded_problem
 
 try:
@@ -56,17 +57,6 @@ def local_cluster(memory_limit):
             dashboard_address=None, memory_limit=memory_limit, silence_logs=50)
 
 
-def alternate(fns, repeats):
-    """Median seconds of each callable, run in alternation after one warm-up each."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
 
 
 # ------------------------------------------------------------------------- part 1
