@@ -13,7 +13,10 @@ run it too; this script is its command line.
 
 from __future__ import annotations
 
+import os
 import sys
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")  # before numpy: see lowrank_core/__init__
 
 from lowrank_core.comparison import main, run_comparison  # noqa: F401  (re-exported)
 

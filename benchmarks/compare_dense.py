@@ -12,6 +12,9 @@ next to a plain streaming read of the same array (the memory-bandwidth floor).
 from __future__ import annotations
 
 import argparse
+import os
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")  # before numpy: see lowrank_core/__init__
 
 import numpy as np
 

@@ -24,8 +24,11 @@ Usage: python benchmarks/compare_solvers.py [--repeats 3] [--cap 300] [--threads
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")  # before numpy: see lowrank_core/__init__
 
 import numpy as np
 

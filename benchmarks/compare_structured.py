@@ -41,6 +41,8 @@ if "--threads" in sys.argv[:-1]:
     os.environ["OPENBLAS_NUM_THREADS"] = _n
     os.environ["OMP_NUM_THREADS"] = _n
 
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")  # before numpy: see lowrank_core/__init__
+
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 

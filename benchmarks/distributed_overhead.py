@@ -29,6 +29,8 @@ import resource
 import time
 import warnings
 
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")  # before numpy: see lowrank_core/__init__
+
 import numpy as np
 
 import lowrank_core as lc

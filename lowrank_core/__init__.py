@@ -11,6 +11,13 @@ before the OpenMP runtime starts. Unbounded spinning steals the cores from other
 (measured on 2 busy cores: the demo in 49 s instead of 14.5 s); never spinning delays the
 worker at every parallel region (the dense kernel 40% slower on an idle machine). The
 bounded spin keeps the kernel's idle-machine speed and sleeps under load.
+
+For the same reason it sets ``OPENBLAS_THREAD_TIMEOUT=20`` unless already set: OpenBLAS's
+idle workers spin for 2**20 cycles (about 0.4 ms) after a threaded BLAS call instead of
+the default 2**28 (about 0.1 s), during which they take cores from the OpenMP kernel that
+runs next (measured: the dense fused product 1.6x slower right after a numpy GEMV). It
+only reaches OpenBLAS builds loaded after the import (numpy's, when lowrank_core is
+imported first; scipy's, which the kernels call, when scipy.linalg is not loaded yet).
 """
 
 import os as _os
@@ -18,6 +25,7 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     _os.environ.setdefault("KMP_BLOCKTIME", "1")
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 from . import metrics  # noqa: E402
 from ._kernels import simd_variant

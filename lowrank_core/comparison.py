@@ -640,6 +640,11 @@ def machine_description(n_threads: int) -> str:
             parts.append("BLAS " + ", ".join(f"{a} {v}" for a, v in sorted(blas, key=str)))
     except ImportError:
         pass
+    waits = [f"{v}={os.environ[v]}" for v in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT",
+                                             "KMP_BLOCKTIME", "OMP_WAIT_POLICY")
+             if v in os.environ]
+    if waits:
+        parts.append("idle-thread policy " + " ".join(waits))
     return "; ".join(parts)
 
 
