@@ -23,12 +23,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from . import _entries, _sparse
+from . import _sparse
 from ._kernels import load as _load_kernels
 from ._validation import as_float_array, check_dtype, check_positive_int
 from .operators import MeasurementOperator
 
-_rankone = _load_kernels("_rankone")  # AVX2/FMA build when the CPU has it
+# AVX2/FMA builds when the CPU has them
+_entries = _load_kernels("_entries")
+_rankone = _load_kernels("_rankone")
 
 __all__ = ["SparseOperator", "EntryOperator", "RankOneOperator", "sample_entries"]
 

@@ -45,11 +45,15 @@ cdef extern from *:
     void LOWRANK_PREFETCH_W(const void* p) noexcept nogil
 
 
-cdef void _fused_rows_small(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
-                            const index_t* cols, const index_t* pos, bint has_pos,
-                            const floating* F, const floating* G, Py_ssize_t k,
-                            const floating* y, floating* z, floating* SG, floating* stf,
-                            floating scale, double* rowloss, Py_ssize_t pf) noexcept nogil:
+cdef inline void _fused_rows_small(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
+                                   const index_t* cols, const index_t* pos, bint has_pos,
+                                   const floating* F, const floating* G, const Py_ssize_t k,
+                                   const floating* y, floating* z, floating* SG,
+                                   floating* stf, floating scale, double* rowloss,
+                                   Py_ssize_t pf) noexcept nogil:
+    """Rows [j0, j1) for k <= KMAX. Inlined by _fused_rows with k a literal for the common
+    widths: the compiler then unrolls the length-k loops and keeps F_j and the row's
+    accumulator in registers (with a run-time k they live on the stack)."""
     cdef floating fl[KMAX]
     cdef floating acc[KMAX]
     cdef const floating* g
@@ -125,6 +129,69 @@ cdef void _fused_rows_large(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
         rowloss[j] = ls
 
 
+cdef void _fused_rows(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,
+                      const index_t* cols, const index_t* pos, bint has_pos,
+                      const floating* F, const floating* G, Py_ssize_t k,
+                      const floating* y, floating* z, floating* SG, floating* stf,
+                      floating scale, double* rowloss, Py_ssize_t pf) noexcept nogil:
+    """Dispatch on k: a literal width for k <= 16 (src/meson.build forces these inline
+    calls), the run-time width up to KMAX, then the pointer variant."""
+    if k == 1:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 1, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 2:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 2, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 3:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 3, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 4:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 4, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 5:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 5, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 6:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 6, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 7:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 7, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 8:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 8, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 9:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 9, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 10:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 10, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 11:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 11, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 12:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 12, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 13:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 13, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 14:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 14, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 15:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 15, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k == 16:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, 16, y, z, SG, stf,
+                          scale, rowloss, pf)
+    elif k <= KMAX:
+        _fused_rows_small(j0, j1, ptr, cols, pos, has_pos, F, G, k, y, z, SG, stf,
+                          scale, rowloss, pf)
+    else:
+        _fused_rows_large(j0, j1, ptr, cols, pos, has_pos, F, G, k, y, z, SG, stf, scale,
+                          rowloss)
+
+
 cdef void _sum_into(floating* out, const floating* bufs, Py_ssize_t n, int n_bufs,
                     int n_threads) noexcept nogil:
     """out[i] += bufs[0, i] + bufs[1, i] + ... in buffer order (deterministic)."""
@@ -160,14 +227,9 @@ def residual_gradient(const index_t[::1] ptr, const index_t[::1] cols,
             memset(&bufs[0, 0, 0], 0, (T - 1) * n2 * k * sizeof(floating))
         for t in prange(T, schedule='static', chunksize=1, num_threads=T):
             stf = &StF[0, 0] if t == 0 else &bufs[t - 1, 0, 0]
-            if k <= KMAX:
-                _fused_rows_small(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
-                                  has_pos, &F[0, 0], &G[0, 0], k, &y[0], &z[0], &SG[0, 0],
-                                  stf, scale, &rowloss[0], prefetch)
-            else:
-                _fused_rows_large(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0],
-                                  has_pos, &F[0, 0], &G[0, 0], k, &y[0], &z[0], &SG[0, 0],
-                                  stf, scale, &rowloss[0])
+            _fused_rows(bounds[t], bounds[t + 1], &ptr[0], &cols[0], &pos[0], has_pos,
+                        &F[0, 0], &G[0, 0], k, &y[0], &z[0], &SG[0, 0], stf, scale,
+                        &rowloss[0], prefetch)
         if T > 1:
             _sum_into(&StF[0, 0], &bufs[0, 0, 0], n2 * k, T - 1, T)
         for j in range(n1):

@@ -40,6 +40,8 @@ def test_products_cover_every_available_kind(quick):
         assert "numpy" in r["baselines"]
         if r["kind"] in ("sparse", "entries"):
             assert "scipy.sparse" in r["baselines"]
+        if r["kind"] == "sparse":  # the gather reference and the dense-S variant
+            assert "scipy.sparse dense-S" in r["baselines"]
 
 
 def test_product_numbers_finite_positive_and_references_agree(quick):
@@ -77,6 +79,9 @@ def test_method_rows_agree_with_reference_loops(quick):
 def test_markdown_carries_machine_conditions_command(quick):
     text = quick.to_markdown()
     assert text.startswith("Machine: ")
+    for r in quick.rows:  # both scipy.sparse variants of the sparse kind are listed
+        if r["kind"] == "sparse":
+            assert f"scipy.sparse variants for {r['label']} {r['dtype']}: gather" in text
     assert "Conditions: " in text and "Command: `" in text
     assert "| lowrank_core ms |" in text or "lowrank_core ms" in text
     for r in quick.rows:

@@ -1,7 +1,9 @@
-"""Run-time CPU dispatch: baseline and AVX2/FMA builds of the rank-one kernel.
+"""Run-time CPU dispatch: baseline and AVX2/FMA builds of the rank-one and completion
+kernels.
 
-Both builds, both kernel paths (small GEMMs through the BLAS shim and the hand-written
-vector loops) and the loader's environment switch, against numpy references in float64.
+Both builds, both rank-one kernel paths (small GEMMs through the BLAS shim and the
+hand-written vector loops), every factor width of the completion kernel's dispatcher, and
+the loader's environment switch, against numpy references in float64.
 """
 
 import os
@@ -166,3 +168,46 @@ def test_existing_rank_one_tests_pass_on_the_baseline_build():
         env=env, capture_output=True, text=True, cwd=here)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+# --------------------------------------------------------------------- completion kernel
+def _entries_builds():
+    from lowrank_core import _entries as entries_base
+    builds = [entries_base]
+    if HAS_AVX2:
+        from lowrank_core import _entries_avx2  # built on every x86_64 host
+        builds.append(_entries_avx2)
+    return builds
+
+
+# every literal width of the dispatcher (1..16), the run-time width up to KMAX = 32 and
+# the pointer variant above it
+@pytest.mark.parametrize("k", list(range(1, 18)) + [32, 33, 41])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_entries_kernel_every_width_matches_numpy(monkeypatch, k, dtype):
+    """EntryOperator.residual_gradient with each build against gather + bincount."""
+    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    rng = np.random.default_rng(100 + k)
+    dt = np.dtype(dtype)
+    n1, n2, nobs = 23, 17, 150
+    flat = rng.choice(n1 * n2, nobs, replace=False)
+    rows, cols = np.divmod(flat, n2)
+    F = rng.standard_normal((n1, k)).astype(dt)
+    G = rng.standard_normal((n2, k)).astype(dt)
+    y = rng.standard_normal(nobs).astype(dt)
+    F64, G64, y64 = (x.astype(np.float64) for x in (F, G, y))
+    z_ref = np.einsum("ij,ij->i", F64[rows], G64[cols]) - y64
+    SG_ref = np.zeros((n1, k))
+    np.add.at(SG_ref, rows, z_ref[:, None] * G64[cols])
+    StF_ref = np.zeros((n2, k))
+    np.add.at(StF_ref, cols, z_ref[:, None] * F64[rows])
+    for build in _entries_builds():
+        monkeypatch.setattr(structured, "_entries", build)
+        for n_threads in (1, 3):
+            op = lc.EntryOperator(rows, cols, (n1, n2), dtype=dt, n_threads=n_threads)
+            loss, z, SG, StF = op.residual_gradient(F, G, y)
+            where = f"{build.__name__} k={k} T={n_threads}"
+            assert _rel(z, z_ref) < RTOL[dt], where
+            assert _rel(SG, SG_ref) < RTOL[dt], where
+            assert _rel(StF, StF_ref) < RTOL[dt], where
+            assert abs(loss - 0.5 * z_ref @ z_ref) <= RTOL[dt] * (0.5 * z_ref @ z_ref), where
