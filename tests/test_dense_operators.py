@@ -1,6 +1,8 @@
 """Dense and packed-symmetric operators against plain numpy, adjoint identities,
 finite differences, dtype preservation, determinism and bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -275,3 +277,29 @@ def test_stream_sum_is_a_plain_sum(dtype, rng):
     A = rng.standard_normal((37, 101)).astype(dtype)
     for nt in (1, 2):
         assert abs(_dense.stream_sum(A, nt) - A.astype(np.float64).sum()) < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_finiteness_check_exact_when_the_fast_sum_overflows(dtype):
+    """The finiteness check's fast path (x.x finite) overflows for huge finite entries;
+    the exact check then decides: huge finite values pass, one NaN or inf among them is
+    caught and counted, whatever the chunking."""
+    from lowrank_core._validation import _all_finite, as_float_array
+    big = np.finfo(dtype).max / 4
+    x = np.full(3000, big, dtype=dtype)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.dot(x, x))  # the fast path cannot decide here
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the check itself stays silent
+        assert _all_finite(x) and _all_finite(x, chunk=7)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, 1500, 2999):
+            y = x.copy()
+            y[where] = bad
+            assert not _all_finite(y) and not _all_finite(y, chunk=7)
+            with pytest.raises(ValueError, match="y contains 1 NaN or infinite"):
+                as_float_array(y, "y", dtype=np.dtype(dtype))
+    small = np.linspace(-1, 1, 3000).astype(dtype)  # fast path: finite dot, accepted
+    assert _all_finite(small)
+    small[17] = np.nan
+    assert not _all_finite(small)
