@@ -95,15 +95,19 @@ def _readonly(*arrays):
             a.flags.writeable = False
 
 
-def _thread_bounds(ptr: np.ndarray, n_threads: int) -> np.ndarray:
+def _thread_bounds(ptr: np.ndarray, n_threads: int, *, exact: bool = False) -> np.ndarray:
     """Split the groups of ``ptr`` into n_threads contiguous ranges of ~equal entry counts.
 
-    Returns bounds (n_threads + 1, intp): thread t owns groups [bounds[t], bounds[t+1]).
+    Returns bounds (T + 1, intp): thread t owns groups [bounds[t], bounds[t+1]). Small
+    problems get T < n_threads; ``exact=True`` keeps T = n_threads (some ranges may be
+    empty), for passes that must match another split's thread count.
     A pure function of (ptr, n_threads): the partition is deterministic.
     """
     n = ptr.shape[0] - 1
     # small problems stay on fewer threads: a parallel region costs more than it saves
     T = max(1, min(int(n_threads), n, int(ptr[-1]) // _MIN_ENTRIES_PER_THREAD))
+    if exact:
+        T = max(1, int(n_threads))
     targets = (np.arange(T + 1, dtype=np.float64) * float(ptr[-1]) / T).round()
     bounds = np.searchsorted(ptr, targets.astype(ptr.dtype), side="left").astype(np.intp)
     bounds[0], bounds[-1] = 0, n
@@ -401,15 +405,18 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
 
     Notes
     -----
-    The nonzeros are stored grouped by measurement (CSR of the (m, n1 n2) matrix, int32
-    indices when everything fits, else int64). ``residual_gradient`` makes ONE parallel
-    pass over them, 6 nnz k flops: per measurement, z_i = sum_e v_e <F_{r_e}, G_{c_e}> - y_i,
-    then (with the nonzeros still in cache) v_e z_i G_{c_e} is added to row r_e of a
-    per-thread S G buffer and v_e z_i F_{r_e} to row c_e of a per-thread S^T F buffer
-    (S = A^T(z) never formed; buffers summed in thread order). Measurements are split
-    over threads in fixed ranges balanced by nonzeros: z and the loss are bitwise
-    independent of the thread count, the products bitwise repeatable for a fixed count.
-    ``symmetric`` is True when n1 == n2 and every A_i is symmetric (checked once).
+    The nonzeros are stored three times, grouped by measurement (CSR of the (m, n1 n2)
+    matrix), by matrix row and by matrix column (int32 indices when everything fits, else
+    int64; the two extra groupings are stable reorderings built once, so ``nbytes`` is
+    about three times the nonzeros' size). ``residual_gradient`` costs 6 nnz k flops in
+    three parallel gather passes: z_i = sum_e v_e
+    <F_{r_e}, G_{c_e}> - y_i over measurements, then (S G)_r = sum_{e in row r}
+    v_e z_{i_e} G_{c_e} over matrix rows and (S^T F)_c = sum_{e in column c}
+    v_e z_{i_e} F_{r_e} over matrix columns. S = A^T(z) is never formed, nothing is shared
+    between threads (no atomics, no buffers), and each output entry is summed by one
+    thread in a fixed order: z, the loss and both products are bitwise independent of the
+    thread count. ``symmetric`` is True when n1 == n2 and every A_i is symmetric (checked
+    once).
     """
 
     def __init__(self, A, shape, *, m=None, n_threads=None):
@@ -462,6 +469,7 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
         self.symmetric = self._is_symmetric()
 
     def _build(self, meas, rr, cc, vals):
+        n1, n2 = self.shape
         self._ptr_m, order = _grouping(meas, self.m, self._itype)
         if order is None:
             self._r_m = np.array(rr, copy=True)
@@ -469,8 +477,24 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
             self._v_m = np.array(vals, copy=True)
         else:
             self._r_m, self._c_m, self._v_m = rr[order], cc[order], vals[order]
+        # the same nonzeros grouped by matrix row and by matrix column (stable reorderings
+        # of the measurement grouping), for the gather passes of A^T(z) G and A^T(z)^T F
+        meas_m = np.repeat(np.arange(self.m, dtype=self._itype), np.diff(self._ptr_m))
+        self._ptr_r, self._meas_r, self._col_r, self._val_r = self._regroup(
+            self._r_m, n1, meas_m, self._c_m)
+        self._ptr_c, self._meas_c, self._row_c, self._val_c = self._regroup(
+            self._c_m, n2, meas_m, self._r_m)
         self._bounds_cache = {}
-        _readonly(self._ptr_m, self._r_m, self._c_m, self._v_m)
+        _readonly(self._ptr_m, self._r_m, self._c_m, self._v_m, self._ptr_r, self._meas_r,
+                  self._col_r, self._val_r, self._ptr_c, self._meas_c, self._row_c,
+                  self._val_c)
+
+    def _regroup(self, keys, nbins, meas_m, other):
+        """(ptr, meas, other, vals) of the nonzeros grouped by ``keys`` (stable)."""
+        ptr, order = _grouping(keys, nbins, self._itype)
+        if order is None:
+            return ptr, meas_m, other, self._v_m
+        return ptr, meas_m[order], other[order], self._v_m[order]
 
     def _is_symmetric(self) -> bool:
         n1, n2 = self.shape
@@ -490,8 +514,11 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
     # ------------------------------------------------------------------ properties
     @property
     def nbytes(self) -> int:
-        """Bytes held by the nonzeros (CSR by measurement)."""
-        return int(sum(a.nbytes for a in (self._ptr_m, self._r_m, self._c_m, self._v_m)))
+        """Bytes held by the nonzeros: grouped by measurement, by row and by column."""
+        arrays = {id(a): a for a in (self._ptr_m, self._r_m, self._c_m, self._v_m,
+                                     self._ptr_r, self._meas_r, self._col_r, self._val_r,
+                                     self._ptr_c, self._meas_c, self._row_c, self._val_c)}
+        return int(sum(a.nbytes for a in arrays.values()))
 
     @property
     def nnz(self) -> int:
@@ -519,16 +546,26 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
         _sparse.scatter_add(self._ptr_m, self._r_m, self._c_m, self._v_m, z, S)
         return S
 
+    def _group_bounds(self):
+        """Thread ranges of measurements, rows and columns (the thread count T is the
+        measurement split's, shared by the three passes)."""
+        bm = self._bounds(self._ptr_m)
+        key = ("groups", self.n_threads)
+        b = self._bounds_cache.get(key)
+        if b is None:
+            T = bm.shape[0] - 1
+            b = (bm, _thread_bounds(self._ptr_r, T, exact=True),
+                 _thread_bounds(self._ptr_c, T, exact=True))
+            self._bounds_cache[key] = b
+        return b
+
     def _residual_gradient_into(self, F, G, y, z, SG, StF):
-        bounds = self._bounds(self._ptr_m)
-        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
-        if T > 1:
-            buf_sg, buf_stf = self._scratch(("rg", T, k), [((T - 1, n1, k), self.dtype),
-                                                           ((T - 1, n2, k), self.dtype)])
-        else:
-            buf_sg = buf_stf = np.empty((1, 1, 1), self.dtype)
-        return _sparse.residual_gradient(self._ptr_m, self._r_m, self._c_m, self._v_m, F, G,
-                                         y, z, SG, StF, buf_sg, buf_stf, bounds)
+        bm, br, bc = self._group_bounds()
+        return _sparse.residual_gradient(
+            self._ptr_m, self._r_m, self._c_m, self._v_m,
+            self._ptr_r, self._meas_r, self._col_r, self._val_r,
+            self._ptr_c, self._meas_c, self._row_c, self._val_c,
+            F, G, y, z, SG, StF, bm, br, bc)
 
     def adjoint_operator(self, z) -> LinearOperator:
         """A^T(z) as a LinearOperator (matvec/matmat in O(nnz k), nothing n1 x n2 formed)."""
@@ -536,14 +573,14 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
         n1, n2 = self.shape
 
         def product(X, transpose):
-            bounds = self._bounds(self._ptr_m)
-            T, k = bounds.shape[0] - 1, X.shape[1]
-            n_out = n2 if transpose else n1
-            out = np.empty((n_out, k), self.dtype)
-            bufs = np.empty((T - 1, n_out, k) if T > 1 else (1, 1, 1), self.dtype)
-            idx_out, idx_in = (self._c_m, self._r_m) if transpose else (self._r_m, self._c_m)
-            _sparse.adjoint_products(self._ptr_m, idx_out, idx_in, self._v_m, z, X, out,
-                                     bufs, bounds)
+            _, br, bc = self._group_bounds()
+            out = np.empty((n2 if transpose else n1, X.shape[1]), self.dtype)
+            if transpose:
+                _sparse.adjoint_product(self._ptr_c, self._meas_c, self._row_c,
+                                        self._val_c, z, X, out, bc)
+            else:
+                _sparse.adjoint_product(self._ptr_r, self._meas_r, self._col_r,
+                                        self._val_r, z, X, out, br)
             return out
 
         return _FactoredLinearOperator(self.shape, self.dtype, lambda X: product(X, False),

@@ -237,6 +237,10 @@ def test_deterministic_and_bitwise_for_fixed_threads(case, monkeypatch):
         if case.startswith("entries"):
             # rows are owned by one thread each: S G too
             np.testing.assert_array_equal(results[nt][2], results[1][2])
+        if case.startswith("sparse"):
+            # gather passes over rows and columns: both products owned entry by entry
+            np.testing.assert_array_equal(results[nt][2], results[1][2])
+            np.testing.assert_array_equal(results[nt][3], results[1][3])
         # the per-thread buffers are summed in another grouping: equal up to rounding
         for a, b in zip(results[1][1:], results[nt][1:]):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.abs(b).max())
@@ -593,3 +597,30 @@ def test_spectral_init_and_gradient_descent_recover_truth(kind, m):
         _, _, SG, StF = op.residual_gradient(F, G, y)
         F, G = F - 0.5 * SG, G - 0.5 * StF
     assert pr.relative_error(F, G) < 1e-6
+
+
+@pytest.mark.parametrize("shape", [(1, 6), (6, 1), (2, 2)])
+def test_sparse_fewer_rows_or_columns_than_threads(shape, monkeypatch):
+    """The row and column passes share the measurement split's thread count, so some
+    threads own no row (or column): results still match scipy."""
+    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    rng = np.random.default_rng(12)
+    n1, n2 = shape
+    m, nnz = 9, 30
+    meas = rng.integers(0, m, nnz)
+    rows, cols = rng.integers(0, n1, nnz), rng.integers(0, n2, nnz)
+    vals = rng.standard_normal(nnz)
+    A = sp.csr_matrix((vals, (meas, rows * n2 + cols)), shape=(m, n1 * n2))
+    F, G = rng.standard_normal((n1, 3)), rng.standard_normal((n2, 3))
+    y = rng.standard_normal(m)
+    zref = A @ (F @ G.T).ravel() - y
+    S = (A.T @ zref).reshape(n1, n2)
+    for nt in (1, 3):
+        op = lc.SparseOperator((meas, rows, cols, vals), shape, m=m, n_threads=nt)
+        loss, z, SG, StF = op.residual_gradient(F, G, y)
+        assert_close(z, zref, np.float64)
+        assert_close(SG, S @ G, np.float64)
+        assert_close(StF, S.T @ F, np.float64)
+        L = op.adjoint_operator(zref)
+        assert_close(L.matmat(G), S @ G, np.float64)
+        assert_close(L.rmatmat(F), S.T @ F, np.float64)
