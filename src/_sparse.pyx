@@ -41,10 +41,10 @@ cdef extern from *:
     void LOWRANK_PREFETCH(const void* p) noexcept nogil
 
 
-cdef void _dots(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr, const index_t* rr,
-                const index_t* cc, const floating* vv, const floating* F,
-                const floating* G, Py_ssize_t k, const floating* y, floating* z,
-                Py_ssize_t pf) noexcept nogil:
+cdef inline void _dots_rows(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
+                            const index_t* rr, const index_t* cc, const floating* vv,
+                            const floating* F, const floating* G, const Py_ssize_t k,
+                            const floating* y, floating* z, Py_ssize_t pf) noexcept nogil:
     """z_i = sum_{e in i} v_e <F_{r_e}, G_{c_e}> - y_i for measurements [i0, i1)."""
     cdef const floating* f
     cdef const floating* g
@@ -70,29 +70,62 @@ cdef void _dots(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr, const index_t*
         z[i] = s - y[i]
 
 
-cdef void _gather(Py_ssize_t g0, Py_ssize_t g1, const index_t* ptr, const index_t* meas,
-                  const index_t* other, const floating* vals, const floating* w,
-                  const floating* X, Py_ssize_t k, floating* out,
-                  Py_ssize_t pf) noexcept nogil:
-    """out_g = sum_{e in group g} vals_e w_{meas_e} X_{other_e} for groups [g0, g1).
+cdef void _dots(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr, const index_t* rr,
+                const index_t* cc, const floating* vv, const floating* F,
+                const floating* G, Py_ssize_t k, const floating* y, floating* z,
+                Py_ssize_t pf) noexcept nogil:
+    """Dispatch on k: a literal width for k <= 16 (forced inline, see src/meson.build)."""
+    if k == 1:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 1, y, z, pf)
+    elif k == 2:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 2, y, z, pf)
+    elif k == 3:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 3, y, z, pf)
+    elif k == 4:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 4, y, z, pf)
+    elif k == 5:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 5, y, z, pf)
+    elif k == 6:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 6, y, z, pf)
+    elif k == 7:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 7, y, z, pf)
+    elif k == 8:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 8, y, z, pf)
+    elif k == 9:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 9, y, z, pf)
+    elif k == 10:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 10, y, z, pf)
+    elif k == 11:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 11, y, z, pf)
+    elif k == 12:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 12, y, z, pf)
+    elif k == 13:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 13, y, z, pf)
+    elif k == 14:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 14, y, z, pf)
+    elif k == 15:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 15, y, z, pf)
+    elif k == 16:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, 16, y, z, pf)
+    else:
+        _dots_rows(i0, i1, ptr, rr, cc, vv, F, G, k, y, z, pf)
 
-    For k <= KMAX the row's sum is kept in a local array (registers), written once.
-    """
+
+cdef inline void _gather_rows(Py_ssize_t g0, Py_ssize_t g1, const index_t* ptr,
+                              const index_t* meas, const index_t* other,
+                              const floating* vals, const floating* w, const floating* X,
+                              const Py_ssize_t k, floating* out, Py_ssize_t pf) noexcept nogil:
+    """out_g = sum_{e in group g} vals_e w_{meas_e} X_{other_e} for groups [g0, g1),
+    k <= KMAX: the group's sum is kept in a local array, written once. Inlined by _gather
+    with k a literal for the common widths (registers instead of the stack)."""
     cdef floating acc[KMAX]
     cdef const floating* x
-    cdef floating* o
     cdef floating we
     cdef Py_ssize_t g, e, l, x2
     cdef Py_ssize_t e_end = ptr[g1]
-    cdef bint small = k <= KMAX
     for g in range(g0, g1):
-        o = out + g * k
-        if small:
-            for l in range(k):
-                acc[l] = 0
-        else:
-            for l in range(k):
-                o[l] = 0
+        for l in range(k):
+            acc[l] = 0
         for e in range(ptr[g], ptr[g + 1]):
             if e + pf < e_end:
                 x2 = <Py_ssize_t>other[e + pf] * k
@@ -101,15 +134,75 @@ cdef void _gather(Py_ssize_t g0, Py_ssize_t g1, const index_t* ptr, const index_
                 LOWRANK_PREFETCH(w + meas[e + pf])
             we = vals[e] * w[meas[e]]
             x = X + <Py_ssize_t>other[e] * k
-            if small:
-                for l in range(k):
-                    acc[l] = acc[l] + we * x[l]
-            else:
-                for l in range(k):
-                    o[l] = o[l] + we * x[l]
-        if small:
             for l in range(k):
-                o[l] = acc[l]
+                acc[l] = acc[l] + we * x[l]
+        for l in range(k):
+            out[g * k + l] = acc[l]
+
+
+cdef void _gather_rows_large(Py_ssize_t g0, Py_ssize_t g1, const index_t* ptr,
+                             const index_t* meas, const index_t* other,
+                             const floating* vals, const floating* w, const floating* X,
+                             Py_ssize_t k, floating* out) noexcept nogil:
+    """The same for any k, accumulating in place."""
+    cdef const floating* x
+    cdef floating* o
+    cdef floating we
+    cdef Py_ssize_t g, e, l
+    for g in range(g0, g1):
+        o = out + g * k
+        for l in range(k):
+            o[l] = 0
+        for e in range(ptr[g], ptr[g + 1]):
+            we = vals[e] * w[meas[e]]
+            x = X + <Py_ssize_t>other[e] * k
+            for l in range(k):
+                o[l] = o[l] + we * x[l]
+
+
+cdef void _gather(Py_ssize_t g0, Py_ssize_t g1, const index_t* ptr, const index_t* meas,
+                  const index_t* other, const floating* vals, const floating* w,
+                  const floating* X, Py_ssize_t k, floating* out,
+                  Py_ssize_t pf) noexcept nogil:
+    """out_g = sum_{e in group g} vals_e w_{meas_e} X_{other_e} for groups [g0, g1).
+    Dispatch on k: a literal width for k <= 16 (src/meson.build forces these inline
+    calls), the run-time width up to KMAX, then the in-place variant."""
+    if k == 1:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 1, out, pf)
+    elif k == 2:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 2, out, pf)
+    elif k == 3:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 3, out, pf)
+    elif k == 4:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 4, out, pf)
+    elif k == 5:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 5, out, pf)
+    elif k == 6:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 6, out, pf)
+    elif k == 7:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 7, out, pf)
+    elif k == 8:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 8, out, pf)
+    elif k == 9:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 9, out, pf)
+    elif k == 10:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 10, out, pf)
+    elif k == 11:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 11, out, pf)
+    elif k == 12:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 12, out, pf)
+    elif k == 13:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 13, out, pf)
+    elif k == 14:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 14, out, pf)
+    elif k == 15:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 15, out, pf)
+    elif k == 16:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, 16, out, pf)
+    elif k <= KMAX:
+        _gather_rows(g0, g1, ptr, meas, other, vals, w, X, k, out, pf)
+    else:
+        _gather_rows_large(g0, g1, ptr, meas, other, vals, w, X, k, out)
 
 
 def residual_gradient(const index_t[::1] ptr_m, const index_t[::1] rr,

@@ -624,3 +624,29 @@ def test_sparse_fewer_rows_or_columns_than_threads(shape, monkeypatch):
         L = op.adjoint_operator(zref)
         assert_close(L.matmat(G), S @ G, np.float64)
         assert_close(L.rmatmat(F), S.T @ F, np.float64)
+
+
+# every literal width of the sparse kernel's dispatchers (1..16), the run-time width up
+# to KMAX = 32 and the in-place variant above it
+@pytest.mark.parametrize("k", list(range(1, 18)) + [32, 33, 41])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparse_every_factor_width(k, dtype, monkeypatch):
+    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    rng = np.random.default_rng(200 + k)
+    n1, n2, m, nnz = 13, 11, 40, 300
+    meas = rng.integers(0, m, nnz)
+    rows, cols = rng.integers(0, n1, nnz), rng.integers(0, n2, nnz)
+    vals = rng.standard_normal(nnz)
+    A = sp.csr_matrix((vals, (meas, rows * n2 + cols)), shape=(m, n1 * n2))
+    F, G = rng.standard_normal((n1, k)), rng.standard_normal((n2, k))
+    y = rng.standard_normal(m)
+    zref = A @ (F @ G.T).ravel() - y
+    S = (A.T @ zref).reshape(n1, n2)
+    dt = np.dtype(dtype)
+    for nt in (1, 3):
+        op = lc.SparseOperator((meas, rows, cols, vals.astype(dt)), (n1, n2), m=m,
+                               n_threads=nt)
+        loss, z, SG, StF = op.residual_gradient(F.astype(dt), G.astype(dt), y.astype(dt))
+        assert_close(z, zref, dt.type)
+        assert_close(SG, S @ G, dt.type)
+        assert_close(StF, S.T @ F, dt.type)
