@@ -280,17 +280,14 @@ def test_stream_sum_is_a_plain_sum(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_finiteness_check_exact_when_the_fast_sum_overflows(dtype):
-    """The finiteness check's fast path (x.x finite) overflows for huge finite entries;
-    the exact check then decides: huge finite values pass, one NaN or inf among them is
-    caught and counted, whatever the chunking."""
+def test_finiteness_check_with_huge_finite_values(dtype):
+    """Entries near the dtype's maximum (whose squares or sums overflow) are finite and
+    pass; one NaN or inf among them is caught and counted, whatever the chunking."""
     from lowrank_core._validation import _all_finite, as_float_array
     big = np.finfo(dtype).max / 4
     x = np.full(3000, big, dtype=dtype)
-    with np.errstate(over="ignore"):
-        assert not np.isfinite(np.dot(x, x))  # the fast path cannot decide here
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # and the check itself stays silent
+        warnings.simplefilter("error")  # the check itself stays silent
         assert _all_finite(x) and _all_finite(x, chunk=7)
     for bad in (np.nan, np.inf, -np.inf):
         for where in (0, 1500, 2999):
@@ -299,7 +296,3 @@ def test_finiteness_check_exact_when_the_fast_sum_overflows(dtype):
             assert not _all_finite(y) and not _all_finite(y, chunk=7)
             with pytest.raises(ValueError, match="y contains 1 NaN or infinite"):
                 as_float_array(y, "y", dtype=np.dtype(dtype))
-    small = np.linspace(-1, 1, 3000).astype(dtype)  # fast path: finite dot, accepted
-    assert _all_finite(small)
-    small[17] = np.nan
-    assert not _all_finite(small)
