@@ -19,6 +19,7 @@ the time of the operator's residual_gradient alone, at n1 = n2 = 100, m = 2500, 
 dense.
 
 Usage: python benchmarks/compare_solvers.py [--repeats 3] [--cap 300] [--threads N]
+(--threads defaults to the OpenMP default, the same cores numpy's BLAS uses)
 """
 
 from __future__ import annotations
@@ -208,9 +209,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cap", type=int, default=300, help="iteration cap per run")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="lowrank_core's OpenMP threads (default: the OpenMP default, "
+                             "i.e. the cores numpy's BLAS also uses)")
     parser.add_argument("--only", choices=("compare", "overhead"), default=None)
     args = parser.parse_args()
+    args.threads = lc._threads.resolve_n_threads(args.threads)
     if args.only != "overhead":
         compare(args)
     if args.only != "compare":
