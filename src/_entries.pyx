@@ -17,32 +17,9 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
-ctypedef fused index_t:
-    int32_t
-    int64_t
-
-# k up to KMAX runs with F_j and the accumulator in local arrays (no aliasing, so the
-# compiler keeps them in registers and vectorizes); larger k uses the pointer variant.
-cdef enum:
-    KMAX = 32
-    # entries ahead whose G row and S^T F buffer row are prefetched (random access)
-    PREFETCH = 8
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define LOWRANK_PREFETCH(p) __builtin_prefetch((const void*)(p))
-    #define LOWRANK_PREFETCH_W(p) __builtin_prefetch((const void*)(p), 1)
-    #else
-    #define LOWRANK_PREFETCH(p) ((void)0)
-    #define LOWRANK_PREFETCH_W(p) ((void)0)
-    #endif
-    """
-    void LOWRANK_PREFETCH(const void* p) noexcept nogil
-    void LOWRANK_PREFETCH_W(const void* p) noexcept nogil
+from _indexed cimport KMAX, LOWRANK_PREFETCH, LOWRANK_PREFETCH_W, PREFETCH, index_t
 
 
 cdef inline void _fused_rows_small(Py_ssize_t j0, Py_ssize_t j1, const index_t* ptr,

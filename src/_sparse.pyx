@@ -18,27 +18,8 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t
 
-ctypedef fused index_t:
-    int32_t
-    int64_t
-
-
-cdef enum:
-    KMAX = 32
-    # nonzeros ahead whose factor rows (and z entries) are prefetched (random access)
-    PREFETCH = 8
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define LOWRANK_PREFETCH(p) __builtin_prefetch((const void*)(p))
-    #else
-    #define LOWRANK_PREFETCH(p) ((void)0)
-    #endif
-    """
-    void LOWRANK_PREFETCH(const void* p) noexcept nogil
+from _indexed cimport KMAX, LOWRANK_PREFETCH, PREFETCH, index_t
 
 
 cdef inline void _dots_rows(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
