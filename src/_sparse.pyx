@@ -26,7 +26,8 @@ cdef inline void _dots_rows(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
                             const index_t* rr, const index_t* cc, const floating* vv,
                             const floating* F, const floating* G, const Py_ssize_t k,
                             const floating* y, floating* z, Py_ssize_t pf) noexcept nogil:
-    """z_i = sum_{e in i} v_e <F_{r_e}, G_{c_e}> - y_i for measurements [i0, i1)."""
+    """z_i = sum_{e in i} v_e <F_{r_e}, G_{c_e}> - y_i for measurements [i0, i1)
+    (y may be NULL: then z_i is the sum alone, the forward A(F G^T))."""
     cdef const floating* f
     cdef const floating* g
     cdef floating d, s
@@ -48,7 +49,7 @@ cdef inline void _dots_rows(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
             for l in range(k):
                 d = d + f[l] * g[l]
             s = s + vv[e] * d
-        z[i] = s - y[i]
+        z[i] = s - y[i] if y != NULL else s
 
 
 cdef void _dots(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr, const index_t* rr,
@@ -238,32 +239,18 @@ def adjoint_product(const index_t[::1] ptr, const index_t[::1] meas,
                     &w[0], &X[0, 0], k, &out[0, 0], PREFETCH)
 
 
-cdef inline floating _measurement(Py_ssize_t i, const index_t* ptr, const index_t* rr,
-                                  const index_t* cc, const floating* vv,
-                                  const floating* F, const floating* G,
-                                  Py_ssize_t k) noexcept nogil:
-    cdef const floating* f
-    cdef const floating* g
-    cdef floating d, s = 0
-    cdef Py_ssize_t e, l
-    for e in range(ptr[i], ptr[i + 1]):
-        f = F + <Py_ssize_t>rr[e] * k
-        g = G + <Py_ssize_t>cc[e] * k
-        d = 0
-        for l in range(k):
-            d = d + f[l] * g[l]
-        s = s + vv[e] * d
-    return s
-
-
 def measurement_dots(const index_t[::1] ptr, const index_t[::1] rr, const index_t[::1] cc,
                      const floating[::1] vv, const floating[:, ::1] F,
                      const floating[:, ::1] G, floating[::1] z, int n_threads):
-    """z_i = sum_{e in i} v_e <F_{r_e}, G_{c_e}>: A(F G^T) in O(nnz k)."""
-    cdef Py_ssize_t m = ptr.shape[0] - 1, k = F.shape[1], i
+    """z_i = sum_{e in i} v_e <F_{r_e}, G_{c_e}>: A(F G^T) in O(nnz k), the first pass of
+    residual_gradient without y (measurements split over threads in fixed ranges)."""
+    cdef Py_ssize_t m = ptr.shape[0] - 1, k = F.shape[1], t, start, stop
     with nogil:
-        for i in prange(m, schedule='guided', num_threads=n_threads):
-            z[i] = _measurement(i, &ptr[0], &rr[0], &cc[0], &vv[0], &F[0, 0], &G[0, 0], k)
+        for t in prange(n_threads, schedule='static', chunksize=1, num_threads=n_threads):
+            start = (t * m) // n_threads
+            stop = ((t + 1) * m) // n_threads
+            _dots(start, stop, &ptr[0], &rr[0], &cc[0], &vv[0], &F[0, 0], &G[0, 0], k,
+                  <const floating*>NULL, &z[0], PREFETCH)
 
 
 def forward_dense(const index_t[::1] ptr, const index_t[::1] rr, const index_t[::1] cc,

@@ -314,7 +314,17 @@ def test_entries_int64_index_path(monkeypatch):
     assert sop._r_m.dtype == np.int64
     A = sp.csr_matrix((y, (np.arange(80) % 10, rows * N2 + cols)), shape=(10, N1 * N2))
     zr = A @ (F @ G.T).ravel() - y[:10]
-    assert_close(sop.residual_gradient(F, G, y[:10])[1], zr, np.float64)
+    S = (A.T @ zr).reshape(N1, N2)
+    # the row and column groupings of the gather passes are int64 too
+    for arr in (sop._ptr_r, sop._meas_r, sop._col_r, sop._ptr_c, sop._meas_c, sop._row_c):
+        assert arr.dtype == np.int64
+    _, z, SG, StF = sop.residual_gradient(F, G, y[:10])
+    assert_close(z, zr, np.float64)
+    assert_close(SG, S @ G, np.float64)
+    assert_close(StF, S.T @ F, np.float64)
+    L = sop.adjoint_operator(zr)
+    assert_close(L.matmat(G), S @ G, np.float64)
+    assert_close(L.rmatmat(F), S.T @ F, np.float64)
 
 
 def test_entries_from_sparse_and_dense_with_nan():
