@@ -27,6 +27,21 @@ def assert_close(x, ref, dtype):
                                atol=RTOL[dtype] * scale)
 
 
+def assert_sparse_matches_scipy(op, A, F, G, y):
+    """op's residual gradient and adjoint LinearOperator against scipy: A is the
+    (m, n1 n2) CSR matrix of vec(A_i); float64 tolerances."""
+    n1, n2 = op.shape
+    zref = A @ (F @ G.T).ravel() - y
+    S = (A.T @ zref).reshape(n1, n2)
+    _, z, SG, StF = op.residual_gradient(F, G, y)
+    assert_close(z, zref, np.float64)
+    assert_close(SG, S @ G, np.float64)
+    assert_close(StF, S.T @ F, np.float64)
+    L = op.adjoint_operator(zref)
+    assert_close(L.matmat(G), S @ G, np.float64)
+    assert_close(L.rmatmat(F), S.T @ F, np.float64)
+
+
 def factors(rng, n1, n2, k, dtype):
     return (rng.standard_normal((n1, k)).astype(dtype),
             rng.standard_normal((n2, k)).astype(dtype))
@@ -313,18 +328,10 @@ def test_entries_int64_index_path(monkeypatch):
     sop = lc.SparseOperator((np.arange(80) % 10, rows, cols, y), (N1, N2))
     assert sop._r_m.dtype == np.int64
     A = sp.csr_matrix((y, (np.arange(80) % 10, rows * N2 + cols)), shape=(10, N1 * N2))
-    zr = A @ (F @ G.T).ravel() - y[:10]
-    S = (A.T @ zr).reshape(N1, N2)
     # the row and column groupings of the gather passes are int64 too
     for arr in (sop._ptr_r, sop._meas_r, sop._col_r, sop._ptr_c, sop._meas_c, sop._row_c):
         assert arr.dtype == np.int64
-    _, z, SG, StF = sop.residual_gradient(F, G, y[:10])
-    assert_close(z, zr, np.float64)
-    assert_close(SG, S @ G, np.float64)
-    assert_close(StF, S.T @ F, np.float64)
-    L = sop.adjoint_operator(zr)
-    assert_close(L.matmat(G), S @ G, np.float64)
-    assert_close(L.rmatmat(F), S.T @ F, np.float64)
+    assert_sparse_matches_scipy(sop, A, F, G, y[:10])
 
 
 def test_entries_from_sparse_and_dense_with_nan():
@@ -623,17 +630,9 @@ def test_sparse_fewer_rows_or_columns_than_threads(shape, monkeypatch):
     A = sp.csr_matrix((vals, (meas, rows * n2 + cols)), shape=(m, n1 * n2))
     F, G = rng.standard_normal((n1, 3)), rng.standard_normal((n2, 3))
     y = rng.standard_normal(m)
-    zref = A @ (F @ G.T).ravel() - y
-    S = (A.T @ zref).reshape(n1, n2)
     for nt in (1, 3):
         op = lc.SparseOperator((meas, rows, cols, vals), shape, m=m, n_threads=nt)
-        loss, z, SG, StF = op.residual_gradient(F, G, y)
-        assert_close(z, zref, np.float64)
-        assert_close(SG, S @ G, np.float64)
-        assert_close(StF, S.T @ F, np.float64)
-        L = op.adjoint_operator(zref)
-        assert_close(L.matmat(G), S @ G, np.float64)
-        assert_close(L.rmatmat(F), S.T @ F, np.float64)
+        assert_sparse_matches_scipy(op, A, F, G, y)
 
 
 # every literal width of the sparse kernel's dispatchers (1..16), the run-time width up
