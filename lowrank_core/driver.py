@@ -31,6 +31,7 @@ from ._validation import (
 )
 from .initialization import initial_factors, top_singular_value
 from .methods import METHODS, SolverState, StepFailure
+from .methods.linesearch import SearchStalled
 from .results import STATUSES, History, SolveResult
 
 __all__ = ["solve", "METRICS", "DIVERGENCE_FACTOR", "UnobservedAntisymmetryWarning"]
@@ -240,6 +241,21 @@ def _check_operator(operator):
         raise TypeError(f"operator {type(operator).__name__} has no residual_gradient")
 
 
+def _check_step(step):
+    """"auto" (None is the same), "fixed" or a positive number."""
+    if step is None:
+        return "auto"
+    if isinstance(step, str):
+        if step in ("auto", "fixed"):
+            return step
+        raise ValueError(f'step must be "auto", "fixed" or a positive number, got {step!r}')
+    return check_positive_float(step, "step")
+
+
+def _smaller_step_hint(step) -> str:
+    return "" if isinstance(step, str) else f" (try a smaller step than {step:g})"
+
+
 def _optional_positive(value, name):
     if value is None:
         return None
@@ -247,8 +263,8 @@ def _optional_positive(value, name):
 
 
 # ------------------------------------------------------------------------------ solve
-def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_scale=None,
-          step=None, max_iter=1000, tol=None, max_time=None, truth=None, record=None,
+def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale=None,
+          step="auto", max_iter=1000, tol=None, max_time=None, truth=None, record=None,
           callback=None, seed=None, n_threads=None, progress=False,
           **method_options) -> SolveResult:
     r"""Recover a low-rank matrix from y = A(M*) by a factored gradient method.
@@ -269,29 +285,37 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
     method : str
         One of :data:`lowrank_core.methods.METHODS`:
 
-        ============== ===================================================  ==========
-        method         update (S = A^T(A(F G^T) - y))                        step
-        ============== ===================================================  ==========
-        gd             F -= eta S G, G -= eta S^T F; sym X -= eta (S+S^T)X/2  0.3/||A^T y||
-        onestep        gd + once F <- beta F (F^T F)^{-1/2},                 0.3/||A^T y||
-                       G <- G (F^T F)^{1/2}/beta when residual <= trigger
-        scaledgd       F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1}  0.5
-        scaledgd-lambda same with (G^T G + lam I)^{-1}, fixed lam            0.5
-        precgd         same with lam_t = ||A(F G^T) - y||                    0.5
-        agn            F -= eta S G (G^T G)^+, then G with the new F          0.5
-        ============== ===================================================  ==========
+        =============== ==================================================  ============  ========
+        method          update (S = A^T(A(F G^T) - y))                      "fixed" step  init
+        =============== ==================================================  ============  ========
+        gd              F -= eta S G, G -= eta S^T F; sym X -= eta (S+S^T)X/2 0.3/||A^T y|| small
+        onestep         gd + once F <- beta F (F^T F)^{-1/2},                0.3/||A^T y|| small
+                        G <- G (F^T F)^{1/2}/beta when residual <= trigger
+        scaledgd        F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1} 0.5         spectral
+        scaledgd-lambda same with (G^T G + lam I)^{-1}, fixed lam           0.5           spectral
+        precgd          same with lam_t = ||A(F G^T) - y||                   0.5           small
+        agn             F -= eta S G (G^T G)^+, then G with the new F         0.5           spectral
+        =============== ==================================================  ============  ========
 
         onestep and agn are asymmetric only (use them on PSD targets with
         ``symmetric=False``).
     symmetric : bool
         Factor as X X^T (square operator only) instead of F G^T.
-    init : {"small", "spectral", "nystrom"}, array, (F, G) or SolveResult
-        See :func:`lowrank_core.initialization.initial_factors`.
+    init : None, {"small", "spectral", "nystrom"}, array, (F, G) or SolveResult
+        See :func:`lowrank_core.initialization.initial_factors`. None (default) is the
+        method's own start (table above: spectral where the method's paper starts
+        spectrally, small random where it starts small).
     init_scale : float or (float, float), optional
         alpha of init="small" (entries N(0, alpha^2/n), default 1e-3; a pair gives
         (alpha_F, alpha_G)) or of init="nystrom" (default 1).
-    step : float, optional
-        Step size eta; None uses the method's default (table above).
+    step : "auto", "fixed" or float
+        "auto" (default; None means the same): the exact line search along the method's
+        own direction, the minimizer over [0, eta_max] of the loss along the line, a
+        quartic in eta (:mod:`lowrank_core.methods.linesearch`; eta_max lets one step
+        move the factors by at most their own norm); it costs forward passes of widths
+        2k and k per iteration. "fixed": the method's fixed step (table above, the
+        papers' values). A number: that fixed step, exactly as given. The steps taken
+        are in ``history["step"]`` (AGN also ``history["step_G"]``).
     max_iter : int
         Maximum number of iterations (default 1000); 0 evaluates the initial point only.
     tol : float, optional
@@ -327,6 +351,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
     -------
     SolveResult
         ``status`` is one of "converged", "max_iter", "max_time", "diverged",
+        "stalled" (step="auto" found no decrease along the method's direction),
         "interrupted" (Ctrl-C: the partial result), "callback"; see
         :data:`lowrank_core.results.STATUSES`.
 
@@ -369,7 +394,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
             "(e.g. DenseOperator) to use the asymmetric parameterization; "
             "(F G^T + G F^T)/2 is the estimate the data determine.",
             UnobservedAntisymmetryWarning, stacklevel=2)
-    step = _optional_positive(step, "step")
+    step = _check_step(step)
     tol = _optional_positive(tol, "tol")
     if tol is None:
         tol = 1e-5 if operator.dtype == np.float32 else 1e-10
@@ -398,9 +423,11 @@ def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, 
          max_time, truth, names, every, callback, rng, progress, options, seed):
     t_init = _time.perf_counter()
     context = _Context(operator, y, rng)
+    if init is None:
+        init = rule_cls.default_init
     F0, G0 = initial_factors(operator, y, k, symmetric, init, init_scale, rng)
     state = SolverState(operator, y, F0, G0, symmetric)
-    if step is None:
+    if step == "fixed":
         step = rule_cls.resolve_step(context)
     rule = rule_cls(state, step, options, context)
     state.want_grams = rule.needs_grams or "imbalance" in names
@@ -465,14 +492,14 @@ def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, 
                     state.evaluate()
                     evaluated = state.iteration
                     message = (f"diverged: non-finite loss at iteration {t}; returning "
-                               f"iterate {t - 1}, the last with a finite loss (try a "
-                               f"smaller step than {step:g})")
+                               f"iterate {t - 1}, the last with a finite loss"
+                               f"{_smaller_step_hint(step)}")
                 elif not finite:
                     message = "diverged: the initial point has a non-finite loss"
                 else:
                     message = (f"diverged: relative residual {residual:.3g} at iteration {t} "
-                               f"exceeds {DIVERGENCE_FACTOR:g} x max(1, initial residual) "
-                               f"(try a smaller step than {step:g})")
+                               f"exceeds {DIVERGENCE_FACTOR:g} x max(1, initial residual)"
+                               f"{_smaller_step_hint(step)}")
                 break
             if names and t % every == 0:
                 record_metrics(t, elapsed)
@@ -505,6 +532,9 @@ def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, 
         status = "interrupted"
         message = (f"interrupted (KeyboardInterrupt) at iteration {state.iteration}; "
                    f"partial result")
+    except SearchStalled as exc:
+        status = "stalled"
+        message = f"stalled: {exc}"
     except StepFailure as exc:
         status = "diverged"
         message = f"diverged: {exc} at iteration {state.iteration}"
@@ -524,9 +554,13 @@ def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, 
     history = History(iteration=np.asarray(iterations, dtype=np.int64))
     for name in names:
         history[name] = np.asarray(hist[name], dtype=np.float64)
+    for name, taken in rule.step_log.items():  # the step from iterate t to t + 1
+        history[name] = np.array([taken[i] if i < len(taken) else np.nan
+                                  for i in iterations], dtype=np.float64)
     used = {"method": rule_cls.name, "symmetric": symmetric, "rank": k,
             "init": init if isinstance(init, str) else "array",
-            "init_scale": init_scale, "step": float(step), "max_iter": max_iter, "tol": tol,
+            "init_scale": init_scale, "step": step if step == "auto" else float(step),
+            "max_iter": max_iter, "tol": tol,
             "max_time": max_time, "seed": seed if not isinstance(seed, np.random.Generator)
             else "Generator", "record": {"metrics": list(names), "every": every},
             "n_threads": getattr(operator, "n_threads", None)}

@@ -24,7 +24,12 @@ They differ in lam:
   factors' local norms); a number gives a fixed lam (= scaledgd-lambda).
   ``damping_scale`` multiplies lam_t.
 
-Default step eta = 0.5 (ScaledGD's experiments; PrecGD's alpha <= 1).
+Step: ``step="auto"`` (default) is the exact line search along the preconditioned
+direction (both factors' directions from the same iterate, one joint step;
+:mod:`lowrank_core.methods.linesearch`), which makes ScaledGD invariant to a rescaling of
+the operator; ``step="fixed"`` is eta = 0.5 (ScaledGD's experiments; PrecGD's
+alpha <= 1). Default init: spectral for scaledgd and scaledgd-lambda (their papers'
+start), small random for precgd.
 Cost per iteration beyond the residual gradient: two SYRKs (n k^2 each), a k x k Cholesky
 per factor and the triangular solves (2 n k^2), all compiled; O((n1 + n2) k^2 + k^3).
 """
@@ -35,6 +40,7 @@ import numbers
 
 import numpy as np
 
+from .. import _steps
 from ._base import Preconditioner, StepRule
 
 
@@ -52,6 +58,10 @@ class _Preconditioned(StepRule):
         rcond = options.get("rcond")
         self.options["rcond"] = _default_rcond(state) if rcond is None else float(rcond)
         self.pre = Preconditioner(state, self.options["rcond"])
+        if self.auto:  # the directions D (P + lam I)^{-1}, one buffer per factor
+            self._dir_F = np.empty((state.n1, state.k), state.dtype)
+            self._dir_G = self._dir_F if state.symmetric else \
+                np.empty((state.n2, state.k), state.dtype)
 
     def damping(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -60,11 +70,32 @@ class _Preconditioned(StepRule):
         s, eta, pre = self.state, self.step_size, self.pre
         lam = self.damping()
         self.last_damping = lam
+        if self.auto:
+            self._searched_step(lam)
+            return
         if s.symmetric:
             pre.step(s.F, s.grad_F, s.gram_F, lam, eta, s.F_next)
         else:
             pre.step(s.F, s.SG, s.gram_G, lam, eta, s.F_next)
             pre.step(s.G, s.StF, s.gram_F, lam, eta, s.G_next)
+        self.record_steps(eta)
+        s.advance()
+
+    def _searched_step(self, lam: float) -> None:
+        """Directions D_F = S G (G^T G + lam I)^{-1}, D_G = S^T F (F^T F + lam I)^{-1}
+        (symmetric: grad f(X) (X^T X + lam I)^{-1}), then the exact step along both."""
+        s, pre = self.state, self.pre
+        dF, dG = self._dir_F, self._dir_G
+        if s.symmetric:
+            pre.direction(s.grad_F, s.gram_F, lam, dF)
+        else:
+            pre.direction(s.SG, s.gram_G, lam, dF)
+            pre.direction(s.StF, s.gram_F, lam, dG)
+        eta = self.searched(self.line_search.search(s.F, s.G, dF, dG))
+        _steps.gd_step(s.F, dF, eta, s.F_next)
+        if not s.symmetric:
+            _steps.gd_step(s.G, dG, eta, s.G_next)
+        self.record_steps(eta)
         s.advance()
 
     def info(self) -> dict:
@@ -81,6 +112,7 @@ def _check_rcond(opts):
 class ScaledGD(_Preconditioned):
     name = "scaledgd"
     summary = "scaled gradient descent (Tong, Ma, Chi 2021)"
+    default_init = "spectral"
 
     @classmethod
     def check_options(cls, options):
@@ -95,6 +127,7 @@ class ScaledGD(_Preconditioned):
 class ScaledGDLambda(_Preconditioned):
     name = "scaledgd-lambda"
     summary = "ScaledGD with fixed damping (Xu, Shen, Chi, Ma 2023)"
+    default_init = "spectral"
     option_defaults = {"damping": None, "rcond": None}
 
     @classmethod
