@@ -496,7 +496,8 @@ SOLVES = [(method, False) for method in
 @pytest.mark.parametrize(("method", "symmetric"), SOLVES)
 def test_sharded_solve_matches_single_process(client, method, symmetric):
     p = lc.make_problem(12, rank=2, m=500, psd=symmetric, seed=6, n_threads=1)
-    kw = {"method": method, "symmetric": symmetric, "max_iter": 25, "seed": 1}
+    kw = {"method": method, "symmetric": symmetric, "max_iter": 25, "seed": 1,
+          "init": "small"}  # the same start on both (ARPACK differs by rounding)
     ref = lc.solve(p.operator, p.y, 3, **kw)
     with ShardedOperator.from_operator(p.operator, 2, client) as sop:
         got = lc.solve(sop, p.y, 3, **kw)
