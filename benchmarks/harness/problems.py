@@ -13,11 +13,19 @@ import lowrank_core
 #: operator kinds (``make_problem`` names, plus "symmetric" = dense with ``psd=True``),
 #: in table order
 KINDS = ("dense", "symmetric", "sparse", "entries", "rank-one")
-#: methods of lowrank_core.solve, in table order
-METHODS = ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn")
+try:  # the registry of lowrank_core.solve (a new method appears here by itself)
+    from lowrank_core.methods import METHODS as _REGISTRY
+except ImportError:  # an old commit under the asv suite: the methods it had
+    _REGISTRY = None
+
+#: methods of lowrank_core.solve, in table (registry) order
+METHODS = (tuple(_REGISTRY) if _REGISTRY is not None
+           else ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn"))
 #: methods that have a symmetric (X X^T) form. The others (asymmetric only) are not run on
 #: the symmetric kind: symmetric A_i do not observe the antisymmetric part of F G^T.
-SYMMETRIC_METHODS = ("gd", "scaledgd", "scaledgd-lambda", "precgd")
+SYMMETRIC_METHODS = (tuple(name for name, rule in _REGISTRY.items()
+                           if "symmetric" in rule.forms) if _REGISTRY is not None
+                     else ("gd", "scaledgd", "scaledgd-lambda", "precgd"))
 
 KIND_LABELS = {
     "dense": "dense Gaussian",

@@ -23,12 +23,16 @@ import scipy.sparse as sp
 
 from .timing import torch_or_none
 
-__all__ = ["PRODUCT_RTOL", "ProductFn", "Unavailable", "dense_numpy_product",
-           "product_discrepancy",
+__all__ = ["PRODUCT_RTOL", "REFERENCE_METHODS", "ProductFn", "Unavailable",
+           "dense_numpy_product", "product_discrepancy",
            "reference_products", "reference_solve", "sparse_per_iteration_csr"]
 
 #: relative tolerance of a reference product against lowrank_core's (norm-wise)
 PRODUCT_RTOL = {np.dtype(np.float32): 2e-3, np.dtype(np.float64): 1e-8}
+
+
+#: the methods :func:`reference_solve` implements
+REFERENCE_METHODS = ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn")
 
 
 class Unavailable(Exception):
@@ -306,6 +310,9 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
 
     Returns (F, G, n_iter, status); G is F for symmetric runs.
     """
+    if method not in REFERENCE_METHODS:
+        raise Unavailable(f"no numpy reference loop for method {method!r}: add its update "
+                          f"rule to benchmarks/harness/references.py (reference_solve)")
     eta = float(options["step"])
     rcond = float(options.get("rcond") or 10 * F0.shape[1] * np.finfo(F0.dtype).eps)
     F = F0.copy()
