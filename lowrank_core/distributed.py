@@ -393,6 +393,16 @@ class _ShardActor:
         loss = op._residual_gradient_into(F, G, y, z, SG, StF)
         return float(loss), z, SG, StF
 
+    def adjoint_products(self, w, F, G):
+        """(A_s^T(w_s) G, A_s^T(w_s)^T F) for this shard's slice w_s of the weights."""
+        G = F if G is None else G
+        op = self.op
+        k = F.shape[1]
+        SG = np.empty((op.shape[0], k), op.dtype)
+        StF = np.empty((op.shape[1], k), op.dtype)
+        op._adjoint_products_into(np.ascontiguousarray(w), F, G, SG, StF)
+        return SG, StF
+
     def forward_factored(self, F, G, token=None):
         """A_s(F G^T); kept as measurements under ``token`` when one is given."""
         G = F if G is None else G
@@ -994,6 +1004,18 @@ class ShardedOperator(MeasurementOperator):
         self.n_calls += 1
         self._last_factors = (F.copy(), None if G is F else G.copy())
         return loss
+
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        G_send = None if G is F else G
+        results = self._run("adjoint_products",
+                            lambda sh, missing: (w[sh.rows[0]:sh.rows[1]], F, G_send))
+        for sh, (SG_s, StF_s) in zip(self._shards, results):
+            if sh.index == 0:
+                SG[...] = SG_s
+                StF[...] = StF_s
+            else:
+                SG += SG_s
+                StF += StF_s
 
     def forward_factored(self, F, G=None) -> np.ndarray:
         """A(F G^T) computed on the shards (G = F if omitted, square only).

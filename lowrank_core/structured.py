@@ -349,6 +349,16 @@ class EntryOperator(_ScratchMixin, MeasurementOperator):
         return _entries.residual_gradient(ptr, cols, pos, has, F, G, y, z, SG, StF, bufs,
                                           self._sc(), rowloss, bounds)
 
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        ptr, cols, pos, has = self._pr()
+        bounds = self._bounds(ptr)
+        T, k = bounds.shape[0] - 1, F.shape[1]
+        (bufs,) = self._scratch(("ap", T, k), [((max(T - 1, 1), self.shape[1], k)
+                                                if T > 1 else (1, 1, 1), self.dtype)])
+        sc = self._sc()
+        _entries.adjoint_products(ptr, cols, pos, has, w, G, SG, False, bufs, sc, bounds)
+        _entries.adjoint_products(ptr, cols, pos, has, w, F, StF, True, bufs, sc, bounds)
+
     def _products(self, z, factor):
         """LinearOperator S = factor * sum_e z_e e_{r_e} e_{c_e}^T (O(m k) per product)."""
         sc = self.dtype.type(factor)
@@ -567,6 +577,13 @@ class SparseOperator(_ScratchMixin, MeasurementOperator):
             self._ptr_c, self._meas_c, self._row_c, self._val_c,
             F, G, y, z, SG, StF, bm, br, bc)
 
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        _, br, bc = self._group_bounds()
+        _sparse.adjoint_product(self._ptr_r, self._meas_r, self._col_r, self._val_r, w, G,
+                                SG, br)
+        _sparse.adjoint_product(self._ptr_c, self._meas_c, self._row_c, self._val_c, w, F,
+                                StF, bc)
+
     def adjoint_operator(self, z) -> LinearOperator:
         """A^T(z) as a LinearOperator (matvec/matmat in O(nnz k), nothing n1 x n2 formed)."""
         z = self._check_y(z, "z")
@@ -729,6 +746,21 @@ class RankOneOperator(MeasurementOperator):
 
     def _residual_gradient_into(self, F, G, y, z, SG, StF):
         return self._pass(F, G, y, z, SG, StF)
+
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        # S G = a^T (w * (b G)) and S^T F = b^T (w * (a F)), by GEMMs over row blocks of
+        # a and b (block x k temporaries; nothing n1 x n2)
+        same = self.symmetric and G is F
+        SG[...] = 0
+        if not same:
+            StF[...] = 0
+        for s in self._chunks():
+            a, b, ws = self._a[s], self._b[s], w[s, None]
+            SG += a.T @ (ws * (b @ G))
+            if not same:
+                StF += b.T @ (ws * (a @ F))
+        if same:
+            StF[...] = SG
 
     def _weighted(self, w, diag=0.0):
         """LinearOperator S = sum_i w_i a_i b_i^T + diag * I (products by GEMMs)."""
