@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 import lowrank_core as lc  # noqa: E402
-from lowrank_core.structured import sample_entries  # noqa: E402
+from lowrank_core.operators import sample_entries  # noqa: E402
 
 
 def _timeit(fn):

@@ -409,7 +409,7 @@ def test_operators_pickle_without_lock():
     import pickle
 
     op = lc.SymmetricDenseOperator.gaussian(30, 4, seed=0)
-    part = op._take_rows(10, 20)
+    part = op.take_rows(10, 20)
     back = pickle.loads(pickle.dumps(part))
     np.testing.assert_array_equal(back.packed, op.packed[10:20])
     X = np.ones((4, 2))
@@ -417,7 +417,7 @@ def test_operators_pickle_without_lock():
     for a, b in zip(back.residual_gradient(X, None, y), part.residual_gradient(X, None, y)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="row range"):
-        op._take_rows(5, 5)
+        op.take_rows(5, 5)
 
 
 def test_finiteness_check_without_full_size_temporary():

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 import lowrank_core as lc
-from lowrank_core import structured
+from lowrank_core.operators import _indexing, rankone, sample_entries
 
 DTYPES = [np.float64, np.float32]
 RTOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -227,8 +227,8 @@ def test_symmetric_call_with_G_omitted(case):
 
 def test_deterministic_and_bitwise_for_fixed_threads(case, monkeypatch):
     # the test operators are tiny: let them use several threads anyway
-    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
-    monkeypatch.setattr(structured, "_MIN_FLOPS_PER_THREAD", 1)
+    monkeypatch.setattr(_indexing, "MIN_ENTRIES_PER_THREAD", 1)
+    monkeypatch.setattr(rankone, "MIN_FLOPS_PER_THREAD", 1)
     rng = np.random.default_rng(6)
     results = {}
     for nt in (1, 2, 3):
@@ -318,7 +318,7 @@ def test_entries_int64_index_path(monkeypatch):
     F, G = factors(rng, N1, N2, K, np.float64)
     y = rng.standard_normal(80)
     ref = lc.EntryOperator(rows, cols, (N1, N2)).residual_gradient(F, G, y)
-    monkeypatch.setattr(structured, "_index_dtype", lambda *s: np.dtype(np.int64))
+    monkeypatch.setattr(_indexing, "index_dtype", lambda *s: np.dtype(np.int64))
     op = lc.EntryOperator(rows, cols, (N1, N2))
     assert op._cols_r.dtype == np.int64
     got = op.residual_gradient(F, G, y)
@@ -364,7 +364,7 @@ def test_entries_from_sparse_and_dense_with_nan():
 
 def test_entries_spectral_operator_is_adjoint_over_p():
     rng = np.random.default_rng(14)
-    rows, cols = structured.sample_entries(30, 20, 240, rng)
+    rows, cols = sample_entries(30, 20, 240, rng)
     op = lc.EntryOperator(rows, cols, (30, 20))
     y = rng.standard_normal(op.m)
     p = 240 / 600
@@ -380,15 +380,15 @@ def test_entries_spectral_operator_is_adjoint_over_p():
 
 def test_sample_entries_distinct_sorted_uniform():
     rng = np.random.default_rng(15)
-    rows, cols = structured.sample_entries(50, 40, 1500, rng)
+    rows, cols = sample_entries(50, 40, 1500, rng)
     flat = rows.astype(np.int64) * 40 + cols
     assert rows.dtype == np.int32 and flat.size == 1500
     assert np.all(np.diff(flat) > 0)  # distinct and row-major sorted
     assert rows.min() >= 0 and rows.max() < 50 and cols.max() < 40
-    full_rows, _ = structured.sample_entries(3, 4, 12, rng)
+    full_rows, _ = sample_entries(3, 4, 12, rng)
     np.testing.assert_array_equal(np.bincount(full_rows), [4, 4, 4])
     with pytest.raises(ValueError, match="cannot observe 13 distinct entries"):
-        structured.sample_entries(3, 4, 13, rng)
+        sample_entries(3, 4, 13, rng)
 
 
 # ----------------------------------------------------------------- sparse specifics
@@ -620,7 +620,7 @@ def test_spectral_init_and_gradient_descent_recover_truth(kind, m):
 def test_sparse_fewer_rows_or_columns_than_threads(shape, monkeypatch):
     """The row and column passes share the measurement split's thread count, so some
     threads own no row (or column): results still match scipy."""
-    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    monkeypatch.setattr(_indexing, "MIN_ENTRIES_PER_THREAD", 1)
     rng = np.random.default_rng(12)
     n1, n2 = shape
     m, nnz = 9, 30
@@ -640,7 +640,7 @@ def test_sparse_fewer_rows_or_columns_than_threads(shape, monkeypatch):
 @pytest.mark.parametrize("k", list(range(1, 18)) + [32, 33, 41])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_sparse_every_factor_width(k, dtype, monkeypatch):
-    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    monkeypatch.setattr(_indexing, "MIN_ENTRIES_PER_THREAD", 1)
     rng = np.random.default_rng(200 + k)
     n1, n2, m, nnz = 13, 11, 40, 300
     meas = rng.integers(0, m, nnz)
