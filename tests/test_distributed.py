@@ -487,6 +487,24 @@ def test_structured_shards_match_single_process(client, kind, psd):
             assert rel(got, ref) < 1e-12
 
 
+@pytest.mark.parametrize(("kind", "psd"), [("gaussian", False), ("gaussian", True)] + STRUCTURED)
+def test_sharded_adjoint_products_match_numpy(client, kind, psd):
+    """adjoint_products on shards (summed in shard order) against numpy on A^T(w)."""
+    p = (local_problem("symmetric" if psd else "dense", np.float64) if kind == "gaussian"
+         else structured_problem(kind, psd))
+    op = p.operator
+    F, G = factors(*op.shape, 3, np.float64)
+    w = np.random.default_rng(3).standard_normal(op.m)
+    S = op.adjoint(w)  # itself checked against numpy in test_operator_contract.py
+    with ShardedOperator.from_operator(op, 3, client) as sop:
+        SG, StF = sop.adjoint_products(w, F, G)
+        assert rel(SG, S @ G) < 1e-12
+        assert rel(StF, S.T @ F) < 1e-12
+        if psd:
+            SX, StX = sop.adjoint_products(w, F)
+            assert rel(SX, S @ F) < 1e-12 and rel(StX, S.T @ F) < 1e-12
+
+
 # ------------------------------------------------------------------------ solve()
 SOLVES = [(method, False) for method in
           ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn")] + \
