@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 import lowrank_core as lc
 from lowrank_core._threads import thread_limit
-from lowrank_core.structured import sample_entries
+from lowrank_core.operators import sample_entries
 
 from .references import product_discrepancy, reference_products, sparse_per_iteration_csr
 from .timing import alternate as _alternate
