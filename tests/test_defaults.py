@@ -63,7 +63,7 @@ CASES = [(method, kind, psd) for method, rule in METHODS.items() for kind, psd i
 @pytest.mark.parametrize("method,kind,psd", CASES)
 def test_defaults_on_every_operator_kind(method, kind, psd):
     symmetric = psd
-    m = 300 if kind == "entries" else 400
+    m = 150 if kind == "entries" else 400
     prob = lc.make_problem(16, 16, rank=2, m=m, operator=kind, psd=psd, cond=5.0, seed=4)
     res = lc.solve(prob.operator, prob.y, 2, method=method, symmetric=symmetric, truth=prob,
                    record=False, max_iter=800, seed=3)

@@ -148,20 +148,24 @@ def test_one_factor_searches_are_the_minimizers(kind, rng):
 
 # ------------------------------------------------------------ wiring into the rules
 def _numpy_direction(method, op, y, F, G, psd):
-    """The method's search direction from dense numpy (A^T via op.adjoint of the residual)."""
+    """The method's search direction from dense numpy (A^T via op.adjoint of the residual).
+
+    PrecGD with step="auto": lam = ||z|| / g, g = ||A(F G^T)|| / ||F G^T||_F the operator's
+    gain on the initial iterate (here the iterate itself)."""
     z = op.forward(F @ G.T) - y
     S = op.adjoint(z)
+    gain = np.linalg.norm(op.forward(F @ G.T)) / np.linalg.norm(F @ G.T)
     if psd:
         grad = 0.5 * (S + S.T) @ F
         if method == "gd":
             return grad, grad
-        lam = {"scaledgd": 0.0, "precgd": np.linalg.norm(z)}[method]
+        lam = {"scaledgd": 0.0, "precgd": np.linalg.norm(z) / gain}[method]
         d = grad @ np.linalg.inv(F.T @ F + lam * np.eye(F.shape[1]))
         return d, d
     gF, gG = S @ G, S.T @ F
     if method in ("gd", "onestep"):
         return gF, gG
-    lam = {"scaledgd": 0.0, "precgd": np.linalg.norm(z)}[method]
+    lam = {"scaledgd": 0.0, "precgd": np.linalg.norm(z) / gain}[method]
     eye = np.eye(F.shape[1])
     return gF @ np.linalg.inv(G.T @ G + lam * eye), gG @ np.linalg.inv(F.T @ F + lam * eye)
 
@@ -278,7 +282,7 @@ def test_fixed_step_reproduces_the_iterates_before_the_line_search(key):
 
 
 # -------------------------------------------------------------- scale invariance
-@pytest.mark.parametrize("method", ["scaledgd", "agn"])
+@pytest.mark.parametrize("method", ["scaledgd", "agn", "precgd"])
 def test_auto_step_is_invariant_to_the_entry_operators_scale(method):
     """Completion with scale 1 and with 1/sqrt(p) (make_problem's): same iterates."""
     n1, n2, r = 30, 25, 2

@@ -182,6 +182,11 @@ class LineSearch:
         self.v = np.empty(op.m, dt)
         fwd = getattr(op, "_forward_factored_into", None)
         if fwd is None:  # duck-typed operator with only the public method
+            if not callable(getattr(op, "forward_factored", None)):
+                raise TypeError(f"step='auto' (the exact line search) needs the operator's "
+                                f"forward_factored(F, G) = A(F G^T); {type(op).__name__} has "
+                                f"none: add it, or pass step='fixed' or a number")
+
             def fwd(F, G, out, _op=op):
                 out[...] = _op.forward_factored(F, G)
         self._fwd = fwd

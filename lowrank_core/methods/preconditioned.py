@@ -22,7 +22,12 @@ They differ in lam:
   ||X X^T - M*||_F; ``damping="gradient"`` is the JMLR rule
   lam_t = ||grad f(X) (X^T X)^{-1/2}||_F (for two factors the root-sum-square of both
   factors' local norms); a number gives a fixed lam (= scaledgd-lambda).
-  ``damping_scale`` multiplies lam_t.
+  ``damping_scale`` multiplies lam_t. With ``step="auto"`` the residual rule is expressed
+  in the units of M: lam_t = ||A(F G^T) - y|| / g, g = ||A(F0 G0^T)|| / ||F0 G0^T||_F the
+  operator's gain measured once on the initial iterate (g ~ 1 for the normalized
+  ensembles, so nothing changes there; sqrt(p) for completion with unscaled entries,
+  where ||z|| alone would be sqrt(p) ||F G^T - M*||_F), which together with the line
+  search makes PrecGD invariant to a rescaling of the operator.
 
 Step: ``step="auto"`` (default) is the exact line search along the preconditioned
 direction (both factors' directions from the same iterate, one joint step;
@@ -102,6 +107,28 @@ class _Preconditioned(StepRule):
         return {"pseudo_inverse_steps": self.pre.pseudo_inverse_steps}
 
 
+def _operator_gain(state) -> float:
+    """||A(F G^T)|| / ||F G^T||_F at the state's current iterate; 1 if undefined.
+
+    The factor by which the operator rescales a low-rank matrix like the iterate: about 1
+    for the normalized ensembles (E||A(M)||^2 = ||M||_F^2), sqrt(p) * scale for
+    completion with entry scale ``scale`` and sampling rate p. One forward pass of width
+    k, once per solve.
+    """
+    F, G, op = state.F, state.G, state.operator
+    if hasattr(op, "_forward_factored_into"):
+        values = np.empty(op.m, state.dtype)
+        op._forward_factored_into(F, G, values)
+    elif callable(getattr(op, "forward_factored", None)):
+        values = op.forward_factored(F, G)
+    else:
+        return 1.0
+    measured = float(np.linalg.norm(values))
+    size_sq = float(np.sum((F.T @ F) * (G.T @ G)))  # ||F G^T||_F^2 = <F^T F, G^T G>
+    gain = measured / np.sqrt(size_sq) if size_sq > 0 else np.nan
+    return gain if np.isfinite(gain) and gain > 0 else 1.0
+
+
 def _check_rcond(opts):
     r = opts["rcond"]
     if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Real)
@@ -176,6 +203,11 @@ class PrecGD(_Preconditioned):
         super().__init__(state, step, options, context)
         self._rule = self.options["damping"]
         self._scale = float(self.options["damping_scale"])
+        #: the operator's gain g = ||A(F0 G0^T)|| / ||F0 G0^T||_F on the initial iterate
+        #: (1 for a fixed step: today's rule, bit for bit)
+        self.gain = _operator_gain(state) if self.auto else 1.0
+        if self.auto and self._rule == "residual":
+            self._scale = self._scale / self.gain
 
     def damping(self) -> float:
         s, rule = self.state, self._rule
