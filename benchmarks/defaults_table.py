@@ -33,7 +33,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|")
     for cell in args.cells.split(","):
         cond, os_ = (float(v) for v in cell.split(":"))
-        m = int(round(os_ * r * (n1 + n2 - r)))
+        m = round(os_ * r * (n1 + n2 - r))
         prob = lc.make_problem(n1, n2, rank=r, m=m, operator="entries", cond=cond,
                                seed=args.seed)
         runs = [] if args.no_before else \

@@ -23,10 +23,11 @@ import lowrank_core as lc
 
 #: kind -> (make_problem arguments, search rank k)
 CASES = {
-    "completion": (dict(n1=2000, n2=2000, rank=10, m=400_000, operator="entries"), 10),
-    "sparse": (dict(n1=1000, n2=1000, rank=10, m=40_000, operator="sparse"), 10),
-    "dense": (dict(n1=60, n2=60, rank=3, m=2000, operator="gaussian"), 3),
-    "rank-one": (dict(n1=300, n2=300, rank=5, m=12_000, operator="rank-one"), 5),
+    "completion": ({"n1": 2000, "n2": 2000, "rank": 10, "m": 400_000,
+                    "operator": "entries"}, 10),
+    "sparse": ({"n1": 1000, "n2": 1000, "rank": 10, "m": 40_000, "operator": "sparse"}, 10),
+    "dense": ({"n1": 60, "n2": 60, "rank": 3, "m": 2000, "operator": "gaussian"}, 3),
+    "rank-one": ({"n1": 300, "n2": 300, "rank": 5, "m": 12_000, "operator": "rank-one"}, 5),
 }
 
 
@@ -54,8 +55,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--kinds", default=",".join(CASES))
     args = parser.parse_args(argv)
-    print(f"| operator | m | k | fixed ms/it | auto ms/it | line search ms/it | "
-          f"residual gradient ms | overhead |")
+    print("| operator | m | k | fixed ms/it | auto ms/it | line search ms/it | "
+          "residual gradient ms | overhead |")
     print("|---|---|---|---|---|---|---|---|")
     for kind in args.kinds.split(","):
         spec, k = CASES[kind]

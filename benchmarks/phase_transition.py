@@ -74,7 +74,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.rank, args.conds, args.os, args.seeds = 30, 2, [1, 100], [2, 4], 1
-        args.max_iter, args.max_time = 300, 2.0
+        args.max_iter, args.max_time = min(args.max_iter, 300), 2.0
         args.dense_n, args.dense_rank, args.dense_os, args.dense_conds = 10, 2, [2, 5], [1]
         args.dense_max_time = 2.0
     args.methods = [m for m in args.methods.split(",") if m]
@@ -91,13 +91,13 @@ def _cells(args):
         n, r = args.n, args.rank
         for cond in args.conds:
             for os_ in args.os:
-                m = min(int(round(os_ * r * (2 * n - r))), n * n)
+                m = min(round(os_ * r * (2 * n - r)), n * n)
                 out.append(("completion", n, r, cond, os_, m, args.max_time))
     if not args.no_dense:
         n, r = args.dense_n, args.dense_rank
         for cond in args.dense_conds:
             for os_ in args.dense_os:
-                m = int(round(os_ * r * (2 * n - r)))
+                m = round(os_ * r * (2 * n - r))
                 out.append(("dense", n, r, cond, os_, m, args.dense_max_time))
     return out
 

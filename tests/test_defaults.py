@@ -16,7 +16,7 @@ HARD_CELLS = [(cond, os_) for cond in (10.0, 1000.0) for os_ in (1.5, 2.5)]
 
 def _completion(cond, os_, seed):
     n1, n2, r = 60, 70, 3
-    m = int(round(os_ * r * (n1 + n2 - r)))
+    m = round(os_ * r * (n1 + n2 - r))
     return lc.make_problem(n1, n2, rank=r, m=m, operator="entries", cond=cond, seed=seed)
 
 
