@@ -1,8 +1,10 @@
 """Reproducers of reliability defects (each failed before its fix)."""
 
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
@@ -40,3 +42,36 @@ def test_default_step_norm_small_operator_matches_dense_lapack():
     np.add.at(S, (rows, cols), y)
     sigma = top_singular_value(op.adjoint_operator(y), np.random.default_rng(3))
     np.testing.assert_allclose(sigma, np.linalg.norm(S, 2), rtol=1e-12)
+
+
+def _concurrent_problems():
+    kinds = {
+        "entries": dict(n1=300, n2=200, rank=3, m=30_000, operator="entries"),
+        "sparse": dict(n1=60, n2=50, rank=3, m=3000, operator="sparse"),
+        "rank-one": dict(n1=40, n2=30, rank=2, m=1500, operator="rank-one"),
+        "gaussian": dict(n1=20, n2=15, rank=2, m=600, operator="gaussian"),
+    }
+    return kinds
+
+
+@pytest.mark.parametrize("kind", sorted(_concurrent_problems()))
+def test_one_operator_solved_from_two_threads_gives_serial_results(kind):
+    # Two solves sharing one operator object from a ThreadPoolExecutor must give the same
+    # iterates as the same solves run one after the other (the completion operator's
+    # scratch buffers were shared between concurrent calls: wrong losses and products).
+    spec = dict(_concurrent_problems()[kind])
+    problem = lc.make_problem(spec.pop("n1"), spec.pop("n2"), seed=0, **spec)
+    rank = spec["rank"]
+
+    def run(seed):
+        return lc.solve(problem.operator, problem.y, rank=rank, method="precgd",
+                        init="spectral", step=0.5, max_iter=30, seed=seed, record=False)
+
+    serial = [run(s) for s in (1, 2, 3, 4)]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            concurrent = list(pool.map(run, (1, 2, 3, 4)))
+            for a, b in zip(serial, concurrent):
+                np.testing.assert_array_equal(a.F, b.F)
+                np.testing.assert_array_equal(a.G, b.G)
+                assert a.loss == b.loss
