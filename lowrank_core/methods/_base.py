@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _steps
 from .linesearch import LineSearch, SearchStalled
+from .linesearch import check_operator as check_line_search_operator
 
 
 class StepFailure(RuntimeError):
@@ -244,10 +245,19 @@ class StepRule:
         self.step_size = float("nan") if self.auto else float(step)
         self.options = options
         self.context = context
-        self.line_search = LineSearch(state) if self.auto else None
+        self._line_search = None  # created on first use (methods that search)
+        if self.auto:
+            check_line_search_operator(state.operator)
         #: the step taken at each iteration t (from iterate t to t + 1), per name
         #: ("step"; AGN also "step_G" for its second half-step).
         self.step_log: dict[str, list] = {"step": []}
+
+    @property
+    def line_search(self) -> LineSearch:
+        """The exact line search's buffers and passes (created on first use)."""
+        if self._line_search is None:
+            self._line_search = LineSearch(self.state)
+        return self._line_search
 
     def record_steps(self, *etas: float) -> None:
         """Append this iteration's step(s) to :attr:`step_log`."""

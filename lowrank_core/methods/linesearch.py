@@ -160,6 +160,15 @@ def quadratic_step(zu: float, uu: float, eta_max: float) -> float:
     return min(zu / uu, eta_max)
 
 
+def check_operator(op) -> None:
+    """TypeError unless ``op`` has the forward_factored(F, G) = A(F G^T) the search needs."""
+    if not (hasattr(op, "_forward_factored_into")
+            or callable(getattr(op, "forward_factored", None))):
+        raise TypeError(f"step='auto' (the exact line search) needs the operator's "
+                        f"forward_factored(F, G) = A(F G^T); {type(op).__name__} has none: "
+                        f"add it, or pass step='fixed' or a number")
+
+
 class LineSearch:
     """Buffers and operator passes of the exact line search of one solve (allocated once).
 
@@ -180,13 +189,9 @@ class LineSearch:
         self.GD = np.empty((n2, 2 * k), dt)   # [G, D_G]
         self.u = np.empty(op.m, dt)
         self.v = np.empty(op.m, dt)
+        check_operator(op)
         fwd = getattr(op, "_forward_factored_into", None)
         if fwd is None:  # duck-typed operator with only the public method
-            if not callable(getattr(op, "forward_factored", None)):
-                raise TypeError(f"step='auto' (the exact line search) needs the operator's "
-                                f"forward_factored(F, G) = A(F G^T); {type(op).__name__} has "
-                                f"none: add it, or pass step='fixed' or a number")
-
             def fwd(F, G, out, _op=op):
                 out[...] = _op.forward_factored(F, G)
         self._fwd = fwd
