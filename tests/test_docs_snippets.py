@@ -150,8 +150,8 @@ def test_snippet_runs_as_printed(snippet: Snippet, tmp_path):
         pytest.skip(f"marked in {snippet.path.name}: {snippet.skip}")
     env = dict(os.environ, PYTHONWARNINGS="default", MPLBACKEND="Agg")
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", snippet.code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run([sys.executable, "-c", snippet.code], check=False, cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=TIMEOUT)
     where = f"{snippet.path.relative_to(ROOT)}:{snippet.line}"
     assert proc.returncode == 0, f"{where} failed:\n{proc.stderr[-3000:]}"
     if snippet.expected is not None:
