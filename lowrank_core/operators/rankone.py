@@ -56,6 +56,7 @@ class RankOneOperator(MeasurementOperator):
 
     kind = "rank-one"
     ensemble = "rank-one"
+    file_format = "a (m, n1), b (m, n2) (y_i = a_i^T M b_i); without b: y_i = a_i^T M a_i"
 
     def __init__(self, a, b=None, *, n_threads=None, block=32):
         super().__init__(n_threads)
