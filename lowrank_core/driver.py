@@ -146,19 +146,20 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
     rank : int
         k, the number of columns of the factors, 1 <= k <= min(n1, n2).
     method : str
-        One of :data:`lowrank_core.methods.METHODS`:
+        One of :data:`lowrank_core.methods.METHODS` (S = A^T(A(F G^T) - y); the fixed
+        step of ``step="fixed"`` and the default init in brackets):
 
-        =============== ==================================================  ============  ========
-        method          update (S = A^T(A(F G^T) - y))                      "fixed" step  init
-        =============== ==================================================  ============  ========
-        gd              F -= eta S G, G -= eta S^T F; sym X -= eta (S+S^T)X/2 0.3/||A^T y|| small
-        onestep         gd + once F <- beta F (F^T F)^{-1/2},                0.3/||A^T y|| small
-                        G <- G (F^T F)^{1/2}/beta when residual <= trigger
-        scaledgd        F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1} 0.5         spectral
-        scaledgd-lambda same with (G^T G + lam I)^{-1}, fixed lam           0.5           spectral
-        precgd          same with lam_t = ||A(F G^T) - y||                   0.5           small
-        agn             F -= eta S G (G^T G)^+, then G with the new F         0.5           spectral
-        =============== ==================================================  ============  ========
+        - ``"gd"``: F -= eta S G, G -= eta S^T F; symmetric X -= eta (S + S^T) X / 2
+          (0.3 / ||A^T y||; init small).
+        - ``"onestep"``: gd, plus once, when the residual first drops below ``trigger``,
+          F <- beta F (F^T F)^{-1/2}, G <- G (F^T F)^{1/2} / beta (0.3 / ||A^T y||;
+          init small).
+        - ``"scaledgd"``: F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1} (0.5;
+          init spectral).
+        - ``"scaledgd-lambda"``: the same with (G^T G + lam I)^{-1}, lam fixed (0.5;
+          init spectral).
+        - ``"precgd"``: the same with lam_t = ||A(F G^T) - y|| (0.5; init small).
+        - ``"agn"``: F -= eta S G (G^T G)^+, then G with the new F (0.5; init spectral).
 
         onestep and agn are asymmetric only (use them on PSD targets with
         ``symmetric=False``).
@@ -166,7 +167,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
         Factor as X X^T (square operator only) instead of F G^T.
     init : None, {"small", "spectral", "nystrom"}, array, (F, G) or SolveResult
         See :func:`lowrank_core.initialization.initial_factors`. None (default) is the
-        method's own start (table above: spectral where the method's paper starts
+        method's own start (list above: spectral where the method's paper starts
         spectrally, small random where it starts small).
     init_scale : float or (float, float), optional
         alpha of init="small" (entries N(0, alpha^2/n), default 1e-3; a pair gives
@@ -176,7 +177,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
         own direction, the minimizer over [0, eta_max] of the loss along the line, a
         quartic in eta (:mod:`lowrank_core.methods.linesearch`; eta_max lets one step
         move the factors by at most their own norm); it costs forward passes of widths
-        2k and k per iteration. "fixed": the method's fixed step (table above, the
+        2k and k per iteration. "fixed": the method's fixed step (list above, the
         papers' values). A number: that fixed step, exactly as given. The steps taken
         are in ``history["step"]`` (AGN also ``history["step_G"]``).
     max_iter : int
