@@ -132,7 +132,7 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
             C[a * k + a] = C[a * k + a] + damping
             if C[a * k + a] > maxdiag:
                 maxdiag = C[a * k + a]
-        if ptr[i + 1] > ptr[i] and _cholesky(L, C, k, rcond * maxdiag):
+        if (ptr[i + 1] > ptr[i] or damping > 0) and _cholesky(L, C, k, rcond * maxdiag):
             _cholesky_solve(L, x, k)
         else:
             n_singular += 1

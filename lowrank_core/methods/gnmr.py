@@ -72,22 +72,16 @@ VARIANTS = {"setting": 1.0, "averaging": 0.0, "updating": -1.0}
 
 
 def adjoint_products_into(op, w, F, G, SG, StF) -> None:
-    """SG <- A^T(w) G and StF <- A^T(w)^T F with the operator's compiled products.
+    """SG <- A^T(w) G and StF <- A^T(w)^T F: the operator's compiled adjoint products.
 
-    Uses ``op._adjoint_products_into`` (no allocation) when the operator has it, else its
-    public ``adjoint_products``, else the products of ``op.adjoint_operator(w)`` (O(m k)
-    for the structured operators; the dense ones form A^T(w)).
+    ``op._adjoint_products_into`` when the operator has it (no validation, no allocation),
+    else its public ``adjoint_products`` (duck-typed operators).
     """
     into = getattr(op, "_adjoint_products_into", None)
     if into is not None:
         into(w, F, G, SG, StF)
         return
-    public = getattr(op, "adjoint_products", None)
-    if public is not None:
-        a, b = public(w, F, G)
-    else:
-        L = op.adjoint_operator(w)
-        a, b = L.matmat(G), L.rmatmat(F)
+    a, b = op.adjoint_products(w, F, G)
     SG[...] = a
     StF[...] = b
 
