@@ -13,8 +13,8 @@ import pytest
 import lowrank_core as lc
 from lowrank_core.methods.gnmr import VARIANTS, imbalance_rotation
 
-OS_SMALL = 3.0
-VARIANT_SMALL = "updating"
+OS_SMALL = 1.5
+VARIANT_SMALL = "setting"
 
 
 def dense_matrices(op):
@@ -79,7 +79,8 @@ def test_iterates_match_dense_minimal_norm_reference(variant, warm_start, kind):
     V0 = prob.truth_factors[1] + 0.3 * rng.standard_normal((n2, r))
     steps = 3
     res = lc.solve(prob.operator, y, r, method="gnmr", init=(U0, V0), max_iter=steps,
-                   tol=1e-14, record=False, variant=variant, warm_start=warm_start)
+                   tol=1e-14, record=False, variant=variant, warm_start=warm_start,
+                   estimate="factors")
     assert res.n_iter == steps and len(res.lsqr_iterations) == steps
     U, V = reference_gnmr(A, y, U0, V0, VARIANTS[variant], steps)
     scale = np.linalg.norm(U) + np.linalg.norm(V)
@@ -96,9 +97,42 @@ def test_symmetric_iterates_match_reference(variant):
     rng = np.random.default_rng(9)
     X0 = prob.truth_factors[0] + 0.3 * rng.standard_normal((n, r))
     res = lc.solve(prob.operator, y, r, method="gnmr", symmetric=True, init=X0, max_iter=3,
-                   tol=1e-14, record=False, variant=variant)
+                   tol=1e-14, record=False, variant=variant, estimate="factors")
     X = reference_gnmr_symmetric(A, y, X0, VARIANTS[variant], 3)
     assert np.linalg.norm(res.X - X) / np.linalg.norm(X) < 1e-8
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_linearized_estimate_is_the_truncated_linearization(symmetric):
+    """estimate="linearized": F G^T is the best rank-k approximation of
+    X_2r = U V'^T + U' V^T - U V^T of the paper's factor sequence (U, V) -> (U', V')."""
+    n1, n2, r = 9, 8, 2
+    if symmetric:
+        prob = lc.make_problem(n1, rank=r, m=60, psd=True, seed=7)
+        n2 = n1
+    else:
+        prob = lc.make_problem(n1, n2, rank=r, m=60, operator="entries", seed=3)
+    y = _noisy(prob, 0.05, 4)
+    A = dense_matrices(prob.operator)
+    rng = np.random.default_rng(5)
+    U0 = prob.truth_factors[0] + 0.3 * rng.standard_normal((n1, r))
+    V0 = U0 if symmetric else prob.truth_factors[1] + 0.3 * rng.standard_normal((n2, r))
+    steps = 3
+    init = U0 if symmetric else (U0, V0)
+    res = lc.solve(prob.operator, y, r, method="gnmr", symmetric=symmetric, init=init,
+                   max_iter=steps, tol=1e-14, record=False)
+    if symmetric:
+        U = reference_gnmr_symmetric(A, y, U0, 1.0, steps - 1)
+        U1 = reference_gnmr_symmetric(A, y, U, 1.0, 1)
+        V, V1 = U, U1
+    else:
+        U, V = reference_gnmr(A, y, U0, V0, 1.0, steps - 1)
+        U1, V1 = reference_gnmr(A, y, U, V, 1.0, 1)
+    X2 = U @ V1.T + U1 @ V.T - U @ V.T
+    W, sv, Zt = np.linalg.svd(X2)
+    best = (W[:, :r] * sv[:r]) @ Zt[:r]
+    F, G = res.factors
+    assert np.linalg.norm(F @ G.T - best) / np.linalg.norm(best) < 1e-8
 
 
 def test_imbalance_rotation_is_the_null_space_projection(rng):
@@ -164,6 +198,8 @@ def test_bad_options_raise_clear_errors():
         lc.solve(op, y, 2, method="gnmr", tighten_below=0)
     with pytest.raises(ValueError, match="max_inner_iter"):
         lc.solve(op, y, 2, method="gnmr", max_inner_iter=0)
+    with pytest.raises(ValueError, match="estimate"):
+        lc.solve(op, y, 2, method="gnmr", estimate="best")
     with pytest.raises(TypeError, match="warm_start"):
         lc.solve(op, y, 2, method="gnmr", warm_start="yes")
     with pytest.raises(TypeError, match="unexpected option"):

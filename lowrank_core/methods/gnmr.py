@@ -41,7 +41,21 @@ to it (tr(X^T X W) = 0 for antisymmetric W), so all three variants give the same
 iterate X + dX with dX the minimal-norm solution of J(dX) = -z: ``variant`` has no effect
 in the symmetric form.
 
-LSQR tolerances (the authors' code): atol = btol = ``lsqr_tol`` (1e-15); once the
+The estimate (``estimate="linearized"``, default; the authors' code): the iterate the
+driver sees, F G^T, is the rank-k truncation of the linearization's solution
+X_2r = U V'^T + U' V^T - U V^T = [U, U' - U] [V', V]^T (A(X_2r) is what the inner problem
+fits; the authors track its residual and return its rank-r SVD truncation), computed from
+two thin QRs and a 2k x 2k SVD (balanced factors); the paper's factor sequence (U, V)
+evolves alongside, unchanged by the truncation (one extra factored forward per iteration for
+its residual). The product U' V'^T itself can stall: with "setting" it differs from X_2r by
+(U' - U)(V' - V)^T, which stays of the order of the factors' imbalance squared (measured:
+completion 300 x 350, r = 5, cond 10, OS 1.5: X_2r reaches 4e-13, U V^T stalls at 2e-2).
+``estimate="factors"`` makes U' V'^T the iterate (no truncation). Symmetric: X_2r =
+X X^T + X D^T + D X^T, D = X' - X, truncated to its top-k PSD part.
+
+LSQR tolerances (the authors' code): atol = btol = ``lsqr_tol`` (1e-15; 1e-7 in float32,
+where the products carry float32 rounding and a tighter tolerance makes LSQR run into its
+condition limit on rounding noise); once the
 previous inner solve's relative residual ||b - J x|| / ||b|| is below ``tighten_below``
 (1e-5) the tolerance is min(lsqr_tol, relres^2); at most ``max_inner_iter`` (2000) inner
 iterations; scipy's default conlim (1e8). In the warm-started form the same absolute
@@ -115,6 +129,34 @@ def imbalance_rotation(GF: np.ndarray, GG: np.ndarray, rcond: float) -> np.ndarr
     return Q1 @ W @ Q2.T
 
 
+def factored_truncation(P: np.ndarray, Q: np.ndarray, k: int):
+    r"""Balanced factors (F, G) of the best rank-k approximation of P Q^T (P n1 x w, Q n2 x w).
+
+    Thin QRs P = Q_a R_a, Q = Q_b R_b and the SVD of the w x w matrix R_a R_b^T = W S Z^T
+    give F = Q_a W_k S_k^{1/2}, G = Q_b Z_k S_k^{1/2}. O((n1 + n2) w^2 + w^3).
+    """
+    Qa, Ra = np.linalg.qr(P)
+    Qb, Rb = np.linalg.qr(Q)
+    W, sv, Zt = np.linalg.svd(Ra @ Rb.T)
+    root = np.sqrt(sv[:k])
+    return Qa @ (W[:, :k] * root), Qb @ (Zt[:k].T * root)
+
+
+def symmetric_truncation(X: np.ndarray, D: np.ndarray, k: int) -> np.ndarray:
+    r"""X' with X' X'^T the best PSD rank-k approximation of X X^T + X D^T + D X^T.
+
+    With the thin QR [X, D] = Q R the matrix is Q R [[I, I], [I, 0]] R^T Q^T; the top-k
+    eigenpairs (negative eigenvalues clipped to 0) of the 2k x 2k middle give X'.
+    """
+    k0 = X.shape[1]
+    Qm, Rm = np.linalg.qr(np.hstack([X, D]))
+    I = np.eye(k0)
+    middle = Rm @ np.block([[I, I], [I, np.zeros((k0, k0))]]) @ Rm.T
+    w, E = np.linalg.eigh(0.5 * (middle + middle.T))
+    w, E = w[::-1][:k], E[:, ::-1][:, :k]
+    return Qm @ (E * np.sqrt(np.maximum(w, 0.0)))
+
+
 class _Jacobian:
     """J and J^T of the linearization at a fixed iterate, as a scipy LinearOperator.
 
@@ -186,8 +228,8 @@ class GNMR(StepRule):
     forms = ("symmetric", "asymmetric")
     default_step = 1.0
     default_init = "spectral"
-    option_defaults = {"variant": "setting", "lsqr_tol": 1e-15, "tighten_below": 1e-5,
-                       "max_inner_iter": 2000, "warm_start": True}
+    option_defaults = {"variant": "setting", "lsqr_tol": None, "tighten_below": 1e-5,
+                       "max_inner_iter": 2000, "warm_start": True, "estimate": "linearized"}
 
     @classmethod
     def check_options(cls, options):
@@ -197,7 +239,8 @@ class GNMR(StepRule):
             raise ValueError(f"GNMR option variant must be one of "
                              f"{', '.join(repr(v) for v in VARIANTS)} (alpha = 1, 0, -1 of "
                              f"the paper), got {variant!r}")
-        opts["lsqr_tol"] = _check_tolerance(opts["lsqr_tol"], "lsqr_tol")
+        if opts["lsqr_tol"] is not None:
+            opts["lsqr_tol"] = _check_tolerance(opts["lsqr_tol"], "lsqr_tol")
         opts["tighten_below"] = _check_tolerance(opts["tighten_below"], "tighten_below")
         mi = opts["max_inner_iter"]
         if isinstance(mi, (bool, np.bool_)) or not isinstance(mi, numbers.Integral) or mi < 1:
@@ -208,17 +251,31 @@ class GNMR(StepRule):
             raise TypeError(f"GNMR option warm_start must be True or False, got "
                             f"{opts['warm_start']!r}")
         opts["warm_start"] = bool(opts["warm_start"])
+        if opts["estimate"] not in ("linearized", "factors"):
+            raise ValueError(f"GNMR option estimate must be 'linearized' (the authors' "
+                             f"estimate U V'^T + U' V^T - U V^T, truncated to rank k) or "
+                             f"'factors' (U' V'^T), got {opts['estimate']!r}")
         return opts
 
     def __init__(self, state, step, options, context):
         super().__init__(state, step, options, context)
         self.alpha = VARIANTS[self.options["variant"]]
+        if self.options["lsqr_tol"] is None:
+            self.options["lsqr_tol"] = 1e-15 if state.dtype == np.float64 else 1e-7
         self.jac = _Jacobian(state)
         self.relres = 1.0   # previous inner solve's ||b - J x|| / ||b|| (authors: 1 at start)
         self.rcond = 10.0 * state.k * float(np.finfo(state.dtype).eps)
         self.lsqr_iterations: list[int] = []
         self.lsqr_stop: list[int] = []
         self.b = np.empty(state.operator.m, np.float64)
+        self.linearized = self.options["estimate"] == "linearized"
+        if self.linearized:
+            # the paper's factor sequence, kept apart from the driver's iterate (the
+            # estimate); starts at the initial factors
+            self.U = state.F.copy()
+            self.V = self.U if state.symmetric else state.G.copy()
+            self.fit = np.empty(state.operator.m, state.dtype)
+            self.z = np.empty(state.operator.m, state.dtype)
 
     def inner_tolerance(self) -> float:
         """The authors' schedule: lsqr_tol, then min(lsqr_tol, relres^2) below tighten_below."""
@@ -227,9 +284,11 @@ class GNMR(StepRule):
             tol = min(tol, self.relres ** 2)
         return tol
 
-    def step(self) -> None:
+    def _paper_step(self, F, G, z, z_norm):
+        """One step of the paper from the factors (F, G) with residual z = A(F G^T) - y.
+
+        Returns the next factors (F', G') (G' None when symmetric), in float64."""
         s, jac, alpha = self.state, self.jac, self.alpha
-        F, G = s.F, s.G
         k, nF = s.k, s.n1 * s.k
         jac.set_point(F, G)
         tol = self.inner_tolerance()
@@ -237,49 +296,67 @@ class GNMR(StepRule):
         # b = y + alpha A(F G^T) = (1 + alpha) y + alpha z (float64: LSQR's precision)
         b = self.b
         np.multiply(s.y, 1.0 + alpha, out=b)
-        b += alpha * s.z
+        b += alpha * z
         b_norm = float(np.linalg.norm(b))
-        z_norm = s.residual_norm
         maxit = self.options["max_inner_iter"]
         if self.options["warm_start"] or s.symmetric:
             if z_norm == 0.0:
                 sol, istop, itn, r1 = np.zeros(jac.adj.shape[0]), 0, 0, 0.0
             else:
                 btol = min(tol * b_norm / z_norm, 0.5)
-                sol, istop, itn, r1 = lsqr(jac.linear_operator, -s.z.astype(np.float64),
+                sol, istop, itn, r1 = lsqr(jac.linear_operator, -z.astype(np.float64),
                                            atol=tol, btol=btol, iter_lim=maxit)[:4]
             dF = sol[:nF].reshape(s.n1, k)
             if s.symmetric:
-                X_gn = F + dF
-                G_gn = None
+                F_gn, G_gn = F + dF, None
             else:
                 dG = sol[nF:].reshape(s.n2, k)
                 if c != 0.0:
                     R = imbalance_rotation(F.T @ F, G.T @ G, self.rcond)
-                    X_gn = F - c * (F @ R) + dF
+                    F_gn = F - c * (F @ R) + dF
                     G_gn = G + c * (G @ R.T) + dG
                 else:
-                    X_gn, G_gn = F + dF, G + dG
+                    F_gn, G_gn = F + dF, G + dG
         else:
             sol, istop, itn, r1 = lsqr(jac.linear_operator, b, atol=tol, btol=tol,
                                        iter_lim=maxit)[:4]
             keep = 0.5 * (1.0 - alpha)
-            X_gn = keep * F + sol[:nF].reshape(s.n1, k)
+            F_gn = keep * F + sol[:nF].reshape(s.n1, k)
             G_gn = keep * G + sol[nF:].reshape(s.n2, k)
         self.relres = float(r1) / b_norm if b_norm > 0 else 0.0
         self.lsqr_iterations.append(int(itn))
         self.lsqr_stop.append(int(istop))
         eta = self.step_size
-        F_next = s.F_next
-        if eta == 1.0:
-            F_next[...] = X_gn
+        if eta != 1.0:
+            F_gn = F + eta * (F_gn - F)
+            G_gn = None if s.symmetric else G + eta * (G_gn - G)
+        return F_gn, G_gn
+
+    def step(self) -> None:
+        s = self.state
+        if not self.linearized:
+            F_new, G_new = self._paper_step(s.F, s.G, s.z, s.residual_norm)
+            s.F_next[...] = F_new
+            if not s.symmetric:
+                s.G_next[...] = G_new
+            s.advance()
+            return
+        U, V = self.U, self.V
+        forward_factored_into(s.operator, U, V, self.fit)
+        np.subtract(self.fit, s.y, out=self.z)
+        U_new, V_new = self._paper_step(U, V, self.z, float(np.linalg.norm(self.z)))
+        if s.symmetric:
+            X_est = symmetric_truncation(U, U_new - U, s.k)
+            s.F_next[...] = X_est
+            self.U[...] = U_new
         else:
-            F_next[...] = F + eta * (X_gn - F)
-        if not s.symmetric:
-            if eta == 1.0:
-                s.G_next[...] = G_gn
-            else:
-                s.G_next[...] = G + eta * (G_gn - G)
+            # X_2r = U V'^T + U' V^T - U V^T = [U, U' - U] [V', V]^T, truncated to rank k
+            F_est, G_est = factored_truncation(np.hstack([U, U_new - U]),
+                                               np.hstack([V_new, V]), s.k)
+            s.F_next[...] = F_est
+            s.G_next[...] = G_est
+            self.U[...] = U_new
+            self.V[...] = V_new
         s.advance()
 
     def info(self) -> dict:
