@@ -98,7 +98,7 @@ def main(argv=None):
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args(argv)
     n1, n2, r = args.n1, args.n2, args.rank
-    m = int(round(args.oversampling * r * (n1 + n2 - r)))
+    m = round(args.oversampling * r * (n1 + n2 - r))
     print(f"completion {n1}x{n2}, rank {r}, OS {args.oversampling} (m = {m}), "
           f"cond {args.cond:g}, tol {args.tol:g}, threads {args.threads}")
     rows_out = []

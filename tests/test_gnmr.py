@@ -158,7 +158,7 @@ def test_imbalance_rotation_is_the_null_space_projection(rng):
 def test_recovers_completion_at_low_oversampling(seed):
     """60 x 70, rank 3, cond 10 (see the module docstring of the recovery cell)."""
     n1, n2, r = 60, 70, 3
-    m = int(round(OS_SMALL * r * (n1 + n2 - r)))
+    m = round(OS_SMALL * r * (n1 + n2 - r))
     prob = lc.make_problem(n1, n2, rank=r, m=m, operator="entries", cond=10, seed=seed)
     res = lc.solve(prob.operator, prob.y, r, method="gnmr", init="spectral", truth=prob,
                    max_iter=60, tol=1e-12, record=False, variant=VARIANT_SMALL)

@@ -383,6 +383,8 @@ def _second_order_solve(rg, y, F0, G0, method, options, *, symmetric, tol, max_i
     ynorm = float(np.linalg.norm(y.astype(np.float64)))
     n1, k = F.shape
     relres = 1.0
+    linearized = method == "gnmr" and options.get("estimate", "linearized") == "linearized"
+    PU, PV = F, G   # the paper's factor sequence; (F, G) is the estimate
     t = 0
 
     def fwd(P, Q):
@@ -401,17 +403,19 @@ def _second_order_solve(rg, y, F0, G0, method, options, *, symmetric, tol, max_i
             return F, G, t, "max_iter"
         if method == "als":
             lam = float(options.get("damping", 0.0))
-            F = _cg_half(lambda D: rg(D, G, zeros)[2], np.array(SG), F, lam)
+            F = _cg_half(lambda D, G=G: rg(D, G, zeros)[2], np.array(SG), F, lam)
             StF = rg(F, G, y)[3]
-            G = _cg_half(lambda D: rg(F, D, zeros)[3], np.array(StF), G, lam)
+            G = _cg_half(lambda D, F=F: rg(F, D, zeros)[3], np.array(StF), G, lam)
             t += 1
             continue
         alpha = {"setting": 1.0, "averaging": 0.0, "updating": -1.0}[options["variant"]]
+        if linearized:
+            F, G = PU, PV
         fit = fwd(F, G)
         n2 = G.shape[0]
         n_x = n1 * k if symmetric else (n1 + n2) * k
 
-        def matvec(x, F=F, G=G):
+        def matvec(x, F=F, G=G, n2=n2):
             dF = x[: n1 * k].reshape(n1, k).astype(F.dtype)
             dG = dF if symmetric else x[n1 * k:].reshape(n2, k).astype(F.dtype)
             return fwd(np.hstack([F, dF]), np.hstack([dG, G]))
@@ -434,9 +438,28 @@ def _second_order_solve(rg, y, F0, G0, method, options, *, symmetric, tol, max_i
         F_gn = keep * F + x[: n1 * k].reshape(n1, k)
         G_gn = None if symmetric else keep * G + x[n1 * k:].reshape(n2, k)
         F_new = (F + eta * (F_gn - F)).astype(F.dtype)
-        G = F_new if symmetric else (G + eta * (G_gn - G)).astype(F.dtype)
-        F = F_new
+        G_new = F_new if symmetric else (G + eta * (G_gn - G)).astype(F.dtype)
+        if linearized:   # rank-k truncation of X_2r = F G_new^T + F_new G^T - F G^T
+            PU, PV = F_new, G_new
+            F, G = _truncate_linearization(F, G, F_new, G_new, k, symmetric)
+        else:
+            F, G = F_new, G_new
         t += 1
+
+
+def _truncate_linearization(F, G, F_new, G_new, k, symmetric):
+    """Best rank-k (symmetric: PSD rank-k) factors of F G_new^T + F_new G^T - F G^T."""
+    Qa, Ra = np.linalg.qr(np.hstack([F, F_new - F]))
+    if symmetric:
+        I, O = np.eye(k), np.zeros((k, k))
+        mid = Ra @ np.block([[I, I], [I, O]]) @ Ra.T
+        w, E = np.linalg.eigh(0.5 * (mid + mid.T))
+        X = Qa @ (E[:, -k:] * np.sqrt(np.maximum(w[-k:], 0.0)))
+        return X.astype(F.dtype), X.astype(F.dtype)
+    Qb, Rb = np.linalg.qr(np.hstack([G_new, G]))
+    W, sv, Zt = np.linalg.svd(Ra @ Rb.T)
+    root = np.sqrt(sv[:k])
+    return (Qa @ (W[:, :k] * root)).astype(F.dtype), (Qb @ (Zt[:k].T * root)).astype(F.dtype)
 
 
 def _cg_half(normal, gradient, X, lam, rtol=1e-12, max_iter=500):
