@@ -89,7 +89,8 @@ def test_iterates_match_dense_minimal_norm_reference(variant, warm_start, kind):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_symmetric_iterates_match_reference(variant):
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_symmetric_iterates_match_reference(variant, warm_start):
     n, r = 8, 2
     prob = lc.make_problem(n, rank=r, m=60, psd=True, seed=7)
     y = _noisy(prob, 0.05, 8)
@@ -97,7 +98,8 @@ def test_symmetric_iterates_match_reference(variant):
     rng = np.random.default_rng(9)
     X0 = prob.truth_factors[0] + 0.3 * rng.standard_normal((n, r))
     res = lc.solve(prob.operator, y, r, method="gnmr", symmetric=True, init=X0, max_iter=3,
-                   tol=1e-14, record=False, variant=variant, estimate="factors")
+                   tol=1e-14, record=False, variant=variant, estimate="factors",
+                   warm_start=warm_start)
     X = reference_gnmr_symmetric(A, y, X0, VARIANTS[variant], 3)
     assert np.linalg.norm(res.X - X) / np.linalg.norm(X) < 1e-8
 
@@ -183,7 +185,7 @@ def test_overparameterized_rank():
     """k > r: the minimal-norm solves handle the rank deficiency (paper's LSQR form)."""
     prob = lc.make_problem(25, 20, rank=2, m=300, operator="gaussian", seed=12)
     res = lc.solve(prob.operator, prob.y, 3, method="gnmr", init="spectral", truth=prob,
-                   max_iter=40, tol=1e-10, record=False, warm_start=False)
+                   max_iter=40, tol=1e-10, record=False)
     assert res.error <= 1e-6, res.error
 
 

@@ -27,11 +27,15 @@ factors). The update is then
     U <- U - c U R + dU,   V <- V + c V R^T + dV,
 
 so the variants differ only in how much of the factors' imbalance they remove: "setting"
-all of it, "updating" none. With ``warm_start=True`` (default) LSQR solves
-J(dU, dV) = -z from zero (i.e. LSQR on b warm-started at c P(U, V)) and P is applied
-in closed form (O((n1 + n2) k^2 + k^3)); ``warm_start=False`` runs LSQR from zero on b
-itself, exactly the paper's procedure, and needs no assumption on null(J) (use it when
-over-parameterized, k > r, where null(J) can be larger than N).
+all of it, "updating" none. ``warm_start=False`` (default) runs LSQR from zero on b itself,
+exactly the paper's procedure. ``warm_start=True`` solves J(dU, dV) = -z from zero (i.e.
+LSQR on b warm-started at c P(U, V)) and applies P in closed form (O((n1 + n2) k^2 + k^3)):
+identical iterates when the inner solves converge and null(J) = N (tested), but NOT when
+LSQR stops at ``max_inner_iter`` on an ill-conditioned J: LSQR from zero on b then returns
+a Krylov (regularized) approximation that leaves J's near-null directions alone, while the
+warm start keeps c P(U, V)'s component along them. Measured on completion 300 x 350, r = 5,
+cond 10, OS 1.5, seed 0 (every early inner solve hits 2000 iterations): from zero, error
+1.8e-10 in 32 iterations; warm-started, 6.9 after 40. Hence the default.
 
 Symmetric form (X n x k, estimate X X^T): the linearization is
 min ||A(X X~^T + X~ X^T) - b||, b = y + alpha A(X X^T), J(D) = A(X D^T + D X^T) (one
@@ -229,7 +233,7 @@ class GNMR(StepRule):
     default_step = 1.0
     default_init = "spectral"
     option_defaults = {"variant": "setting", "lsqr_tol": None, "tighten_below": 1e-5,
-                       "max_inner_iter": 2000, "warm_start": True, "estimate": "linearized"}
+                       "max_inner_iter": 2000, "warm_start": False, "estimate": "linearized"}
 
     @classmethod
     def check_options(cls, options):
@@ -299,7 +303,7 @@ class GNMR(StepRule):
         b += alpha * z
         b_norm = float(np.linalg.norm(b))
         maxit = self.options["max_inner_iter"]
-        if self.options["warm_start"] or s.symmetric:
+        if self.options["warm_start"]:
             if z_norm == 0.0:
                 sol, istop, itn, r1 = np.zeros(jac.adj.shape[0]), 0, 0, 0.0
             else:
@@ -322,7 +326,7 @@ class GNMR(StepRule):
                                        iter_lim=maxit)[:4]
             keep = 0.5 * (1.0 - alpha)
             F_gn = keep * F + sol[:nF].reshape(s.n1, k)
-            G_gn = keep * G + sol[nF:].reshape(s.n2, k)
+            G_gn = None if s.symmetric else keep * G + sol[nF:].reshape(s.n2, k)
         self.relres = float(r1) / b_norm if b_norm > 0 else 0.0
         self.lsqr_iterations.append(int(itn))
         self.lsqr_stop.append(int(istop))
