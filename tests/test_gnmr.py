@@ -13,6 +13,9 @@ import pytest
 import lowrank_core as lc
 from lowrank_core.methods.gnmr import VARIANTS, imbalance_rotation
 
+#: the authors' LSQR tolerances: inner solves to machine precision, as the exact references
+PAPER = {"lsqr_tol": 1e-15, "tighten_below": 1e-5}
+
 #: Oversampling of the small recovery test. At 60 x 70, r = 3 the mean number of entries per
 #: column is about 2 OS r, so at OS 1.5 half the seeds leave some row or column with fewer
 #: than r observations (that line is then not determined by the data: no method recovers
@@ -84,7 +87,7 @@ def test_iterates_match_dense_minimal_norm_reference(variant, warm_start, kind):
     steps = 3
     res = lc.solve(prob.operator, y, r, method="gnmr", init=(U0, V0), max_iter=steps,
                    tol=1e-14, record=False, variant=variant, warm_start=warm_start,
-                   estimate="factors")
+                   estimate="factors", **PAPER)
     assert res.n_iter == steps and len(res.lsqr_iterations) == steps
     U, V = reference_gnmr(A, y, U0, V0, VARIANTS[variant], steps)
     scale = np.linalg.norm(U) + np.linalg.norm(V)
@@ -103,7 +106,7 @@ def test_symmetric_iterates_match_reference(variant, warm_start):
     X0 = prob.truth_factors[0] + 0.3 * rng.standard_normal((n, r))
     res = lc.solve(prob.operator, y, r, method="gnmr", symmetric=True, init=X0, max_iter=3,
                    tol=1e-14, record=False, variant=variant, estimate="factors",
-                   warm_start=warm_start)
+                   warm_start=warm_start, **PAPER)
     X = reference_gnmr_symmetric(A, y, X0, VARIANTS[variant], 3)
     assert np.linalg.norm(res.X - X) / np.linalg.norm(X) < 1e-8
 
@@ -126,7 +129,7 @@ def test_linearized_estimate_is_the_truncated_linearization(symmetric):
     steps = 3
     init = U0 if symmetric else (U0, V0)
     res = lc.solve(prob.operator, y, r, method="gnmr", symmetric=symmetric, init=init,
-                   max_iter=steps, tol=1e-14, record=False)
+                   max_iter=steps, tol=1e-14, record=False, **PAPER)
     if symmetric:
         U = reference_gnmr_symmetric(A, y, U0, 1.0, steps - 1)
         U1 = reference_gnmr_symmetric(A, y, U, 1.0, 1)
@@ -161,7 +164,8 @@ def test_imbalance_rotation_is_the_null_space_projection(rng):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_recovers_completion_at_low_oversampling(seed):
+@pytest.mark.parametrize("schedule", ["default", "paper"])
+def test_recovers_completion_at_low_oversampling(seed, schedule):
     """60 x 70, rank 3, cond 10, OS 2 (see OS_SMALL), the authors' defaults."""
     n1, n2, r = 60, 70, 3
     m = round(OS_SMALL * r * (n1 + n2 - r))
@@ -170,7 +174,8 @@ def test_recovers_completion_at_low_oversampling(seed):
     assert np.bincount(op.rows, minlength=n1).min() >= r  # every line is determined
     assert np.bincount(op.cols, minlength=n2).min() >= r
     res = lc.solve(op, prob.y, r, method="gnmr", init="spectral", truth=prob,
-                   max_iter=60, tol=1e-12, record=False)
+                   max_iter=60, tol=1e-12, record=False,
+                   **(PAPER if schedule == "paper" else {}))
     assert res.status == "converged"
     assert res.error <= 1e-8
 
@@ -205,6 +210,8 @@ def test_bad_options_raise_clear_errors():
         lc.solve(op, y, 2, method="gnmr", lsqr_tol=2.0)
     with pytest.raises(ValueError, match="tighten_below"):
         lc.solve(op, y, 2, method="gnmr", tighten_below=0)
+    with pytest.raises(ValueError, match="lsqr_tol"):
+        lc.solve(op, y, 2, method="gnmr", lsqr_tol=1.0)
     with pytest.raises(ValueError, match="max_inner_iter"):
         lc.solve(op, y, 2, method="gnmr", max_inner_iter=0)
     with pytest.raises(ValueError, match="estimate"):
