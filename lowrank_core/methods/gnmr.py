@@ -341,7 +341,9 @@ class GNMR(StepRule):
         self.relres = float(r1) / b_norm if b_norm > 0 else 0.0
         self.lsqr_iterations.append(int(itn))
         self.lsqr_stop.append(int(istop))
-        eta = self.step_size
+        # The Gauss-Newton step solves the linearized problem exactly: step="auto" takes it
+        # whole (eta = 1); a number damps it.
+        eta = 1.0 if self.auto else self.step_size
         if eta != 1.0:
             F_gn = F + eta * (F_gn - F)
             G_gn = None if s.symmetric else G + eta * (G_gn - G)
