@@ -2,6 +2,7 @@
 # fused type (int32 when every index fits, else int64), the per-row local-array width, and
 # software prefetch of randomly accessed rows.
 
+from cython cimport floating
 from libc.stdint cimport int32_t, int64_t
 
 ctypedef fused index_t:
@@ -27,3 +28,15 @@ cdef extern from *:
     """
     void LOWRANK_PREFETCH(const void* p) noexcept nogil
     void LOWRANK_PREFETCH_W(const void* p) noexcept nogil
+
+
+cdef inline void prefetch_row(const floating* row, Py_ssize_t k) noexcept nogil:
+    """Prefetch a factor row of length k for reading (its first and last element)."""
+    LOWRANK_PREFETCH(row)
+    LOWRANK_PREFETCH(row + k - 1)
+
+
+cdef inline void prefetch_row_w(floating* row, Py_ssize_t k) noexcept nogil:
+    """Prefetch a buffer row of length k for writing (its first and last element)."""
+    LOWRANK_PREFETCH_W(row)
+    LOWRANK_PREFETCH_W(row + k - 1)
