@@ -32,9 +32,9 @@ from ._kernels import simd_variant
 from ._threads import openmp_enabled
 from .distributed import ShardedOperator
 from .driver import solve
-from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
+from .operators import (DenseOperator, EntryOperator, MeasurementOperator, RankOneOperator,
+                        SparseOperator, SymmetricDenseOperator)
 from .problems import Problem, make_problem
-from .structured import EntryOperator, RankOneOperator, SparseOperator
 from .results import SolveResult
 
 __version__ = "0.1.0"

@@ -9,7 +9,8 @@ Subcommands:
   and a JSON summary with the per-iteration history;
 * ``reproduce NAME`` / ``reproduce --list`` — the source papers' experiments
   (:mod:`lowrank_core.experiments`), each writing CSV + PNG and printing a measured verdict;
-* ``bench`` — per-iteration throughput of every operator kind and dtype against plain numpy.
+* ``bench`` — the benchmark harness of a source checkout (``benchmarks/compare.py``):
+  every operator kind and method against numpy, scipy.sparse and PyTorch.
 
 Every error (unknown command, bad flag, missing or malformed file, invalid option) is one
 line on stderr and a non-zero exit status: 2 for usage errors, 1 for everything else.
@@ -26,7 +27,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "CLIError"]
+__all__ = ["CLIError", "build_parser", "main"]
 
 PROG = "lowrank-core"
 
@@ -259,41 +260,83 @@ def _cmd_reproduce(args) -> int:
 
 
 # ------------------------------------------------------------------------------ bench
-def _comparison_module():
-    """lowrank_core.comparison when this build has it, else None."""
-    try:
-        from . import comparison
-    except ImportError:
-        return None
-    return comparison if callable(getattr(comparison, "main", None)) else None
+#: Where to get the benchmark harness when this installation has no source tree beside it.
+_BENCH_HOWTO = ("the benchmark harness lives in the source repository's benchmarks/ folder "
+                "and is not installed with the package: clone the repository, run "
+                "'pip install -e \".[bench]\"' in it, then 'lowrank-core bench' (or pass "
+                "--benchmarks-dir PATH/TO/benchmarks)")
 
 
-def _forward_bench(comparison, argv) -> int:
-    """``lowrank-core bench ARGS`` -> :func:`lowrank_core.comparison.main` (its options).
+def _split_benchmarks_dir(argv: list) -> tuple:
+    """(``--benchmarks-dir`` value or None, the other arguments)."""
+    rest, explicit = [], None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--benchmarks-dir":
+            if i + 1 >= len(argv):
+                raise _UsageError(f"{PROG} bench: error: argument --benchmarks-dir: expected "
+                                  f"one argument (see '{PROG} bench --help')")
+            explicit = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--benchmarks-dir="):
+            explicit = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return explicit, rest
 
-    The arguments are validated first with the comparison's own parser, made to report
+
+def _find_benchmarks(explicit) -> str:
+    """The benchmarks/ folder: ``explicit``, else the one beside the package source (an
+    editable install or a checkout on sys.path). Raises CLIError saying how to get it."""
+    def usable(path):
+        return (os.path.isfile(os.path.join(path, "compare.py"))
+                and os.path.isfile(os.path.join(path, "harness", "__init__.py")))
+
+    if explicit is not None:
+        path = os.path.abspath(explicit)
+        if not usable(path):
+            raise CLIError(f"--benchmarks-dir {explicit}: no compare.py and harness/ there; "
+                           f"{_BENCH_HOWTO}")
+        return path
+    package = os.path.dirname(os.path.realpath(__file__))
+    path = os.path.join(os.path.dirname(package), "benchmarks")
+    if not usable(path):
+        raise CLIError(_BENCH_HOWTO)
+    return path
+
+
+def _cmd_bench(argv: list) -> int:
+    """``lowrank-core bench [SUBCOMMAND] ARGS`` -> ``benchmarks/compare.py`` of the source tree.
+
+    The arguments are validated first with the harness's own parser, made to report
     errors in one line like the rest of the command line.
     """
+    import importlib.util
+
+    explicit, argv = _split_benchmarks_dir(argv)
+    path = _find_benchmarks(explicit)
+    spec = importlib.util.spec_from_file_location("_lowrank_core_bench",
+                                                  os.path.join(path, "compare.py"))
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
     prog = f"{PROG} bench"
-    build = getattr(comparison, "build_parser", None)
-    if callable(build):
-        parser = build(prog)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(compare.usage(prog).replace(
+            "[options]", "[--benchmarks-dir DIR] [options]", 1))
+        print()
+    parser = compare.build_parser(argv, prog)
+    sub = compare.split_command(argv)[0]
+    shown = parser.prog
 
-        def one_line(message):
-            raise _UsageError(f"{prog}: error: {message} (see '{prog} --help')")
+    def one_line(message):
+        raise _UsageError(f"{shown}: error: {message} (see '{shown} --help')")
 
-        parser.error = one_line
-        parser.parse_args(argv)
-    return int(comparison.main(argv, prog=prog) or 0)
-
-
-def _cmd_bench(args) -> int:
-    from .benchmark import run_dense_benchmark
-
-    run_dense_benchmark(quick=args.quick, dtypes=[np.dtype(d).type for d in args.dtypes],
-                        kinds=args.kinds, k=args.k, repeats=args.repeats,
-                        n_threads=args.threads, out=print)
-    return 0
+    parser.error = one_line
+    parser.parse_args(argv[1:] if argv[:1] == [sub] else argv)
+    return int(compare.main(argv, prog=prog) or 0)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -354,12 +397,12 @@ def _threads(text):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``lowrank-core`` with its four subcommands."""
-    from .methods import METHODS
+    from . import __version__
+    from .experiments import EXPERIMENTS
     from .initialization import INITS
+    from .methods import METHODS
     from .problem_io import FORMAT_HELP
     from .problems import OPERATOR_BUILDERS
-    from .experiments import EXPERIMENTS
-    from . import __version__
 
     fmt = argparse.RawDescriptionHelpFormatter
     ap = _Parser(prog=PROG, formatter_class=fmt,
@@ -472,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--list", action="store_true", help="list the experiments")
     r.add_argument("--all", action="store_true", help="run every experiment")
     r.add_argument("--quick", action="store_true",
-                   help="small sizes (seconds each; verdicts only indicative)")
+                   help="small sizes (seconds each; verdicts say 'not checked at --quick size')")
     r.add_argument("--out", default="figures", metavar="DIR",
                    help="output folder (default ./figures)")
     r.add_argument("--seed", type=_nonneg_int, default=0, help="(default 0)")
@@ -481,24 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", "-v", action="store_true", help="one line per run on stderr")
     r.set_defaults(func=_cmd_reproduce)
 
-    # bench
-    b = sub.add_parser("bench", formatter_class=fmt,
-                       help="per-iteration throughput per operator and dtype vs numpy",
-                       description="Time one residual_gradient (the per-iteration product of "
-                                   "every method) for each operator kind and dtype, with the "
-                                   "same computation in plain numpy beside it. (This build "
-                                   "lacks lowrank_core.comparison: dense kinds only.)")
-    b.add_argument("--quick", action="store_true", help="small sizes")
-    b.add_argument("--kinds", nargs="+", choices=("dense", "symmetric"),
-                   default=["dense", "symmetric"], help="operator kinds")
-    b.add_argument("--dtypes", nargs="+", choices=("float64", "float32"),
-                   default=["float64", "float32"])
-    b.add_argument("--k", type=_positive_int, default=5, help="factor width (default 5)")
-    b.add_argument("--repeats", type=_positive_int, default=7, help="(default 7; median)")
-    b.add_argument("--threads", type=_threads, default=None, help=threads_help)
-    b.add_argument("--no-solves", action="store_true",
-                   help="accepted for compatibility (this table has no solves)")
-    b.set_defaults(func=_cmd_bench)
+    # bench (forwarded to benchmarks/compare.py of the source tree; see _cmd_bench)
+    sub.add_parser("bench", add_help=False,
+                   help="lowrank_core against numpy / scipy.sparse / PyTorch (benchmark "
+                        "harness of a source checkout; 'bench --help' for its options)")
     return ap
 
 
@@ -509,15 +538,13 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from .plotting import PlottingUnavailable
     from .problem_io import ProblemFileError
-    from .experiments import ExperimentUnavailable
 
     with warnings.catch_warnings():
         if not debug:
             warnings.showwarning = _one_line_warning
         try:
-            comparison = _comparison_module() if argv[:1] == ["bench"] else None
-            if comparison is not None:
-                return _forward_bench(comparison, argv[1:])
+            if argv[:1] == ["bench"]:
+                return _cmd_bench(argv[1:])
             parser = build_parser()
             args = parser.parse_args(argv)
             return int(args.func(args))
@@ -531,7 +558,7 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
-        except (CLIError, PlottingUnavailable, ProblemFileError, ExperimentUnavailable) as exc:
+        except (CLIError, PlottingUnavailable, ProblemFileError) as exc:
             if debug:
                 raise
             print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -11,18 +11,22 @@ The driver validates, initializes, and then per iteration t:
 
 So iterate t's evaluation serves both its metrics and its step, and a solve allocates
 nothing per iteration in the loop besides the history entries.
+
+What is recorded along the way (history rows, truth metrics, the progress bar) lives in
+:mod:`lowrank_core.recording`; this module is only the validation and the loop.
 """
 
 from __future__ import annotations
 
-import numbers
-import sys
 import time as _time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from . import _steps, metrics
+from ._threads import thread_limit
 from ._validation import (
     as_float_array,
     check_positive_float,
@@ -30,25 +34,16 @@ from ._validation import (
     check_random_state,
 )
 from .initialization import initial_factors, top_singular_value
-from .methods import METHODS, SolverState, StepFailure
-from .results import STATUSES, History, SolveResult
+from .methods import METHODS, SolverState, StepFailure, StepRule
+from .recording import METRICS, Progress, Recorder, Truth, parse_record
+from .results import STATUSES, SolveResult
 
-__all__ = ["solve", "METRICS", "DIVERGENCE_FACTOR", "UnobservedAntisymmetryWarning"]
+__all__ = ["DIVERGENCE_FACTOR", "METRICS", "UnobservedAntisymmetryWarning", "solve"]
 
 
 class UnobservedAntisymmetryWarning(UserWarning):
     """An asymmetric (F G^T) run on an operator whose A_i are all symmetric."""
 
-#: Metrics ``record`` may name, and what they are.
-METRICS = {
-    "loss": "objective: 1/4 ||A(X X^T) - y||^2 (symmetric) or 1/2 ||A(F G^T) - y||^2",
-    "residual": "relative residual ||A(F G^T) - y|| / ||y||",
-    "error": "relative error ||F G^T - M*||_F / ||M*||_F (needs truth)",
-    "imbalance": "||F^T F - G^T G||_F (asymmetric runs)",
-    "tail_sv": "sigma_{r+1}(F G^T), r = rank of the truth (needs truth)",
-    "grad_norm": "Frobenius norm of the loss gradient (both factors)",
-    "time": "seconds since the first iteration started",
-}
 
 #: A run is declared diverged when the relative residual exceeds this factor times
 #: max(1, the initial relative residual), or any value is non-finite.
@@ -57,7 +52,10 @@ DIVERGENCE_FACTOR = 1e6
 
 # ---------------------------------------------------------------------------- helpers
 class _Context:
-    """Lazily computed data-dependent quantities shared by defaults (one per solve)."""
+    """Lazily computed data-dependent quantities shared by defaults (one per solve).
+
+    ``y`` is the validated measurement vector.
+    """
 
     def __init__(self, operator, y, rng):
         self.operator, self.y, self.rng = operator, y, rng
@@ -71,162 +69,27 @@ class _Context:
         return self._sigma
 
 
-class _Truth:
-    """The ground truth as factors (L, R) or dense, with O((n1+n2)k^2) metrics."""
+@dataclass(frozen=True)
+class _Settings:
+    """The validated arguments of one solve (everything but the operator, y and rng)."""
 
-    def __init__(self, truth, shape, k):
-        n1, n2 = shape
-        self.dense = None
-        if hasattr(truth, "truth_factors"):
-            L, R = truth.truth_factors
-            self.rank = int(getattr(truth, "rank", np.asarray(L).shape[1]))
-        elif isinstance(truth, (tuple, list)):
-            if len(truth) != 2:
-                raise ValueError("truth must be a Problem, a pair (L, R) with M* = L R^T, "
-                                 "or a dense (n1, n2) array")
-            L, R = truth
-            self.rank = None
-        else:
-            self.dense = as_float_array(truth, "truth", shape=(n1, n2))
-            self.rank = int(np.linalg.matrix_rank(self.dense))
-            self.norm = float(np.linalg.norm(self.dense))
-        if self.dense is None:
-            L = as_float_array(L, "truth[0] (L)", ndim=2)
-            R = as_float_array(R, "truth[1] (R)", ndim=2)
-            if L.shape[0] != n1 or R.shape[0] != n2 or L.shape[1] != R.shape[1]:
-                raise ValueError(f"truth factors must have shapes ({n1}, r) and ({n2}, r), "
-                                 f"got {L.shape} and {R.shape}")
-            self.L, self.R = L, R
-            if self.rank is None:
-                self.rank = L.shape[1]
-            self.norm = metrics.factored_norm(L, R)
-        if not self.norm > 0:
-            raise ValueError("truth must be nonzero (the error is relative to ||M*||_F)")
-
-    def error_and_tail(self, F, G) -> tuple[float, float]:
-        """(||F G^T - M*||_F / ||M*||_F, sigma_{r+1}(F G^T)) sharing one pair of QRs.
-
-        With factors: thin QR of [F, -L] = Q_A R_A and [G, R] = Q_B R_B give the error as
-        ||R_A R_B^T||_F (accurate to rounding) and, because the leading k x k blocks of
-        R_A and R_B are the R factors of F and G, the singular values of F G^T as those
-        of R_A[:k, :k] R_B[:k, :k]^T. Cost O((n1 + n2)(k + r)^2).
-        """
-        k, r = F.shape[1], self.rank
-        if self.dense is not None:
-            err = float(np.linalg.norm(F @ G.T - self.dense)) / self.norm
-            tail = float(metrics.singular_values(F, G)[r]) if k > r else 0.0
-            return err, tail
-        A = np.hstack([F, -self.L.astype(F.dtype, copy=False)])
-        B = np.hstack([G, self.R.astype(G.dtype, copy=False)])
-        if A.shape[0] < A.shape[1] or B.shape[0] < B.shape[1]:  # tiny problems
-            err = metrics.factored_distance(F, G, self.L, self.R) / self.norm
-            tail = float(metrics.singular_values(F, G)[r]) if k > r else 0.0
-            return err, tail
-        RA = np.linalg.qr(A, mode="r")
-        RB = np.linalg.qr(B, mode="r")
-        err = float(np.linalg.norm(RA @ RB.T)) / self.norm
-        tail = 0.0
-        if k > r:
-            tail = float(np.linalg.svd(RA[:k, :k] @ RB[:k, :k].T, compute_uv=False)[r])
-        return err, tail
-
-    def error(self, F, G) -> float:
-        """||F G^T - M*||_F / ||M*||_F."""
-        if self.dense is not None:
-            return float(np.linalg.norm(F @ G.T - self.dense)) / self.norm
-        return metrics.factored_distance(F, G, self.L, self.R) / self.norm
-
-
-def _parse_record(record, symmetric, have_truth):
-    """(names, every) from ``record``."""
-    available = [n for n in METRICS
-                 if (have_truth or n not in ("error", "tail_sv"))
-                 and not (symmetric and n == "imbalance")]
-    every = 1
-    names = None
-    spec = record
-    if isinstance(spec, dict):
-        unknown = set(spec) - {"metrics", "every"}
-        if unknown:
-            raise ValueError(f"record dict takes keys 'metrics' and 'every', got {sorted(unknown)}")
-        every = spec.get("every", 1)
-        names = spec.get("metrics", None)
-    elif spec is None or spec is True or spec == "all":
-        names = None
-    elif spec is False:
-        names = ()
-    elif isinstance(spec, numbers.Integral):
-        every = spec
-    elif isinstance(spec, str):
-        names = (spec,)
-    else:
-        try:
-            names = tuple(spec)
-        except TypeError:
-            raise TypeError("record must be None, 'all', False, a metric name, a sequence of "
-                            "names, an int (record every that many iterations) or a dict "
-                            f"{{'metrics': ..., 'every': ...}}; got {record!r}") from None
-    every = check_positive_int(every, "record every")
-    if names is None or names == "all":
-        return tuple(available), every
-    if isinstance(names, str):
-        names = (names,)
-    names = tuple(names)
-    for n in names:
-        if n not in METRICS:
-            raise ValueError(f"unknown metric {n!r} in record; choose from "
-                             f"{', '.join(METRICS)}")
-        if n in ("error", "tail_sv") and not have_truth:
-            raise ValueError(f"record metric {n!r} needs truth=... (a Problem, (L, R) or "
-                             "an array)")
-    return tuple(n for n in METRICS if n in names and n in available), every
-
-
-class _Progress:
-    """tqdm bar when tqdm is installed, else a throttled one-line stderr display."""
-
-    def __init__(self, enabled, total, method):
-        self.bar = None
-        self.enabled = enabled
-        self._last = 0.0
-        self.total = total
-        self.method = method
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            tqdm = None
-        if tqdm is not None:
-            self.bar = tqdm(total=total, desc=method, unit="it", leave=True)
-
-    def update(self, t, residual):
-        if not self.enabled:
-            return
-        now = _time.perf_counter()
-        if self.bar is not None:
-            self.bar.n = t
-            if now - self._last > 0.1:
-                self.bar.set_postfix_str(f"residual={residual:.3e}", refresh=False)
-                self.bar.refresh()
-                self._last = now
-        elif now - self._last > 0.5:
-            sys.stderr.write(f"\r{self.method}: iteration {t}/{self.total} "
-                             f"residual={residual:.3e}")
-            sys.stderr.flush()
-            self._last = now
-
-    def close(self, t, residual):
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.n = t
-            self.bar.set_postfix_str(f"residual={residual:.3e}", refresh=False)
-            self.bar.close()
-        else:
-            sys.stderr.write(f"\r{self.method}: iteration {t}/{self.total} "
-                             f"residual={residual:.3e}\n")
-            sys.stderr.flush()
+    rank: int
+    rule: type[StepRule]
+    symmetric: bool
+    init: Any
+    init_scale: Any
+    step: float | None
+    max_iter: int
+    tol: float
+    max_time: float | None
+    truth: Truth | None
+    names: tuple[str, ...]
+    every: int
+    callback: Callable | None
+    progress: bool
+    options: dict = field(default_factory=dict)
+    seed: Any = None
+    n_threads: int | None = None
 
 
 def _check_operator(operator):
@@ -314,7 +177,8 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
     seed : None, int or numpy Generator
         Randomness of the initialization (and ARPACK start vectors).
     n_threads : int, optional
-        OpenMP threads of the operator's kernels during this solve (restored after).
+        OpenMP threads of the operator's kernels during this solve (None: the
+        operator's own setting). The operator itself is not modified.
     progress : bool
         Show a progress bar with the current residual (tqdm if installed).
     **method_options
@@ -378,71 +242,38 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
     options = rule_cls.check_options(method_options)
-    truth_obj = _Truth(truth, operator.shape, rank) if truth is not None else None
-    names, every = _parse_record(record, symmetric, truth_obj is not None)
+    truth_obj = Truth(truth, operator.shape) if truth is not None else None
+    names, every = parse_record(record, symmetric, truth_obj is not None)
     rng = check_random_state(seed)
-
-    saved_threads = getattr(operator, "_n_threads_request", None)
-    if n_threads is not None:
-        operator.n_threads = n_threads
-    try:
-        return _run(operator, y, rank, rule_cls, symmetric, init, init_scale, step,
-                    max_iter, tol, max_time, truth_obj, names, every, callback, rng,
-                    progress, options, seed)
-    finally:
-        if n_threads is not None:
-            operator.n_threads = saved_threads
+    settings = _Settings(rank=rank, rule=rule_cls, symmetric=symmetric, init=init,
+                         init_scale=init_scale, step=step, max_iter=max_iter, tol=tol,
+                         max_time=max_time, truth=truth_obj, names=names, every=every,
+                         callback=callback, progress=bool(progress), options=options,
+                         seed=seed, n_threads=n_threads)
+    # The operator is not modified: its kernels resolve their thread count through
+    # lowrank_core._threads, which honours this block.
+    with thread_limit(n_threads):
+        return _run(operator, y, settings, rng)
 
 
-def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, tol,
-         max_time, truth, names, every, callback, rng, progress, options, seed):
+def _run(operator, y, s: _Settings, rng) -> SolveResult:
+    """The loop of :func:`solve` on validated arguments (``y`` already checked)."""
+    rule_cls, truth = s.rule, s.truth
     t_init = _time.perf_counter()
     context = _Context(operator, y, rng)
-    F0, G0 = initial_factors(operator, y, k, symmetric, init, init_scale, rng)
-    state = SolverState(operator, y, F0, G0, symmetric)
-    if step is None:
-        step = rule_cls.resolve_step(context)
-    rule = rule_cls(state, step, options, context)
-    state.want_grams = rule.needs_grams or "imbalance" in names
+    F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, s.init, s.init_scale, rng)
+    state = SolverState(operator, y, F0, G0, s.symmetric)
+    step = s.step if s.step is not None else rule_cls.resolve_step(context)
+    rule = rule_cls(state, step, s.options, context)
+    state.want_grams = rule.needs_grams or "imbalance" in s.names
     init_time = _time.perf_counter() - t_init
 
-    hist = {name: [] for name in names}
-    iterations: list[int] = []
-    progress_bar = _Progress(bool(progress), max_iter, rule_cls.name)
-
-    want_truth = truth is not None and ("error" in names or "tail_sv" in names)
-
-    def record_metrics(t, elapsed):
-        iterations.append(t)
-        F, G = state.F, state.G
-        if want_truth:
-            err, tail = truth.error_and_tail(F, G)
-        for name in names:
-            if name == "loss":
-                v = state.loss
-            elif name == "residual":
-                v = state.residual
-            elif name == "time":
-                v = elapsed
-            elif name == "grad_norm":
-                v = state.grad_norm()
-            elif name == "imbalance":
-                v = _steps.difference_norm(state.gram_F, state.gram_G)
-            elif name == "error":
-                v = err
-            else:  # tail_sv
-                v = tail
-            hist[name].append(float(v))
-
-    def drop_last_record():
-        if iterations:
-            iterations.pop()
-            for lst in hist.values():
-                lst.pop()
+    recorder = Recorder(s.names, truth)
+    progress_bar = Progress(s.progress, s.max_iter, rule_cls.name)
+    max_iter, tol, max_time, callback = s.max_iter, s.tol, s.max_time, s.callback
 
     status = None
     message = ""
-    last_recorded = -1
     evaluated = -1          # iteration whose evaluation is in the state's buffers
     reference = None
     elapsed = 0.0
@@ -474,9 +305,8 @@ def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, 
                                f"exceeds {DIVERGENCE_FACTOR:g} x max(1, initial residual) "
                                f"(try a smaller step than {step:g})")
                 break
-            if names and t % every == 0:
-                record_metrics(t, elapsed)
-                last_recorded = t
+            if s.names and t % s.every == 0:
+                recorder.record(state, t, elapsed)
             progress_bar.update(t, residual)
             if residual <= tol:
                 status = "converged"
@@ -515,24 +345,22 @@ def _run(operator, y, k, rule_cls, symmetric, init, init_scale, step, max_iter, 
     t = state.iteration
     if evaluated != t:
         state.evaluate()
-    if last_recorded != t and np.isfinite(state.half_sq):
-        if last_recorded > t:  # divergence stepped back past the last record
-            drop_last_record()
-        record_metrics(t, elapsed)
+    if recorder.last != t and np.isfinite(state.half_sq):
+        if recorder.last > t:  # divergence stepped back past the last record
+            recorder.drop_last()
+        recorder.record(state, t, elapsed)
     progress_bar.close(t, state.residual)
 
-    history = History(iteration=np.asarray(iterations, dtype=np.int64))
-    for name in names:
-        history[name] = np.asarray(hist[name], dtype=np.float64)
-    used = {"method": rule_cls.name, "symmetric": symmetric, "rank": k,
-            "init": init if isinstance(init, str) else "array",
-            "init_scale": init_scale, "step": float(step), "max_iter": max_iter, "tol": tol,
+    seed = s.seed
+    used = {"method": rule_cls.name, "symmetric": s.symmetric, "rank": s.rank,
+            "init": s.init if isinstance(s.init, str) else "array",
+            "init_scale": s.init_scale, "step": float(step), "max_iter": max_iter, "tol": tol,
             "max_time": max_time, "seed": seed if not isinstance(seed, np.random.Generator)
-            else "Generator", "record": {"metrics": list(names), "every": every},
+            else "Generator", "record": {"metrics": list(s.names), "every": s.every},
             "n_threads": getattr(operator, "n_threads", None)}
     used.update(rule.options)
-    return _result(state, rule, status, message, elapsed, init_time, history, truth,
-                   options=used)
+    return _result(state, rule, status, message, elapsed, init_time, recorder.history(),
+                   truth, options=used)
 
 
 def _result(state, rule, status, message, elapsed, init_time, history, truth, *,

@@ -31,15 +31,24 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KINDS", "FORMAT_HELP", "LoadedProblem", "ProblemFileError", "load_problem",
-           "save_problem"]
+from .operators import OPERATORS
 
-#: Operator kinds of the format, in documentation order.
-KINDS = ("dense", "symmetric", "sparse", "entries", "rank-one")
+__all__ = [
+    "FORMAT_HELP",
+    "KINDS",
+    "LoadedProblem",
+    "ProblemFileError",
+    "load_problem",
+    "save_problem",
+]
+
+#: Operator kinds of the format: the registered kinds (lowrank_core.operators.OPERATORS).
+KINDS = tuple(OPERATORS)
 
 #: Plain-text summary of the format (shown by ``lowrank-core solve --help``).
 FORMAT_HELP = """\
@@ -89,16 +98,6 @@ class LoadedProblem:
         return int(self.truth_factors[0].shape[1])
 
 
-def _structured(name):
-    import lowrank_core
-
-    cls = getattr(lowrank_core, name, None)
-    if cls is None:
-        raise ProblemFileError(f"operator kind needs lowrank_core.{name}, which this build "
-                               "does not have")
-    return cls
-
-
 def _get(data, key, path, *, ndim=None, kind="float", optional=False):
     if key not in data.files:
         if optional:
@@ -118,50 +117,40 @@ def _get(data, key, path, *, ndim=None, kind="float", optional=False):
             arr = arr.astype(np.float64)
         if not np.all(np.isfinite(arr)):
             raise ProblemFileError(f"{path}: key {key!r} contains NaN or infinite values")
-    elif kind == "int":
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise ProblemFileError(f"{path}: key {key!r} must be an integer array, got dtype "
-                                   f"{arr.dtype}")
+    elif kind == "int" and not np.issubdtype(arr.dtype, np.integer):
+        raise ProblemFileError(f"{path}: key {key!r} must be an integer array, got dtype "
+                               f"{arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
         raise ProblemFileError(f"{path}: key {key!r} must be {ndim}-D, got shape {arr.shape}")
     return arr
 
 
-def _shape(data, path):
-    shape = _get(data, "shape", path, ndim=1, kind="int")
-    if shape.shape != (2,) or np.any(shape <= 0):
-        raise ProblemFileError(f"{path}: key 'shape' must be two positive integers (n1, n2), "
-                               f"got {shape.tolist()}")
-    return int(shape[0]), int(shape[1])
+class _FileArrays(Mapping):
+    """The archive's arrays as a mapping for ``from_arrays``; object arrays (which would
+    need pickles) are refused, naming the file and the key."""
+
+    def __init__(self, data, path):
+        self._data, self._path = data, path
+
+    def __getitem__(self, key):
+        if key not in self._data.files:
+            raise KeyError(key)
+        return _get(self._data, key, self._path, kind=None)
+
+    def __iter__(self):
+        return iter(self._data.files)
+
+    def __len__(self):
+        return len(self._data.files)
 
 
-def _build_operator(kind, data, path):
-    from .operators import DenseOperator, SymmetricDenseOperator
-
-    if kind == "dense":
-        return DenseOperator(_get(data, "A", path, ndim=3))
-    if kind == "symmetric":
-        return SymmetricDenseOperator(_get(data, "A", path, ndim=3))
-    if kind == "sparse":
-        cls = _structured("SparseOperator")
-        triplet = tuple(_get(data, k, path, ndim=1, kind="int") for k in ("meas", "rows", "cols"))
-        vals = _get(data, "vals", path, ndim=1)
-        m = _get(data, "m", path, kind="int", optional=True)
-        return cls((*triplet, vals), _shape(data, path), m=None if m is None else int(m))
-    if kind == "entries":
-        cls = _structured("EntryOperator")
-        rows = _get(data, "rows", path, ndim=1, kind="int")
-        cols = _get(data, "cols", path, ndim=1, kind="int")
-        scale = _get(data, "scale", path, optional=True)
-        y = _get(data, "y", path, ndim=1)
-        return cls(rows, cols, _shape(data, path), dtype=y.dtype,
-                   scale=1.0 if scale is None else float(scale))
-    if kind == "rank-one":
-        cls = _structured("RankOneOperator")
-        a = _get(data, "a", path, ndim=2)
-        b = _get(data, "b", path, ndim=2, optional=True)
-        return cls(a, b)
-    raise ProblemFileError(f"{path}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+def _build_operator(kind, data, path, dtype):
+    """The operator of a file's ``kind``, built by its class's ``from_arrays``."""
+    try:
+        return OPERATORS[kind].from_arrays(_FileArrays(data, path), dtype=dtype)
+    except KeyError as exc:
+        raise ProblemFileError(f"{path}: missing key {exc.args[0]!r} (see `lowrank-core "
+                               "solve --help` for the format)") from None
 
 
 def load_problem(path) -> LoadedProblem:
@@ -204,7 +193,8 @@ def load_problem(path) -> LoadedProblem:
             raise ProblemFileError(f"{path}: unknown kind {kind!r}; choose one of "
                                    f"{', '.join(KINDS)}")
         try:
-            op = _build_operator(kind, data, path)
+            y_dtype = _get(data, "y", path, ndim=1).dtype
+            op = _build_operator(kind, data, path, y_dtype)
         except ProblemFileError:
             raise
         except (ValueError, TypeError) as exc:
@@ -237,31 +227,6 @@ def load_problem(path) -> LoadedProblem:
                          truth_factors=factors, psd=psd)
 
 
-def _operator_arrays(op) -> dict:
-    from .operators import DenseOperator, SymmetricDenseOperator
-
-    if isinstance(op, SymmetricDenseOperator):
-        return {"kind": "symmetric", "A": op.matrices}
-    if isinstance(op, DenseOperator):
-        return {"kind": "dense", "A": op.matrices}
-    name = type(op).__name__
-    if name == "EntryOperator":
-        return {"kind": "entries", "rows": np.asarray(op.rows), "cols": np.asarray(op.cols),
-                "shape": np.asarray(op.shape, np.int64), "scale": np.float64(op.scale)}
-    if name == "RankOneOperator":
-        out = {"kind": "rank-one", "a": np.asarray(op.a)}
-        if not op.symmetric:  # the symmetric model y_i = a_i^T M a_i stores a only
-            out["b"] = np.asarray(op.b)
-        return out
-    if name == "SparseOperator":
-        coo = op.to_scipy().tocoo()
-        rows, cols = np.divmod(coo.col.astype(np.int64), op.shape[1])
-        return {"kind": "sparse", "meas": coo.row.astype(np.int64), "rows": rows,
-                "cols": cols, "vals": coo.data, "shape": np.asarray(op.shape, np.int64),
-                "m": np.int64(op.m)}
-    raise TypeError(f"cannot save a {name} operator in the problem file format")
-
-
 def save_problem(path, problem=None, *, operator=None, y=None, truth_factors=None) -> None:
     """Write a problem in the ``.npz`` format of :func:`load_problem`.
 
@@ -277,8 +242,12 @@ def save_problem(path, problem=None, *, operator=None, y=None, truth_factors=Non
         operator, y, truth_factors = problem.operator, problem.y, problem.truth_factors
     if operator is None or y is None:
         raise TypeError("save_problem needs a Problem or operator= and y=")
-    arrays = _operator_arrays(operator)
-    arrays["kind"] = np.array(arrays["kind"])
+    if getattr(operator, "kind", None) not in OPERATORS:
+        raise TypeError(f"cannot save a {type(operator).__name__} operator in the problem "
+                        "file format (only the registered kinds: "
+                        f"{', '.join(OPERATORS)})")
+    arrays = dict(operator.to_arrays())
+    arrays["kind"] = np.array(operator.kind)
     arrays["y"] = np.asarray(y)
     if truth_factors is not None:
         L, R = truth_factors

@@ -1,24 +1,22 @@
 """Synthetic low-rank recovery problems with known truth.
 
 :func:`make_problem` draws a rank-r truth M* = L R^T and a measurement operator, and returns
-y = A(M*) + noise. Operators are built through a registry (``OPERATOR_BUILDERS``) so each
-operator kind adds itself with one entry.
+y = A(M*) + noise. Operators are built by the ``random_ensemble`` of the registered kinds
+(:data:`lowrank_core.operators.ENSEMBLES`, mirrored here as ``OPERATOR_BUILDERS``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from . import metrics
-from .operators import DenseOperator, MeasurementOperator, SymmetricDenseOperator
-from .structured import EntryOperator, RankOneOperator, SparseOperator, sample_entries
-from ._validation import (check_dtype, check_positive_float, check_positive_int,
-                          check_random_state)
+from ._validation import check_dtype, check_positive_float, check_positive_int, check_random_state
+from .operators import ENSEMBLES, MeasurementOperator
 
-__all__ = ["Problem", "make_problem", "OPERATOR_BUILDERS"]
+__all__ = ["OPERATOR_BUILDERS", "Problem", "make_problem"]
 
 
 @dataclass
@@ -71,95 +69,10 @@ class Problem:
         return metrics.factored_distance(F, G, L, R) / metrics.factored_norm(L, R)
 
 
-def _build_gaussian(rng, n1, n2, m, psd, dtype, n_threads, symmetric_operator=None):
-    """Dense Gaussian: N(0, 1/m) entries; for a PSD truth, by default, the packed symmetric
-    ensemble (G_i + G_i^T)/(2 sqrt(m)). ``symmetric_operator=False`` measures a PSD truth
-    with general A_i instead: what an asymmetric (F G^T) run on a PSD target needs, since
-    symmetric A_i never observe the antisymmetric part of F G^T."""
-    if symmetric_operator is None:
-        symmetric_operator = psd
-    if symmetric_operator and n1 != n2:
-        raise ValueError("symmetric_operator=True needs a square problem")
-    if symmetric_operator:
-        return SymmetricDenseOperator.gaussian(m, n1, dtype=dtype, seed=rng, n_threads=n_threads)
-    return DenseOperator.gaussian(m, n1, n2, dtype=dtype, seed=rng, n_threads=n_threads)
-
-
-def _build_sparse(rng, n1, n2, m, psd, dtype, n_threads, s=10):
-    """m sparse A_i, each with ``s`` nonzeros at uniformly random positions (drawn with
-    replacement; a repeated position adds up) and i.i.d. N(0, n1 n2 / (m s)) values, so
-    E<A_i, M>^2 = ||M||_F^2 / m and E||A(M)||^2 = ||M||_F^2 exactly. For psd=True each
-    A_i is symmetrized, (B_i + B_i^T)/2, which measures symmetric M exactly as B_i does.
-    """
-    s = check_positive_int(s, "s")
-    nnz = m * s
-    meas = np.repeat(np.arange(m, dtype=np.int64), s)
-    rows = rng.integers(0, n1, nnz)
-    cols = rng.integers(0, n2, nnz)
-    vals = rng.standard_normal(nnz, dtype=dtype)
-    vals *= dtype.type(np.sqrt(n1 * n2 / (m * s)))
-    if psd:
-        half = dtype.type(0.5)
-        meas = np.concatenate([meas, meas])
-        rows, cols = np.concatenate([rows, cols]), np.concatenate([cols, rows])
-        vals = np.concatenate([vals * half, vals * half])
-    return SparseOperator((meas, rows, cols, vals), (n1, n2), m=m, n_threads=n_threads)
-
-
-def _build_entries(rng, n1, n2, m, psd, dtype, n_threads, p=None):
-    """Matrix completion on a uniformly random set Omega of distinct entries.
-
-    |Omega| = m (uniform m-subset), or, with ``p`` given and m=None, a Bernoulli(p) set
-    (|Omega| ~ Binomial(n1 n2, p), then a uniform subset of that size). The entries are
-    scaled by 1/sqrt(p_eff), p_eff = |Omega| / (n1 n2), so E||A(M)||^2 = ||M||_F^2 and
-    A^T(y) is the usual unbiased P_Omega(M)/p. Sampled row-major sorted, chunk by chunk,
-    never forming anything n1 x n2 (see :func:`lowrank_core.structured.sample_entries`).
-    psd=True keeps the same (non-symmetrized) sampling of a PSD truth.
-    """
-    total = n1 * n2
-    if p is not None:
-        if m is not None:
-            raise ValueError("operator='entries' takes either m (a count) or p (a fraction), "
-                             "not both; pass m=None with p")
-        p = check_positive_float(p, "p")
-        if p > 1:
-            raise ValueError(f"p must be a fraction in (0, 1], got {p}")
-        m = int(rng.binomial(total, p))
-        if m == 0:
-            raise ValueError(f"p={p} observed no entry of a {n1} x {n2} matrix; use a larger p")
-    elif m is None:
-        raise ValueError("operator='entries' needs m (number of observed entries) or p")
-    if m > total:
-        raise ValueError(f"m={m} exceeds the {total} entries of a {n1} x {n2} matrix")
-    rows, cols = sample_entries(n1, n2, m, rng)
-    return EntryOperator(rows, cols, (n1, n2), dtype=dtype, scale=1.0 / np.sqrt(m / total),
-                         n_threads=n_threads)
-
-
-def _build_rank_one(rng, n1, n2, m, psd, dtype, n_threads):
-    """Gaussian rank-one projections: a_i, b_i ~ N(0, I/sqrt(m)) so E||A(M)||^2 = ||M||_F^2;
-    psd=True gives the symmetric model y_i = a_i^T M a_i with a_i ~ N(0, I/sqrt(2m)), for
-    which E||A(M)||^2 = ||M||_F^2 + tr(M)^2/2 (its spectral estimate is debiased, see
-    RankOneOperator.spectral_operator)."""
-    return RankOneOperator.gaussian(m, n1, n2, symmetric=psd, dtype=dtype, seed=rng,
-                                    n_threads=n_threads)
-
-
-def _require_m(builder):
-    def build(rng, n1, n2, m, psd, dtype, n_threads, **options):
-        if m is None:
-            raise ValueError("m (the number of measurements) is required for this operator")
-        return builder(rng, n1, n2, m, psd, dtype, n_threads, **options)
-    build.__doc__ = builder.__doc__
-    return build
-
-
-#: operator kind -> builder(rng, n1, n2, m, psd, dtype, n_threads, **options) -> operator
+#: make_problem operator name -> builder(rng, n1, n2, m, psd, dtype, n_threads, **options),
+#: the ``random_ensemble`` of each registered kind that has an ensemble
 OPERATOR_BUILDERS: dict[str, Callable[..., MeasurementOperator]] = {
-    "gaussian": _require_m(_build_gaussian),
-    "sparse": _require_m(_build_sparse),
-    "entries": _build_entries,
-    "rank-one": _require_m(_build_rank_one),
+    name: cls.random_ensemble for name, cls in ENSEMBLES.items()
 }
 
 
@@ -209,33 +122,55 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
     **operator_options
         Passed to the operator's builder.
     """
+    n1, n2, rank, psd, cond, noise, dtype = _check_problem(n1, n2, rank, psd, cond, noise,
+                                                           dtype)
+    m = None if m is None else check_positive_int(m, "m")
+    if operator not in OPERATOR_BUILDERS:
+        raise ValueError(f"unknown operator {operator!r}; choose one of "
+                         f"{', '.join(sorted(OPERATOR_BUILDERS))}")
+    builder = OPERATOR_BUILDERS[operator]
+    return _measured_problem(
+        n1, n2, rank, psd, cond, noise, dtype, seed,
+        lambda rng: builder(rng, n1, n2, m, psd, dtype, n_threads, **operator_options))
+
+
+def _measured_problem(n1, n2, rank, psd, cond, noise, dtype, seed, build, info=None):
+    """Draw the truth from ``seed``, then the operator ``build(rng)`` from the same
+    generator, and measure y = A(L R^T) (+ noise): the one recipe of every synthetic
+    problem (arguments already validated by :func:`_check_problem`)."""
+    rng = check_random_state(seed)
+    s, L, R = _draw_truth(rng, n1, n2, rank, psd, cond, dtype)
+    op = build(rng)
+    y = op.forward_factored(L, R)
+    if noise > 0:
+        y += (noise * rng.standard_normal(op.m)).astype(dtype)
+    return Problem(operator=op, y=y, truth_factors=(L, R), rank=rank, psd=bool(psd),
+                   cond=cond, noise=noise, singular_values=s, seed=seed,
+                   info={} if info is None else info)
+
+
+def _check_problem(n1, n2, rank, psd, cond, noise, dtype):
+    """Validated (n1, n2, rank, psd, cond, noise, dtype) of a synthetic problem."""
     n1 = check_positive_int(n1, "n1")
     n2 = n1 if n2 is None else check_positive_int(n2, "n2")
     rank = check_positive_int(rank, "rank")
     if rank > min(n1, n2):
         raise ValueError(f"rank must be between 1 and min(n1, n2) = {min(n1, n2)}, got {rank}")
-    m = None if m is None else check_positive_int(m, "m")
     if psd and n1 != n2:
         raise ValueError(f"psd=True needs a square problem, got n1={n1}, n2={n2}")
     cond = check_positive_float(cond, "cond")
     if cond < 1:
         raise ValueError(f"cond must be >= 1, got {cond}")
     noise = check_positive_float(noise, "noise", allow_zero=True)
-    dtype = check_dtype(dtype)
-    if operator not in OPERATOR_BUILDERS:
-        raise ValueError(f"unknown operator {operator!r}; choose one of "
-                         f"{', '.join(sorted(OPERATOR_BUILDERS))}")
-    rng = check_random_state(seed)
+    return n1, n2, rank, psd, cond, noise, check_dtype(dtype)
 
+
+def _draw_truth(rng, n1, n2, rank, psd, cond, dtype):
+    """(s, L, R): singular values 1 .. 1/cond and truth factors M* = L R^T (R is L for
+    PSD), U, V Haar-random orthonormal; the first draws of ``rng`` of every problem."""
     s = np.linspace(1.0, 1.0 / cond, rank)
     U = _orthonormal(rng, n1, rank, np.float64)
     V = U if psd else _orthonormal(rng, n2, rank, np.float64)
     L = (U * np.sqrt(s)).astype(dtype)
     R = L if psd else (V * np.sqrt(s)).astype(dtype)
-
-    op = OPERATOR_BUILDERS[operator](rng, n1, n2, m, psd, dtype, n_threads, **operator_options)
-    y = op.forward_factored(L, R)
-    if noise > 0:
-        y += (noise * rng.standard_normal(op.m)).astype(dtype)
-    return Problem(operator=op, y=y, truth_factors=(L, R), rank=rank, psd=bool(psd),
-                   cond=cond, noise=noise, singular_values=s, seed=seed)
+    return s, L, R

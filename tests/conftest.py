@@ -25,4 +25,4 @@ def rng():
 def _threads_even_for_small_problems(monkeypatch):
     """Dense operators use fewer threads for small problems; the tests' problems are small
     but must still exercise the multi-threaded partitions."""
-    monkeypatch.setattr(lowrank_core.operators._DenseBase, "min_entries_per_thread", 1)
+    monkeypatch.setattr(lowrank_core.operators.dense._DenseBase, "min_entries_per_thread", 1)

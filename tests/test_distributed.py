@@ -409,7 +409,7 @@ def test_operators_pickle_without_lock():
     import pickle
 
     op = lc.SymmetricDenseOperator.gaussian(30, 4, seed=0)
-    part = op._take_rows(10, 20)
+    part = op.take_rows(10, 20)
     back = pickle.loads(pickle.dumps(part))
     np.testing.assert_array_equal(back.packed, op.packed[10:20])
     X = np.ones((4, 2))
@@ -417,7 +417,7 @@ def test_operators_pickle_without_lock():
     for a, b in zip(back.residual_gradient(X, None, y), part.residual_gradient(X, None, y)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="row range"):
-        op._take_rows(5, 5)
+        op.take_rows(5, 5)
 
 
 def test_finiteness_check_without_full_size_temporary():
@@ -485,6 +485,24 @@ def test_structured_shards_match_single_process(client, kind, psd):
             assert rel(got, ref) < 0.2
         else:
             assert rel(got, ref) < 1e-12
+
+
+@pytest.mark.parametrize(("kind", "psd"), [("gaussian", False), ("gaussian", True)] + STRUCTURED)
+def test_sharded_adjoint_products_match_numpy(client, kind, psd):
+    """adjoint_products on shards (summed in shard order) against numpy on A^T(w)."""
+    p = (local_problem("symmetric" if psd else "dense", np.float64) if kind == "gaussian"
+         else structured_problem(kind, psd))
+    op = p.operator
+    F, G = factors(*op.shape, 3, np.float64)
+    w = np.random.default_rng(3).standard_normal(op.m)
+    S = op.adjoint(w)  # itself checked against numpy in test_operator_contract.py
+    with ShardedOperator.from_operator(op, 3, client) as sop:
+        SG, StF = sop.adjoint_products(w, F, G)
+        assert rel(SG, S @ G) < 1e-12
+        assert rel(StF, S.T @ F) < 1e-12
+        if psd:
+            SX, StX = sop.adjoint_products(w, F)
+            assert rel(SX, S @ F) < 1e-12 and rel(StX, S.T @ F) < 1e-12
 
 
 # ------------------------------------------------------------------------ solve()

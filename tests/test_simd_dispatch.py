@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import lowrank_core as lc
-from lowrank_core import _kernels, structured
+from lowrank_core import _kernels
+from lowrank_core.operators import _indexing, entries, rankone
 from lowrank_core import _rankone as rankone_base
 
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -114,8 +115,8 @@ def test_builds_report_their_target():
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_operator_on_both_builds(kernel, monkeypatch, dtype, symmetric):
     """RankOneOperator's public products with each build swapped in."""
-    monkeypatch.setattr(structured, "_rankone", kernel)
-    monkeypatch.setattr(structured, "_MIN_FLOPS_PER_THREAD", 1)
+    monkeypatch.setattr(rankone, "_rankone", kernel)
+    monkeypatch.setattr(rankone, "MIN_FLOPS_PER_THREAD", 1)
     rng = np.random.default_rng(11)
     dt = np.dtype(dtype)
     m, n1, n2, k = 83, 19, 15, 6
@@ -140,7 +141,7 @@ def _variant_in_subprocess(env_value):
     env.pop(_kernels.DISABLE_ENV, None)
     if env_value is not None:
         env[_kernels.DISABLE_ENV] = env_value
-    code = ("import lowrank_core, lowrank_core.structured as s; "
+    code = ("import lowrank_core, lowrank_core.operators.rankone as s; "
             "print(lowrank_core.simd_variant(), s._rankone.__name__)")
     # outside the repository: python -c puts its working directory on sys.path
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
@@ -186,7 +187,7 @@ def _entries_builds():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_entries_kernel_every_width_matches_numpy(monkeypatch, k, dtype):
     """EntryOperator.residual_gradient with each build against gather + bincount."""
-    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    monkeypatch.setattr(_indexing, "MIN_ENTRIES_PER_THREAD", 1)
     rng = np.random.default_rng(100 + k)
     dt = np.dtype(dtype)
     n1, n2, nobs = 23, 17, 150
@@ -202,7 +203,7 @@ def test_entries_kernel_every_width_matches_numpy(monkeypatch, k, dtype):
     StF_ref = np.zeros((n2, k))
     np.add.at(StF_ref, cols, z_ref[:, None] * F64[rows])
     for build in _entries_builds():
-        monkeypatch.setattr(structured, "_entries", build)
+        monkeypatch.setattr(entries, "_entries", build)
         for n_threads in (1, 3):
             op = lc.EntryOperator(rows, cols, (n1, n2), dtype=dt, n_threads=n_threads)
             loss, z, SG, StF = op.residual_gradient(F, G, y)

@@ -372,6 +372,30 @@ def test_n_threads_is_restored(prob):
     assert op._n_threads_request == before
 
 
+def test_n_threads_reaches_the_kernels_without_writing_the_operator(prob, monkeypatch):
+    """solve(n_threads=1) on an operator set to 2 threads: its kernels see 1 during the
+    solve (in the callback and in result.options), the operator is never assigned to,
+    and afterwards its own setting is in force again."""
+    op = lc.DenseOperator(prob.operator.matrices, n_threads=2)
+    cls = type(op)
+    prop = cls.n_threads
+
+    def refuse(self, value):
+        raise AssertionError("solve() assigned operator.n_threads")
+
+    monkeypatch.setattr(cls, "n_threads", property(prop.fget, refuse))
+    seen = []
+    res = lc.solve(op, prob.y, 2, max_iter=3, n_threads=1,
+                   callback=lambda r: seen.append(op.n_threads))
+    assert seen == [1, 1, 1]
+    assert res.options["n_threads"] == 1
+    assert op.n_threads == 2
+    # the same solve without n_threads runs on the operator's own 2 threads
+    seen.clear()
+    res = lc.solve(op, prob.y, 2, max_iter=1, callback=lambda r: seen.append(op.n_threads))
+    assert seen == [2] and res.options["n_threads"] == 2
+
+
 def test_asymmetric_run_on_symmetric_operator_warns(psd):
     with pytest.warns(UnobservedAntisymmetryWarning, match="antisymmetric"):
         solve(psd.operator, psd.y, 2, max_iter=2)

@@ -11,10 +11,10 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 import lowrank_core as lc
-from lowrank_core import structured
+from lowrank_core.operators import _indexing, sample_entries
 
 DTYPES = [np.float64, np.float32]
-RTOL = {np.float64: 1e-12, np.float32: 2e-5}
+RTOL = {np.float64: 1e-12, np.float32: 1e-5}
 N1, N2, K = 23, 17, 4
 
 
@@ -48,24 +48,8 @@ def factors(rng, n1, n2, k, dtype):
 
 
 # ----------------------------------------------------------------- operator cases
-# Each case: (operator, dense reference matrix Aref of shape (m, n1*n2), flags).
-
-def entry_case(rng, dtype, *, sorted_input=False, scale=1.0, repeats=True, n_threads=None):
-    m = 150
-    rows = rng.integers(0, N1 - 3, m)  # rows N1-3..N1-1 never observed (empty rows)
-    cols = rng.integers(0, N2 - 2, m)  # columns N2-2, N2-1 never observed
-    if repeats:
-        rows[10:20] = rows[0]
-        cols[10:20] = cols[0]  # the same entry observed 11 times
-    if sorted_input:
-        order = np.lexsort((cols, rows))
-        rows, cols = rows[order], cols[order]
-    op = lc.EntryOperator(rows, cols, (N1, N2), dtype=dtype, scale=scale,
-                          n_threads=n_threads)
-    Aref = np.zeros((m, N1 * N2))
-    Aref[np.arange(m), rows * N2 + cols] = scale
-    return op, Aref
-
+# (operator, dense reference matrix Aref of shape (m, n1*n2)); the products common to
+# every kind are checked on all kinds in test_operator_contract.py.
 
 def sparse_case(rng, dtype, *, use_scipy=False, n_threads=None):
     m, s = 60, 5
@@ -86,198 +70,6 @@ def sparse_case(rng, dtype, *, use_scipy=False, n_threads=None):
     else:
         op = lc.SparseOperator((meas, rr, cc, vals), (N1, N2), m=m, n_threads=n_threads)
     return op, Aref
-
-
-def rank_one_case(rng, dtype, *, symmetric=False, n_threads=None, block=7):
-    m = 90
-    a = rng.standard_normal((m, N1)).astype(dtype)
-    if symmetric:
-        op = lc.RankOneOperator(a, n_threads=n_threads, block=block)
-        b = a
-        n2 = N1
-    else:
-        b = rng.standard_normal((m, N2)).astype(dtype)
-        op = lc.RankOneOperator(a, b, n_threads=n_threads, block=block)
-        n2 = N2
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    Aref = np.einsum("ij,il->ijl", a64, b64).reshape(m, N1 * n2)
-    return op, Aref
-
-
-CASES = {
-    "entries": lambda rng, dt, **kw: entry_case(rng, dt, **kw),
-    "entries-sorted": lambda rng, dt, **kw: entry_case(rng, dt, sorted_input=True,
-                                                         scale=0.5, **kw),
-    "sparse": lambda rng, dt, **kw: sparse_case(rng, dt, **kw),
-    "sparse-scipy": lambda rng, dt, **kw: sparse_case(rng, dt, use_scipy=True, **kw),
-    "rank-one": lambda rng, dt, **kw: rank_one_case(rng, dt, **kw),
-    "rank-one-sym": lambda rng, dt, **kw: rank_one_case(rng, dt, symmetric=True, **kw),
-}
-
-
-@pytest.fixture(params=sorted(CASES))
-def case(request):
-    return request.param
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_adjoint_and_fused_products(case, dtype):
-    rng = np.random.default_rng(0)
-    op, Aref = CASES[case](rng, dtype)
-    n1, n2 = op.shape
-    F, G = factors(rng, n1, n2, K, dtype)
-    y = rng.standard_normal(op.m).astype(dtype)
-    M = rng.standard_normal((n1, n2)).astype(dtype)
-    F64, G64, y64 = F.astype(np.float64), G.astype(np.float64), y.astype(np.float64)
-
-    assert_close(op.forward(M), Aref @ M.astype(np.float64).ravel(), dtype)
-    P = F64 @ G64.T
-    assert_close(op.forward_factored(F, G), Aref @ P.ravel(), dtype)
-
-    zref = Aref @ P.ravel() - y64
-    Sref = (Aref.T @ zref).reshape(n1, n2)
-    loss, z, SG, StF = op.residual_gradient(F, G, y)
-    assert_close(z, zref, dtype)
-    assert_close(SG, Sref @ G64, dtype)
-    assert_close(StF, Sref.T @ F64, dtype)
-    assert isinstance(loss, float)
-    np.testing.assert_allclose(loss, 0.5 * zref @ zref, rtol=RTOL[dtype] * 10)
-    assert_close(op.adjoint(z), (Aref.T @ z.astype(np.float64)).reshape(n1, n2), dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_preallocated_out_is_filled(case, dtype):
-    rng = np.random.default_rng(1)
-    op, _ = CASES[case](rng, dtype)
-    n1, n2 = op.shape
-    F, G = factors(rng, n1, n2, K, dtype)
-    y = rng.standard_normal(op.m).astype(dtype)
-    out = (np.full(op.m, np.nan, dtype), np.full((n1, K), np.nan, dtype),
-           np.full((n2, K), np.nan, dtype))
-    loss, z, SG, StF = op.residual_gradient(F, G, y, out=out)
-    assert z is out[0] and SG is out[1] and StF is out[2]
-    ref = op.residual_gradient(F, G, y)
-    assert loss == ref[0]
-    for got, want in zip((z, SG, StF), ref[1:]):
-        np.testing.assert_array_equal(got, want)
-
-
-def test_adjoint_identity(case):
-    rng = np.random.default_rng(2)
-    op, _ = CASES[case](rng, np.float64)
-    M = rng.standard_normal(op.shape)
-    z = rng.standard_normal(op.m)
-    lhs = float(op.forward(M) @ z)
-    rhs = float(np.sum(M * op.adjoint(z)))
-    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12 * abs(lhs))
-
-
-def test_adjoint_operator_matches_dense(case):
-    rng = np.random.default_rng(3)
-    for dtype in DTYPES:
-        op, Aref = CASES[case](rng, dtype)
-        n1, n2 = op.shape
-        z = rng.standard_normal(op.m).astype(dtype)
-        S = (Aref.T @ z.astype(np.float64)).reshape(n1, n2)
-        L = op.adjoint_operator(z)
-        assert L.shape == (n1, n2) and L.dtype == np.dtype(dtype)
-        X = rng.standard_normal((n2, 3)).astype(dtype)
-        U = rng.standard_normal((n1, 3)).astype(dtype)
-        assert_close(L.matmat(X), S @ X.astype(np.float64), dtype)
-        assert_close(L.matvec(X[:, 0]), S @ X[:, 0].astype(np.float64), dtype)
-        assert_close(L.rmatmat(U), S.T @ U.astype(np.float64), dtype)
-        assert_close(L.rmatvec(U[:, 1]), S.T @ U[:, 1].astype(np.float64), dtype)
-        assert_close(L.H.matmat(U), S.T @ U.astype(np.float64), dtype)
-
-
-def test_finite_difference_gradient(case):
-    rng = np.random.default_rng(4)
-    op, _ = CASES[case](rng, np.float64)
-    n1, n2 = op.shape
-    F, G = factors(rng, n1, n2, K, np.float64)
-    y = rng.standard_normal(op.m)
-    D, E = factors(rng, n1, n2, K, np.float64)
-    _, _, SG, StF = op.residual_gradient(F, G, y)
-
-    def f(t):
-        return 0.5 * float(np.sum((op.forward_factored(F + t * D, G + t * E) - y) ** 2))
-
-    h = 1e-5
-    fd = (f(h) - f(-h)) / (2 * h)
-    exact = float(np.sum(SG * D) + np.sum(StF * E))
-    assert fd == pytest.approx(exact, rel=1e-7)
-
-
-def test_symmetric_call_with_G_omitted(case):
-    rng = np.random.default_rng(5)
-    op, Aref = CASES[case](rng, np.float64)
-    if op.shape[0] != op.shape[1]:
-        with pytest.raises(ValueError, match="G may be omitted"):
-            op.residual_gradient(np.ones((op.shape[0], 2)), None, np.zeros(op.m))
-        return
-    X = rng.standard_normal((op.shape[0], K))
-    y = rng.standard_normal(op.m)
-    zref = Aref @ (X @ X.T).ravel() - y
-    S = (Aref.T @ zref).reshape(op.shape)
-    loss, z, SG, StF = op.residual_gradient(X, None, y)
-    assert_close(z, zref, np.float64)
-    assert_close(SG, S @ X, np.float64)
-    assert_close(StF, S.T @ X, np.float64)
-
-
-def test_deterministic_and_bitwise_for_fixed_threads(case, monkeypatch):
-    # the test operators are tiny: let them use several threads anyway
-    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
-    monkeypatch.setattr(structured, "_MIN_FLOPS_PER_THREAD", 1)
-    rng = np.random.default_rng(6)
-    results = {}
-    for nt in (1, 2, 3):
-        op, _ = CASES[case](np.random.default_rng(6), np.float64, n_threads=nt)
-        n1, n2 = op.shape
-        F, G = factors(np.random.default_rng(7), n1, n2, K, np.float64)
-        y = np.random.default_rng(8).standard_normal(op.m)
-        first = op.residual_gradient(F, G, y)
-        for _ in range(3):
-            again = op.residual_gradient(F, G, y)
-            assert again[0] == first[0]
-            for a, b in zip(first[1:], again[1:]):
-                np.testing.assert_array_equal(a, b)
-        results[nt] = first
-    for nt in (2, 3):
-        if not case.startswith("rank-one"):
-            # z (and the loss from it) is computed entry by entry in a fixed order:
-            # identical bits for every thread count
-            assert results[nt][0] == results[1][0]
-            np.testing.assert_array_equal(results[nt][1], results[1][1])
-        if case.startswith("entries"):
-            # rows are owned by one thread each: S G too
-            np.testing.assert_array_equal(results[nt][2], results[1][2])
-        if case.startswith("sparse"):
-            # gather passes over rows and columns: both products owned entry by entry
-            np.testing.assert_array_equal(results[nt][2], results[1][2])
-            np.testing.assert_array_equal(results[nt][3], results[1][3])
-        # the per-thread buffers are summed in another grouping: equal up to rounding
-        for a, b in zip(results[1][1:], results[nt][1:]):
-            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.abs(b).max())
-    del rng
-
-
-def test_float32_stays_float32(case):
-    rng = np.random.default_rng(9)
-    op, _ = CASES[case](rng, np.float32)
-    assert op.dtype == np.float32
-    n1, n2 = op.shape
-    F, G = factors(rng, n1, n2, K, np.float32)
-    y = rng.standard_normal(op.m).astype(np.float32)
-    _, z, SG, StF = op.residual_gradient(F, G, y)
-    assert z.dtype == SG.dtype == StF.dtype == np.float32
-    assert op.forward_factored(F, G).dtype == np.float32
-    assert op.adjoint(y).dtype == np.float32
-    assert op.spectral_operator(y).matvec(np.ones(n2, np.float32)).dtype == np.float32
-    with pytest.raises(TypeError, match="F has dtype float64"):
-        op.residual_gradient(F.astype(np.float64), G, y)
-    with pytest.raises(TypeError, match="y has dtype float64"):
-        op.residual_gradient(F, G, y.astype(np.float64))
 
 
 # ----------------------------------------------------------------- entries specifics
@@ -318,7 +110,7 @@ def test_entries_int64_index_path(monkeypatch):
     F, G = factors(rng, N1, N2, K, np.float64)
     y = rng.standard_normal(80)
     ref = lc.EntryOperator(rows, cols, (N1, N2)).residual_gradient(F, G, y)
-    monkeypatch.setattr(structured, "_index_dtype", lambda *s: np.dtype(np.int64))
+    monkeypatch.setattr(_indexing, "index_dtype", lambda *s: np.dtype(np.int64))
     op = lc.EntryOperator(rows, cols, (N1, N2))
     assert op._cols_r.dtype == np.int64
     got = op.residual_gradient(F, G, y)
@@ -364,7 +156,7 @@ def test_entries_from_sparse_and_dense_with_nan():
 
 def test_entries_spectral_operator_is_adjoint_over_p():
     rng = np.random.default_rng(14)
-    rows, cols = structured.sample_entries(30, 20, 240, rng)
+    rows, cols = sample_entries(30, 20, 240, rng)
     op = lc.EntryOperator(rows, cols, (30, 20))
     y = rng.standard_normal(op.m)
     p = 240 / 600
@@ -380,15 +172,15 @@ def test_entries_spectral_operator_is_adjoint_over_p():
 
 def test_sample_entries_distinct_sorted_uniform():
     rng = np.random.default_rng(15)
-    rows, cols = structured.sample_entries(50, 40, 1500, rng)
+    rows, cols = sample_entries(50, 40, 1500, rng)
     flat = rows.astype(np.int64) * 40 + cols
     assert rows.dtype == np.int32 and flat.size == 1500
     assert np.all(np.diff(flat) > 0)  # distinct and row-major sorted
     assert rows.min() >= 0 and rows.max() < 50 and cols.max() < 40
-    full_rows, _ = structured.sample_entries(3, 4, 12, rng)
+    full_rows, _ = sample_entries(3, 4, 12, rng)
     np.testing.assert_array_equal(np.bincount(full_rows), [4, 4, 4])
     with pytest.raises(ValueError, match="cannot observe 13 distinct entries"):
-        structured.sample_entries(3, 4, 13, rng)
+        sample_entries(3, 4, 13, rng)
 
 
 # ----------------------------------------------------------------- sparse specifics
@@ -443,7 +235,7 @@ def test_rank_one_asymmetric_spectral_scale():
 
 def test_base_spectral_operator_default_is_adjoint():
     rng = np.random.default_rng(19)
-    op, Aref = sparse_case(rng, np.float64)
+    op, _ = sparse_case(rng, np.float64)
     y = rng.standard_normal(op.m)
     X = rng.standard_normal((N2, 2))
     np.testing.assert_array_equal(op.spectral_operator(y).matmat(X),
@@ -620,7 +412,7 @@ def test_spectral_init_and_gradient_descent_recover_truth(kind, m):
 def test_sparse_fewer_rows_or_columns_than_threads(shape, monkeypatch):
     """The row and column passes share the measurement split's thread count, so some
     threads own no row (or column): results still match scipy."""
-    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    monkeypatch.setattr(_indexing, "MIN_ENTRIES_PER_THREAD", 1)
     rng = np.random.default_rng(12)
     n1, n2 = shape
     m, nnz = 9, 30
@@ -640,7 +432,7 @@ def test_sparse_fewer_rows_or_columns_than_threads(shape, monkeypatch):
 @pytest.mark.parametrize("k", list(range(1, 18)) + [32, 33, 41])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_sparse_every_factor_width(k, dtype, monkeypatch):
-    monkeypatch.setattr(structured, "_MIN_ENTRIES_PER_THREAD", 1)
+    monkeypatch.setattr(_indexing, "MIN_ENTRIES_PER_THREAD", 1)
     rng = np.random.default_rng(200 + k)
     n1, n2, m, nnz = 13, 11, 40, 300
     meas = rng.integers(0, m, nnz)
@@ -655,7 +447,7 @@ def test_sparse_every_factor_width(k, dtype, monkeypatch):
     for nt in (1, 3):
         op = lc.SparseOperator((meas, rows, cols, vals.astype(dt)), (n1, n2), m=m,
                                n_threads=nt)
-        loss, z, SG, StF = op.residual_gradient(F.astype(dt), G.astype(dt), y.astype(dt))
+        _, z, SG, StF = op.residual_gradient(F.astype(dt), G.astype(dt), y.astype(dt))
         assert_close(z, zref, dt.type)
         assert_close(SG, S @ G, dt.type)
         assert_close(StF, S.T @ F, dt.type)

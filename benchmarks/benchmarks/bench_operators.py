@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .common import DTYPES, K, KINDS, SHAPES, SIZES, THREADS, factors, make
+from .common import DTYPES, KINDS, SHAPES, SIZES, THREADS, K, factors, make
 
 
 class ResidualGradient:

@@ -1,10 +1,21 @@
 """Solver throughput, memory and convergence per method (lowrank_core.solve)."""
 
-import numpy as np
 
-from .common import (CONVERGENCE_COND, CONVERGENCE_RANK, CONVERGENCE_SHAPES, DTYPES, KINDS,
-                     MAX_ITER, METHODS, SHAPES, SIZES, TOL, is_symmetric_run, make,
-                     require_solve)
+from .common import (
+    CONVERGENCE_COND,
+    CONVERGENCE_RANK,
+    CONVERGENCE_SHAPES,
+    DTYPES,
+    KINDS,
+    MAX_ITER,
+    METHODS,
+    SHAPES,
+    SIZES,
+    TOL,
+    is_symmetric_run,
+    make,
+    require_solve,
+)
 
 #: iterations per time_iteration sample
 ITERATIONS = 10

@@ -1,8 +1,11 @@
 """Shared pieces of the asv suite: thread pinning, problem sizes, feature detection.
 
-Benchmarks run against old commits too, so every feature is looked up at run time;
-one that a commit does not have raises NotImplementedError in ``setup``, which asv
-records as "not applicable" for that commit (not as a failure).
+The operator kinds, method lists and problem construction are the benchmark harness's
+(``benchmarks/harness/problems.py``, shared with ``benchmarks/compare.py``); this module
+adds the suite's sizes and the feature detection. Benchmarks run against old commits too,
+so every feature is looked up at run time; one that a commit does not have raises
+NotImplementedError in ``setup``, which asv records as "not applicable" for that commit
+(not as a failure).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 try:  # numpy may already have loaded its BLAS in this process: limit it at run time too
     from threadpoolctl import threadpool_limits
@@ -22,17 +25,26 @@ try:  # numpy may already have loaded its BLAS in this process: limit it at run 
 except ImportError:  # pragma: no cover
     _BLAS_LIMIT = None
 
-import lowrank_core  # noqa: E402
+import sys
+
+import lowrank_core
+
+# asv puts benchmarks/ (the parent of this suite) on sys.path; also when run by hand
+_BENCHMARKS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _BENCHMARKS not in sys.path:
+    sys.path.insert(0, _BENCHMARKS)
+
+from harness import problems as _problems
 
 #: operator kinds of the suite
-KINDS = ["dense", "symmetric", "sparse", "entries", "rank-one"]
+KINDS = list(_problems.KINDS)
 DTYPES = ["float64", "float32"]
 SIZES = ["small", "medium"]
 THREADS = [1, 2]
 #: methods of lowrank_core.solve
-METHODS = ["gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn"]
+METHODS = list(_problems.METHODS)
 #: methods with a symmetric (X X^T) form: used on the symmetric kind; others run F G^T
-SYMMETRIC_METHODS = ("gd", "scaledgd", "scaledgd-lambda", "precgd")
+SYMMETRIC_METHODS = _problems.SYMMETRIC_METHODS
 
 #: (n1, n2, m) per kind and size; "medium" is the issues' size. sparse: 20 nonzeros per A_i
 SHAPES = {
@@ -61,20 +73,15 @@ MAX_ITER = 2000
 
 
 def make(kind, shape, *, rank, dtype, seed=0, cond=1.0, n_threads=1):
-    """A fixed-seed Problem of an operator kind, or NotImplementedError if the commit
-    under test does not have that kind."""
+    """A fixed-seed Problem of an operator kind (:func:`harness.problems.build_problem`),
+    or NotImplementedError if the commit under test does not have that kind."""
     n1, n2, m = shape
-    common = dict(rank=rank, m=m, dtype=np.dtype(dtype), seed=seed, cond=cond)
-    if kind == "dense":
-        prob = lowrank_core.make_problem(n1, n2, **common)
-    elif kind == "symmetric":
-        prob = lowrank_core.make_problem(n1, psd=True, **common)
-    else:
+    if kind not in ("dense", "symmetric"):
         from lowrank_core.problems import OPERATOR_BUILDERS
         if kind not in OPERATOR_BUILDERS:
             raise NotImplementedError(f"no {kind!r} operator at this commit")
-        options = {"s": SPARSE_NNZ} if kind == "sparse" else {}
-        prob = lowrank_core.make_problem(n1, n2, operator=kind, **common, **options)
+    prob = _problems.build_problem(kind, {"n1": n1, "n2": n2, "m": m, "nnz": SPARSE_NNZ},
+                                   rank=rank, dtype=np.dtype(dtype), seed=seed, cond=cond)
     prob.operator.n_threads = n_threads
     return prob
 
@@ -100,11 +107,5 @@ def is_symmetric_run(kind, method):
 
 def factors(prob, k, *, same=False, seed=1):
     """Fixed random factors (F, G) of width k in the problem's dtype (G is F if same)."""
-    op = prob.operator
-    n1, n2 = op.shape
-    rng = np.random.default_rng(seed)
-    F = (rng.standard_normal((n1, k)) / np.sqrt(n1)).astype(op.dtype)
-    if same:
-        return F, F
-    G = (rng.standard_normal((n2, k)) / np.sqrt(n2)).astype(op.dtype)
-    return F, G
+    return _problems.random_factors(prob.operator.shape, k, prob.operator.dtype, same=same,
+                                    seed=seed)

@@ -18,80 +18,48 @@ Also measures the driver overhead per iteration: time per iteration of ``solve``
 the time of the operator's residual_gradient alone, at n1 = n2 = 100, m = 2500, k = 10,
 dense.
 
-Usage: python benchmarks/compare_solvers.py [--repeats 3] [--cap 300] [--threads N]
+The numpy side is :func:`.references.reference_solve` (the harness's one plain numpy loop
+per method) on :func:`.references.dense_numpy_product`, stopped by the same error test.
+
+Usage: python benchmarks/compare.py solvers [--repeats 3] [--cap 300] [--threads N]
 (--threads defaults to the OpenMP default, the same cores numpy's BLAS uses)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")  # before numpy: see lowrank_core/__init__
 
 import numpy as np
 
 import lowrank_core as lc
 from lowrank_core import metrics
+from lowrank_core._threads import resolve_n_threads
+
+from .references import dense_numpy_product, reference_solve
 
 TOL = 1e-10
 
 
 # ------------------------------------------------------------------ plain numpy
-def numpy_solve(method, A2, y, F, G, symmetric, step, opts, truth, cap):
-    """The same update rules as lowrank_core, written directly in numpy."""
+def numpy_solve(method, A2, y, F, G, symmetric, options, truth, cap):
+    """The same update rules as lowrank_core (the harness's reference loop), stopped at the
+    first iterate with relative error <= TOL or after ``cap`` iterations.
+
+    Returns (iterations, seconds, final relative error)."""
     L, R = truth
     norm = metrics.factored_norm(L, R)
-    n1, n2 = F.shape[0], G.shape[0]
-    k = F.shape[1]
-    ynorm = np.linalg.norm(y)
-    eye = np.eye(k)
-    F, G = F.copy(), G.copy()
-    rebalanced = False
+    rg = dense_numpy_product(A2, (F.shape[0], G.shape[0]))
+
+    def reached(F, G):
+        return metrics.factored_distance(F, G, L, R) / norm <= TOL
+
     start = time.perf_counter()
-    t = 0
-    while True:
-        z = A2 @ (F @ G.T).ravel() - y
-        err = metrics.factored_distance(F, G, L, R) / norm
-        if err <= TOL or t >= cap:
-            break
-        S = (A2.T @ z).reshape(n1, n2)
-        if symmetric:
-            grad = 0.5 * (S @ F + S.T @ F)
-            if method == "gd":
-                F = F - step * grad
-            else:
-                if method == "scaledgd":
-                    lam = 0.0
-                elif method == "scaledgd-lambda":
-                    lam = opts["damping"]
-                else:
-                    lam = np.linalg.norm(z)
-                F = F - step * np.linalg.solve(F.T @ F + lam * eye, grad.T).T
-            G = F
-        elif method == "onestep":
-            if not rebalanced and np.linalg.norm(z) / ynorm <= opts["trigger"]:
-                w, Q = np.linalg.eigh(F.T @ F)
-                root = (Q * np.sqrt(w)) @ Q.T
-                inv_root = (Q / np.sqrt(w)) @ Q.T
-                beta = np.sqrt(np.linalg.norm(F @ G.T, 2))
-                F, G = beta * F @ inv_root, G @ root / beta
-                rebalanced = True
-                S_G, S_F = S @ G, S.T @ F
-            else:
-                S_G, S_F = S @ G, S.T @ F
-            F, G = F - step * S_G, G - step * S_F
-        elif method == "agn":
-            F = F - step * (S @ G) @ np.linalg.pinv(G.T @ G, hermitian=True)
-            z = A2 @ (F @ G.T).ravel() - y
-            S = (A2.T @ z).reshape(n1, n2)
-            G = G - step * (S.T @ F) @ np.linalg.pinv(F.T @ F, hermitian=True)
-        else:
-            raise ValueError(method)
-        t += 1
-    return t, time.perf_counter() - start, err
+    F, G, t, _ = reference_solve(rg, y, F, None if symmetric else G, method, options,
+                                 symmetric=symmetric, tol=0.0, max_iter=cap, stop=reached)
+    seconds = time.perf_counter() - start
+    return t, seconds, metrics.factored_distance(F, G, L, R) / norm
 
 
 # --------------------------------------------------------------------- ours
@@ -135,7 +103,7 @@ def compare(args):
                                          cap, args.threads)
             mine.append((it, t, err))
             F0, G0 = (init, init) if symmetric else init
-            theirs.append(numpy_solve(method, A2, y, F0, G0, symmetric, step, opts, truth,
+            theirs.append(numpy_solve(method, A2, y, F0, G0, symmetric, start.options, truth,
                                       cap))
         it_o, it_n = mine[0][0], theirs[0][0]
         t_o = statistics.median(x[1] for x in mine)
@@ -205,21 +173,22 @@ def overhead(args):
         del op._residual_gradient_into
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cap", type=int, default=300, help="iteration cap per run")
     parser.add_argument("--threads", type=int, default=None,
                         help="lowrank_core's OpenMP threads (default: the OpenMP default, "
                              "i.e. the cores numpy's BLAS also uses)")
     parser.add_argument("--only", choices=("compare", "overhead"), default=None)
-    args = parser.parse_args()
-    args.threads = lc._threads.resolve_n_threads(args.threads)
+    return parser
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    args.threads = resolve_n_threads(args.threads)
     if args.only != "overhead":
         compare(args)
     if args.only != "compare":
         overhead(args)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

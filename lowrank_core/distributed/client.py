@@ -1,65 +1,5 @@
-"""Measurement operators sharded by rows over a Dask cluster.
-
-A dense operator grows as m n1 n2 and outgrows one machine quickly (n = 1000, m = 50000 is
-400 GB in float64). :class:`ShardedOperator` splits the m measurements into row blocks
-(shards); shard s holds its matrices A_i, i in [a_s, b_s), and its slice of y on one Dask
-worker, and never moves. Per iteration the client sends F and G to every shard; shard s
-returns its residual z_s = A_s(F G^T) - y_s, its loss 0.5 ||z_s||^2 and its partial products
-A_s^T(z_s) G and A_s^T(z_s)^T F, and the client adds the partial products up in shard order
-0, 1, 2, ... (a fixed order, whatever order the replies arrive in), because
-
-    A^T(z) = sum_s A_s^T(z_s).
-
-So the iterates match a single-process solve to rounding, and traffic per iteration is
-O((n1 + n2) k) floats each way per shard plus the shard's m_s residuals (the interface
-returns z). The solvers do not change: ``ShardedOperator`` is a
-:class:`~lowrank_core.operators.MeasurementOperator` like any other.
-
-Dask (``pip install 'lowrank-core[dask]'``) is imported only when a sharded operator is
-built, so ``import lowrank_core`` never needs it.
-
-Design
-------
-* **Shards are Dask actors.** Each shard is an actor (:class:`_ShardActor`) created by a
-  Dask task on a chosen worker; per-iteration calls go straight from the client to that
-  worker (no scheduler round trip, no task graph), and the shard's data is never spilled to
-  disk, copied by work stealing or re-shipped. (Plain futures were measured at about 4x the
-  per-call latency, and a multi-GB shard sized as a tiny Python object by Dask could be
-  moved between workers by work stealing.)
-* **Shards are built from pure recipes.** A shard is made by a pure function of small
-  arguments: Gaussian shards from (seed entropy, shard index), file shards from a path,
-  user shards from a picklable zero-argument builder. When a worker dies mid-solve the lost
-  shards are rebuilt from their recipes on a live worker and the call is retried; the run
-  continues with bit-identical shards. Shards split from a client-side operator
-  (:meth:`ShardedOperator.from_operator`) are re-sent from the client when the client still
-  holds the operator (``keep_source=True``, the default); otherwise a loss raises
-  :class:`ShardLostError`.
-* **Measurements are cached on the shards by value.** ``residual_gradient(F, G, y)``
-  receives the full y every iteration. The operator keeps a copy of the last few distinct y
-  vectors (``y_cache_size``, default 4) and gives each a token; the first call with a new y
-  ships y_s with the call, later calls send only the token. A y is recognised by its bits
-  (an O(m) comparison on the client, no traffic), so modifying y in place is safe.
-  :meth:`ShardedOperator.forward_factored` registers the measurements it computes, so
-  ``y = op.forward_factored(L, R)`` followed by a solve never ships y at all.
-* **Failures never hang.** Every call waits at most ``timeout`` seconds (default 300) and
-  building shards at most ``build_timeout`` (default 600), then raises
-  :class:`ShardTimeoutError`; a lost worker is detected at once (its connection drops).
-  Errors carry the last iterate the operator saw (``last_factors``).
-* **Memory is checked before allocation.** The estimated bytes of each shard are checked
-  against the memory limit of its worker (times Dask's ``pause`` fraction, default 0.8,
-  minus what the worker process already uses) on the client before anything is created and
-  again on the worker before allocating; a shard that does not fit raises
-  :class:`MemoryError` saying how many shards or workers would be needed.
-
-Examples
---------
->>> from distributed import Client                                        # doctest: +SKIP
->>> client = Client("tcp://scheduler-host:8786")                           # doctest: +SKIP
->>> op = ShardedOperator.gaussian(50_000, 1000, 1000, n_shards=16, client=client,
-...                               dtype=np.float32, seed=0)                 # doctest: +SKIP
->>> y = op.forward_factored(L, R)      # measure a truth without holding A  # doctest: +SKIP
->>> result = lowrank_core.solve(op, y, rank=10, method="gd")               # doctest: +SKIP
-"""
+"""The client side of :class:`ShardedOperator`: shard records, creation, the per-call
+fan-out in shard order, and recovery of shards lost with their workers."""
 
 from __future__ import annotations
 
@@ -76,34 +16,27 @@ from typing import Any
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from ._threads import resolve_n_threads
-from ._validation import (
+from .._threads import resolve_n_threads
+from .._validation import (
     check_dtype,
     check_positive_float,
     check_positive_int,
     check_random_state,
 )
-from .operators import (
-    DenseOperator,
-    MeasurementOperator,
-    SymmetricDenseOperator,
-    _format_bytes,
-    available_memory,
+from ..operators import MeasurementOperator
+from ..operators._base import _format_bytes
+from .actor import (
+    _MISSING_MEASUREMENTS,
+    _memory_fraction,
+    _shard_too_large_message,
+    _ShardActor,
 )
+from .errors import ShardLostError, ShardRecoveredWarning, ShardTimeoutError
+from .recipes import _call_builder, _gaussian_shard, _given_operator, _npy_shard
 
-__all__ = [
-    "ShardError",
-    "ShardLostError",
-    "ShardRecoveredWarning",
-    "ShardTimeoutError",
-    "ShardedOperator",
-    "make_sharded_problem",
-]
+__all__ = ["ShardedOperator"]
 
 _INSTALL_HINT = "pip install 'lowrank-core[dask]'"
-
-#: Returned by a shard asked for measurements it does not hold (the client then sends them).
-_MISSING_MEASUREMENTS = "__lowrank_core_missing_measurements__"
 
 
 def _require_distributed():
@@ -117,314 +50,6 @@ def _require_distributed():
     return distributed
 
 
-# =============================================================================== errors
-class ShardError(RuntimeError):
-    """A shard of a :class:`ShardedOperator` failed.
-
-    Attributes
-    ----------
-    shard : int or None
-        Index of the failing shard.
-    worker : str or None
-        Address of the worker that held it.
-    last_factors : tuple (F, G) or None
-        Copies of the factors of the last ``residual_gradient`` call that completed, i.e.
-        the most recent iterate whose gradient was computed (the partial result of the run);
-        G is None when G = F.
-    n_calls : int
-        Number of ``residual_gradient`` calls that completed before the failure.
-    """
-
-    def __init__(self, message, *, shard=None, worker=None, last_factors=None, n_calls=0):
-        super().__init__(message)
-        self.shard = shard
-        self.worker = worker
-        self.last_factors = last_factors
-        self.n_calls = n_calls
-
-
-class ShardLostError(ShardError):
-    """A shard's worker was lost and the shard could not be rebuilt."""
-
-
-class ShardTimeoutError(ShardError, TimeoutError):
-    """A shard did not answer within the operator's ``timeout``."""
-
-
-class ShardRecoveredWarning(RuntimeWarning):
-    """A shard was lost with its worker and rebuilt from its recipe on another worker."""
-
-
-# ============================================================================== recipes
-# Pure functions that build one shard on a worker from small arguments. Dask runs them in
-# the actor-creation task; recovery runs them again, so they must be deterministic.
-
-def _gaussian_shard(m_total: int, m_shard: int, n1: int, n2: int, symmetric: bool,
-                    dtype: str, entropy: int, index: int) -> MeasurementOperator:
-    """Rows of shard ``index`` of a Gaussian operator with m_total measurements.
-
-    The generator is ``SeedSequence(entropy, spawn_key=(index,))``, i.e. child ``index`` of
-    ``SeedSequence(entropy).spawn(n_shards)``. General: A_i entries i.i.d. N(0, 1/m_total).
-    Symmetric (packed upper triangles): diagonal N(0, 1/m_total), off-diagonal
-    N(0, 1/(2 m_total)), i.e. A_i = (G_i + G_i^T) / (2 sqrt(m_total)). Same ensembles as
-    ``DenseOperator.gaussian`` / ``SymmetricDenseOperator.gaussian`` with m = m_total.
-    """
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(index,)))
-    if not symmetric:
-        rows = np.empty((m_shard, n1 * n2), dtype=dt)
-        rng.standard_normal(out=rows, dtype=dt)
-        rows *= dt.type(1.0 / math.sqrt(m_total))
-        return DenseOperator(rows, shape=(n1, n2))
-    n = n1
-    L = n * (n + 1) // 2
-    packed = np.empty((m_shard, L), dtype=dt)
-    rng.standard_normal(out=packed, dtype=dt)
-    weights = np.full(L, 1.0 / math.sqrt(2.0 * m_total))
-    j = np.arange(n)
-    weights[j * n - (j * (j - 1)) // 2] = 1.0 / math.sqrt(m_total)
-    packed *= weights.astype(dt)
-    return SymmetricDenseOperator.from_packed(packed, n)
-
-
-def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype recorded in a .npy header (reads only the header)."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    return tuple(shape), np.dtype(dtype)
-
-
-def _npy_shard_nbytes(path: str, kind: str, mmap_mode) -> int:
-    """Bytes a .npy shard will occupy once loaded (rows, plus the packed copy if any)."""
-    shape, dtype = _npy_header(path)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if mmap_mode is not None:
-        nbytes = 0  # pages come from the page cache, not the worker's heap
-    if kind == "symmetric" and len(shape) == 3:
-        nbytes += shape[0] * (shape[1] * (shape[1] + 1) // 2) * dtype.itemsize
-    return nbytes
-
-
-def _npy_shard(path: str, kind: str, shape, mmap_mode) -> MeasurementOperator:
-    """Load one shard's rows from a .npy file on the worker.
-
-    kind "dense": an (m_s, n1, n2) array, or (m_s, n1*n2) with ``shape=(n1, n2)``.
-    kind "symmetric": an (m_s, n, n) array of symmetric A_i, or packed upper triangles
-    (m_s, n(n+1)/2) with ``shape=(n, n)``.
-    """
-    A = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    if kind == "dense":
-        return DenseOperator(A, shape=shape)
-    if A.ndim == 2:
-        if shape is None:
-            raise ValueError(f"{path}: packed symmetric rows (2-D) need shape=(n, n)")
-        return SymmetricDenseOperator.from_packed(A, shape[0])
-    return SymmetricDenseOperator(A)
-
-
-def _spectral_is_average(op: MeasurementOperator) -> bool:
-    """True when ``op``'s class overrides ``spectral_operator`` (a normalized estimate of M,
-    an average over its rows such as A^T(y) / p), False when it is the plain A^T(y) (a
-    sum over rows). Decides how shard estimates combine."""
-    base = getattr(MeasurementOperator, "spectral_operator", None)
-    own = getattr(type(op), "spectral_operator", None)
-    return own is not None and own is not base
-
-
-def _row_block(op: MeasurementOperator, start: int, stop: int) -> MeasurementOperator:
-    """Measurements start..stop-1 of ``op`` as an operator of the same kind.
-
-    Uses the operator's own ``_take_rows`` when it has one (the dense operators: a view, no
-    copy); the structured kinds are rebuilt from their public data (entries: rows, cols,
-    scale; sparse: rows of the CSR matrix; rank-one: rows of a and b).
-    """
-    take = getattr(op, "_take_rows", None)
-    if callable(take):
-        return take(start, stop)
-    kind = type(op).__name__
-    nt = getattr(op, "_n_threads_request", None)
-    if kind == "EntryOperator":
-        return type(op)(op.rows[start:stop], op.cols[start:stop], op.shape, dtype=op.dtype,
-                        scale=op.scale, n_threads=nt)
-    if kind == "SparseOperator":
-        return type(op)(op.to_scipy()[start:stop], op.shape, n_threads=nt)
-    if kind == "RankOneOperator":
-        return type(op)(op.a[start:stop], None if op.symmetric else op.b[start:stop],
-                        n_threads=nt, block=op.block)
-    raise TypeError(f"{kind} cannot be split by rows (no _take_rows); build its shards on "
-                    "the workers with ShardedOperator.from_builders")
-
-
-def _given_operator(op: MeasurementOperator) -> MeasurementOperator:
-    """Recipe of a shard shipped from the client: the operator itself."""
-    return op
-
-
-def _call_builder(builder: Callable[[], MeasurementOperator]) -> MeasurementOperator:
-    """Recipe of a user shard: call the (picklable, pure) zero-argument builder."""
-    return builder()
-
-
-# ============================================================================ the actor
-def _memory_fraction() -> float:
-    """Fraction of a worker's memory limit a shard may use: Dask's pause threshold
-    (a paused worker runs nothing, so a solve would stall), else terminate, else 1."""
-    import dask
-
-    for name in ("pause", "terminate"):
-        frac = dask.config.get(f"distributed.worker.memory.{name}", default=None)
-        if frac:
-            return float(frac)
-    return 1.0
-
-
-def _shard_too_large_message(index, nbytes, address, limit, frac, in_use) -> str:
-    budget = frac * limit - in_use
-    need = math.ceil(nbytes / max(budget, 1.0)) if budget > 0 else float("inf")
-    return (f"shard {index} needs about {nbytes:,} bytes ({_format_bytes(nbytes)}) but worker "
-            f"{address} may use {_format_bytes(max(budget, 0))} (memory_limit "
-            f"{_format_bytes(limit)} x pause fraction {frac:g}"
-            + (f" - {_format_bytes(in_use)} already in use" if in_use else "")
-            + f"); split the measurements into about {need}x more shards, add workers, "
-            "give workers more memory or use float32")
-
-
-class _ShardActor:
-    """One shard on a worker (a Dask actor): its operator and its measurement slices.
-
-    Built by a Dask task from a recipe; the client talks to it directly each iteration.
-    Method arguments and results are small: factors, k-column products, the shard's
-    residuals.
-    """
-
-    def __init__(self, index: int, n_threads, nbytes, build, *args):
-        from distributed import get_worker
-
-        worker = get_worker()
-        self.index = index
-        self.address = worker.address
-        if nbytes is None and build is _npy_shard:
-            nbytes = _npy_shard_nbytes(args[0], args[1], args[3])
-        if nbytes:
-            self._check_memory(worker, int(nbytes))
-        op = build(*args)
-        if not isinstance(op, MeasurementOperator):
-            raise TypeError(f"shard {index}: the builder returned {type(op).__name__}, "
-                            "not a lowrank_core MeasurementOperator")
-        op.n_threads = worker.state.nthreads if n_threads is None else n_threads
-        self.op = op
-        self.measurements: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.cache_size = 4
-
-    def _check_memory(self, worker, nbytes: int) -> None:
-        import psutil
-
-        limit = worker.memory_manager.memory_limit
-        in_use = psutil.Process().memory_info().rss
-        if limit:
-            frac = _memory_fraction()
-            if nbytes > frac * limit - in_use:
-                raise MemoryError(_shard_too_large_message(self.index, nbytes, self.address,
-                                                           limit, frac, in_use))
-        else:
-            avail = available_memory()
-            if avail is not None and nbytes > avail:
-                raise MemoryError(
-                    f"shard {self.index} needs about {_format_bytes(nbytes)} but worker "
-                    f"{self.address} has only {_format_bytes(avail)} available")
-
-    # ------------------------------------------------------------------ queries
-    def info(self) -> dict:
-        op = self.op
-        return {"m": op.m, "shape": op.shape, "dtype": op.dtype.str,
-                "symmetric": bool(op.symmetric), "nbytes": int(op.nbytes),
-                "kind": type(op).__name__, "address": self.address, "pid": os.getpid(),
-                "n_threads": op.n_threads, "spectral_average": _spectral_is_average(op)}
-
-    def memory(self) -> dict:
-        import resource
-
-        import psutil
-        from distributed import get_worker
-
-        return {"shard": self.index, "address": self.address, "pid": os.getpid(),
-                "rss": psutil.Process().memory_info().rss,
-                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "memory_limit": get_worker().memory_manager.memory_limit,
-                "shard_nbytes": int(self.op.nbytes)}
-
-    def operator(self) -> MeasurementOperator:
-        return self.op
-
-    def set_n_threads(self, n_threads) -> int:
-        """Set the shard's kernel threads (None: the worker's Dask thread count)."""
-        from distributed import get_worker
-
-        self.op.n_threads = get_worker().state.nthreads if n_threads is None else n_threads
-        return self.op.n_threads
-
-    # ------------------------------------------------------------- measurements
-    def _measurements(self, token, y):
-        if y is not None:
-            self.measurements[token] = np.ascontiguousarray(y)
-            while len(self.measurements) > self.cache_size:
-                self.measurements.popitem(last=False)
-        y = self.measurements.get(token)
-        if y is not None:
-            self.measurements.move_to_end(token)
-        return y
-
-    # ------------------------------------------------------------------ kernels
-    def residual_gradient(self, F, G, token, y=None):
-        """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s."""
-        y = self._measurements(token, y)
-        if y is None:
-            return _MISSING_MEASUREMENTS
-        G = F if G is None else G
-        op = self.op
-        k = F.shape[1]
-        z = np.empty(op.m, op.dtype)
-        SG = np.empty((op.shape[0], k), op.dtype)
-        StF = np.empty((op.shape[1], k), op.dtype)
-        loss = op._residual_gradient_into(F, G, y, z, SG, StF)
-        return float(loss), z, SG, StF
-
-    def forward_factored(self, F, G, token=None):
-        """A_s(F G^T); kept as measurements under ``token`` when one is given."""
-        G = F if G is None else G
-        out = np.empty(self.op.m, self.op.dtype)
-        self.op._forward_factored_into(F, G, out)
-        if token is not None:
-            self._measurements(token, out.copy())
-        return out
-
-    def spectral_product(self, token, X, transpose, y=None):
-        """This shard's spectral estimate of M (from its y_s) times X, or its transpose."""
-        y = self._measurements(token, y)
-        if y is None:
-            return _MISSING_MEASUREMENTS
-        cached = getattr(self, "_spectral", None)
-        if cached is None or cached[0] != token:
-            make = getattr(self.op, "spectral_operator", None)
-            lin = make(y) if callable(make) else self.op.adjoint_operator(y)
-            self._spectral = cached = (token, lin)
-        lin = cached[1]
-        return lin.rmatmat(X) if transpose else lin.matmat(X)
-
-    def forward(self, M):
-        out = np.empty(self.op.m, self.op.dtype)
-        self.op._forward_into(M, out)
-        return out
-
-    def adjoint(self, z):
-        return self.op._adjoint_dense(np.ascontiguousarray(z))
-
-
-# ====================================================================== client side
 @dataclass
 class _Shard:
     """Client-side record of one shard: how to (re)build it and where it lives."""
@@ -553,8 +178,8 @@ class ShardedOperator(MeasurementOperator):
         Parameters
         ----------
         op : MeasurementOperator
-            A dense, symmetric dense, sparse, entry or rank-one operator (any operator
-            with a ``_take_rows(start, stop)`` method).
+            Any operator implementing :meth:`MeasurementOperator.take_rows` (every
+            registered kind: dense, symmetric dense, sparse, entries, rank-one).
         n_shards : int
             Number of shards, 1 <= n_shards <= op.m. Shards are placed round-robin on the
             workers; several per worker is fine (they run one after the other there).
@@ -569,11 +194,11 @@ class ShardedOperator(MeasurementOperator):
         """
         if not isinstance(op, MeasurementOperator) or isinstance(op, ShardedOperator):
             raise TypeError(f"op must be a lowrank_core operator, got {type(op).__name__}")
-        if not hasattr(op, "_take_rows") and type(op).__name__ not in (
-                "EntryOperator", "SparseOperator", "RankOneOperator"):
+        if type(op).take_rows is MeasurementOperator.take_rows:
             raise TypeError(
-                f"{type(op).__name__} cannot be split by rows (it has no _take_rows); build "
-                "its shards on the workers with ShardedOperator.from_builders")
+                f"{type(op).__name__} cannot be split by rows (it does not implement "
+                "take_rows); build its shards on the workers with "
+                "ShardedOperator.from_builders")
         n_shards = check_positive_int(n_shards, "n_shards")
         if n_shards > op.m:
             raise ValueError(f"n_shards = {n_shards} exceeds the m = {op.m} measurements")
@@ -581,7 +206,7 @@ class ShardedOperator(MeasurementOperator):
         for s, (a, b) in enumerate(_row_bounds(op.m, n_shards)):
             nbytes = math.ceil(op.nbytes * (b - a) / op.m)
             shards.append(_Shard(s, _given_operator, (), nbytes, rows=(a, b),
-                                 payload=(lambda a=a, b=b: _row_block(op, a, b))))
+                                 payload=(lambda a=a, b=b: op.take_rows(a, b))))
         self = cls(client, shards, **options)
         if not keep_source:
             for sh in self._shards:
@@ -995,6 +620,18 @@ class ShardedOperator(MeasurementOperator):
         self._last_factors = (F.copy(), None if G is F else G.copy())
         return loss
 
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        G_send = None if G is F else G
+        results = self._run("adjoint_products",
+                            lambda sh, missing: (w[sh.rows[0]:sh.rows[1]], F, G_send))
+        for sh, (SG_s, StF_s) in zip(self._shards, results):
+            if sh.index == 0:
+                SG[...] = SG_s
+                StF[...] = StF_s
+            else:
+                SG += SG_s
+                StF += StF_s
+
     def forward_factored(self, F, G=None) -> np.ndarray:
         """A(F G^T) computed on the shards (G = F if omitted, square only).
 
@@ -1136,51 +773,3 @@ def _seed_entropy(seed) -> int:
         return int(np.random.SeedSequence().entropy)
     check_random_state(seed)  # validates the type
     return int(seed)
-
-
-# =================================================================== problems
-def make_sharded_problem(n1: int, n2: int | None = None, *, rank: int, m: int, n_shards: int,
-                         client=None, psd: bool = False, cond: float = 1.0, noise: float = 0.0,
-                         dtype=np.float64, seed=None, **options):
-    """:func:`lowrank_core.make_problem` with a Gaussian operator generated on the workers.
-
-    Draws the truth M* = L R^T exactly as ``make_problem`` does (same seed, same truth), then
-    builds :meth:`ShardedOperator.gaussian` with entropy drawn from the same generator and
-    measures y = A(L R^T) on the shards (plus noise on the client). The client never holds A;
-    it holds y (m numbers) and the truth factors. The operator differs from
-    ``make_problem``'s (it is drawn per shard), with the same distribution.
-
-    Returns
-    -------
-    Problem
-        With ``operator`` a :class:`ShardedOperator` and ``info["n_shards"]``.
-    """
-    from .problems import Problem, _orthonormal
-
-    n1 = check_positive_int(n1, "n1")
-    n2 = n1 if n2 is None else check_positive_int(n2, "n2")
-    rank = check_positive_int(rank, "rank")
-    if rank > min(n1, n2):
-        raise ValueError(f"rank must be between 1 and min(n1, n2) = {min(n1, n2)}, got {rank}")
-    if psd and n1 != n2:
-        raise ValueError(f"psd=True needs a square problem, got n1={n1}, n2={n2}")
-    cond = check_positive_float(cond, "cond")
-    if cond < 1:
-        raise ValueError(f"cond must be >= 1, got {cond}")
-    noise = check_positive_float(noise, "noise", allow_zero=True)
-    dtype = check_dtype(dtype)
-    rng = check_random_state(seed)
-    s = np.linspace(1.0, 1.0 / cond, rank)
-    U = _orthonormal(rng, n1, rank, np.float64)
-    V = U if psd else _orthonormal(rng, n2, rank, np.float64)
-    L = (U * np.sqrt(s)).astype(dtype)
-    R = L if psd else (V * np.sqrt(s)).astype(dtype)
-    op = ShardedOperator.gaussian(m, n1, n2, n_shards=n_shards, client=client,
-                                  seed=int(rng.integers(0, 2**63 - 1)), symmetric=psd,
-                                  dtype=dtype, **options)
-    y = op.forward_factored(L, None if psd else R)
-    if noise > 0:
-        y = y + (noise * rng.standard_normal(op.m)).astype(dtype)
-    return Problem(operator=op, y=y, truth_factors=(L, R), rank=rank, psd=bool(psd),
-                   cond=cond, noise=noise, singular_values=s, seed=seed,
-                   info={"n_shards": op.n_shards})

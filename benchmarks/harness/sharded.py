@@ -14,9 +14,9 @@ through the shards) and solved by ``lowrank_core.solve(method="gd")``. Reports s
 build / per-iteration / total times, the relative error and each worker's resident and peak
 memory.
 
-    python benchmarks/distributed_overhead.py                  # both parts (about 2 minutes)
-    python benchmarks/distributed_overhead.py --skip-large     # part 1 only
-    python benchmarks/distributed_overhead.py --large-m 20000 --memory-limit 1GiB
+    python benchmarks/compare.py distributed               # both parts (about 2 minutes)
+    python benchmarks/compare.py distributed --skip-large  # part 1 only
+    python benchmarks/compare.py distributed --large-m 20000 --memory-limit 1GiB
 
 Workers listen on 127.0.0.1 only and are shut down at exit.
 """
@@ -29,18 +29,17 @@ import resource
 import time
 import warnings
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")  # before numpy: see lowrank_core/__init__
-
 import numpy as np
 
 import lowrank_core as lc
-from lowrank_core.comparison import alternate
 from lowrank_core.distributed import ShardedOperator, make_sharded_problem
 
 try:
     import distributed
 except ImportError as exc:  # pragma: no cover
     raise SystemExit("this benchmark needs Dask: pip install 'lowrank-core[dask]'") from exc
+
+from .timing import alternate
 
 
 def fmt_bytes(n: float) -> str:
@@ -141,8 +140,8 @@ def beyond_one_worker(args) -> None:
         op.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--small-n", type=int, default=50)
     parser.add_argument("--small-m", type=int, default=2500)
     parser.add_argument("--k", type=int, default=5)
@@ -155,13 +154,14 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=0.5)
     parser.add_argument("--memory-limit", default="1.5GiB")
     parser.add_argument("--skip-large", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     print(f"lowrank_core {lc.__version__}, dask {distributed.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     overhead(args)
     if not args.skip_large:
         beyond_one_worker(args)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

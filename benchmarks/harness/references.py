@@ -1,0 +1,395 @@
+"""What a user would otherwise write: the references every benchmark checks and times.
+
+* **Products.** :func:`reference_products` returns, per operator kind, implementations of
+  ``op.residual_gradient(F, G, y)`` = (1/2 ||z||^2, z, A^T(z) G, A^T(z)^T F) with
+  z = A(F G^T) - y in plain numpy, in scipy.sparse (sparse and entrywise kinds) and in
+  PyTorch on the CPU (when installed).
+* **Methods.** :func:`reference_solve` is the ONE plain numpy loop of every method of
+  :func:`lowrank_core.solve` (gd, onestep, scaledgd, scaledgd-lambda, precgd, agn), written
+  from the update rules of ALGORITHMS.md on top of any of those products. The test suite
+  keeps its own independent copy (tests/test_solvers_reference.py); a new method adds its
+  rule here.
+
+Every reference is checked against lowrank_core before a benchmark times it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from .timing import torch_or_none
+
+__all__ = ["PRODUCT_RTOL", "REFERENCE_METHODS", "ProductFn", "Unavailable",
+           "dense_numpy_product", "product_discrepancy",
+           "reference_products", "reference_solve", "sparse_per_iteration_csr"]
+
+#: relative tolerance of a reference product against lowrank_core's (norm-wise)
+PRODUCT_RTOL = {np.dtype(np.float32): 2e-3, np.dtype(np.float64): 1e-8}
+
+
+#: the methods :func:`reference_solve` implements
+REFERENCE_METHODS = ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn")
+
+
+class Unavailable(Exception):
+    """A setting the reference loop does not implement (e.g. a custom damping rule)."""
+
+
+# ---------------------------------------------------------------------------- products
+ProductFn = Callable[[np.ndarray, np.ndarray, np.ndarray],
+                     "tuple[float, np.ndarray, np.ndarray, np.ndarray]"]
+
+
+def _rowdot(A, B):
+    return np.einsum("ij,ij->i", A, B)
+
+
+def _bincount_rows(index, W, n):
+    """out[r] = sum over e with index[e] == r of W[e] (k columns, one bincount each)."""
+    out = np.empty((n, W.shape[1]), W.dtype)
+    for j in range(W.shape[1]):
+        out[:, j] = np.bincount(index, weights=W[:, j], minlength=n)
+    return out
+
+
+def dense_numpy_product(A2: np.ndarray, shape: tuple[int, int]) -> ProductFn:
+    """What a user writes in numpy for dense A_i: A2 is the (m, n1*n2) matrix of vec(A_i);
+    z = A2 vec(F G^T) - y, S = reshape(z^T A2), then S G and S^T F (A2 read twice)."""
+    n1, n2 = shape
+
+    def numpy_rg(F, G, y):
+        P = F @ G.T
+        z = A2 @ P.ravel() - y
+        S = (z @ A2).reshape(n1, n2)
+        return 0.5 * float(z @ z), z, S @ G, S.T @ F
+
+    return numpy_rg
+
+
+def _dense_baselines(op, torch):
+    """numpy (and torch) on the full (m, n1*n2) matrix of vec(A_i), operator's dtype."""
+    n1, n2 = op.shape
+    A2 = op.matrices.reshape(op.m, n1 * n2)
+    if not A2.flags.c_contiguous:
+        A2 = np.ascontiguousarray(A2)
+
+    out = {"numpy": dense_numpy_product(A2, op.shape)}
+    if torch is not None:
+        with warnings.catch_warnings():  # A2 may be a read-only view; torch only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            At = torch.from_numpy(A2)
+
+        def torch_rg(F, G, y):
+            Ft, Gt, yt = torch.from_numpy(F), torch.from_numpy(G), torch.from_numpy(y)
+            z = torch.mv(At, (Ft @ Gt.T).reshape(-1)) - yt
+            S = torch.mv(At.T, z).reshape(n1, n2)
+            return (0.5 * float(torch.dot(z, z)), z.numpy(), (S @ Gt).numpy(),
+                    (S.T @ Ft).numpy())
+
+        out["torch"] = torch_rg
+    return out, A2
+
+
+def _sparse_baselines(op, torch):
+    """scipy.sparse: gather + precomputed CSR selector products (the issue's reference,
+    "scipy.sparse") and CSR (m, n1*n2) times vec(F G^T) ("scipy.sparse dense-S": forms
+    n1 x n2, cheap at n = 2000); the table shows the faster of the two and lists both
+    below it. numpy: COO triplets, gather + bincount."""
+    n1, n2 = op.shape
+    A = op.to_scipy().tocsr()
+    A.sort_indices()
+    AT = A.T.tocsr()
+    coo = A.tocoo()
+    meas = coo.row.astype(np.intp)
+    r, c = np.divmod(coo.col.astype(np.intp), n2)
+    v = coo.data
+
+    def scipy_dense_s_rg(F, G, y):
+        z = A @ (F @ G.T).ravel() - y
+        S = (AT @ z).reshape(n1, n2)
+        return 0.5 * float(z @ z), z, S @ G, S.T @ F
+
+    def numpy_rg(F, G, y):
+        z = np.bincount(meas, weights=v * _rowdot(F[r], G[c]), minlength=op.m).astype(
+            F.dtype, copy=False) - y
+        w = v * z[meas]
+        SG = _bincount_rows(r, w[:, None] * G[c], n1)
+        StF = _bincount_rows(c, w[:, None] * F[r], n2)
+        return 0.5 * float(z @ z), z, SG, StF
+
+    # selectors built once: R[r_e, e] = 1, C[c_e, e] = 1, so S G = R (w G[c]), S^T F = C (w F[r])
+    e = np.arange(v.shape[0])
+    ones = np.ones(v.shape[0], v.dtype)
+    R = sp.csr_matrix((ones, (r, e)), shape=(n1, v.shape[0]))
+    C = sp.csr_matrix((ones, (c, e)), shape=(n2, v.shape[0]))
+
+    def scipy_selectors_rg(F, G, y):
+        z = np.bincount(meas, weights=v * _rowdot(F[r], G[c]), minlength=op.m).astype(
+            F.dtype, copy=False) - y
+        w = (v * z[meas])[:, None]
+        return 0.5 * float(z @ z), z, R @ (w * G[c]), C @ (w * F[r])
+
+    out = {"numpy": numpy_rg, "scipy.sparse": scipy_selectors_rg,
+           "scipy.sparse dense-S": scipy_dense_s_rg}
+    if torch is not None:
+        def csr(M):
+            with warnings.catch_warnings():  # "beta" and "invariant checks" notices
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.sparse_csr_tensor(torch.from_numpy(M.indptr.astype(np.int64)),
+                                               torch.from_numpy(M.indices.astype(np.int64)),
+                                               torch.from_numpy(M.data), size=M.shape)
+        At, ATt = csr(A), csr(AT)
+
+        def torch_rg(F, G, y):
+            Ft, Gt, yt = torch.from_numpy(F), torch.from_numpy(G), torch.from_numpy(y)
+            z = (At @ (Ft @ Gt.T).reshape(-1, 1)).reshape(-1) - yt
+            S = (ATt @ z.reshape(-1, 1)).reshape(n1, n2)
+            return (0.5 * float(torch.dot(z, z)), z.numpy(), (S @ Gt).numpy(),
+                    (S.T @ Ft).numpy())
+
+        out["torch"] = torch_rg
+    return out
+
+
+def _entries_baselines(op, torch):
+    """numpy: gather + bincount; scipy.sparse: gather + CSR/CSC products with S."""
+    n1, n2 = op.shape
+    rows = np.asarray(op.rows, dtype=np.intp)
+    cols = np.asarray(op.cols, dtype=np.intp)
+    s = op.dtype.type(op.scale)
+
+    def numpy_rg(F, G, y):
+        z = s * _rowdot(F[rows], G[cols]) - y
+        w = s * z
+        SG = _bincount_rows(rows, w[:, None] * G[cols], n1)
+        StF = _bincount_rows(cols, w[:, None] * F[rows], n2)
+        return 0.5 * float(z @ z), z, SG.astype(F.dtype, copy=False), \
+            StF.astype(F.dtype, copy=False)
+
+    # CSR structure of S built once; per iteration only its data is written (through the
+    # permutation from measurement order to CSR order), then S @ G and S.T @ F.
+    S = sp.csr_matrix((np.arange(1, op.m + 1, dtype=np.float64), (rows, cols)),
+                      shape=(n1, n2))
+    perm = S.data.astype(np.intp) - 1 if S.nnz == op.m else None  # None: repeated entries
+    S = sp.csr_matrix((np.zeros(S.nnz, op.dtype), S.indices, S.indptr), shape=(n1, n2))
+
+    def scipy_rg(F, G, y):
+        z = s * _rowdot(F[rows], G[cols]) - y
+        if perm is None:
+            Sz = sp.csr_matrix((s * z, (rows, cols)), shape=(n1, n2))
+        else:
+            np.multiply(s, z[perm], out=S.data)
+            Sz = S
+        return 0.5 * float(z @ z), z, Sz @ G, Sz.T @ F
+
+    out = {"numpy": numpy_rg, "scipy.sparse": scipy_rg}
+    if torch is not None:
+        rt, ct = torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))
+
+        def torch_rg(F, G, y):
+            Ft, Gt, yt = torch.from_numpy(F), torch.from_numpy(G), torch.from_numpy(y)
+            Fr, Gc = Ft.index_select(0, rt), Gt.index_select(0, ct)
+            z = s * (Fr * Gc).sum(1) - yt
+            w = (s * z).unsqueeze(1)
+            SG = torch.zeros_like(Ft).index_add_(0, rt, w * Gc)
+            StF = torch.zeros_like(Gt).index_add_(0, ct, w * Fr)
+            return 0.5 * float(torch.dot(z, z)), z.numpy(), SG.numpy(), StF.numpy()
+
+        out["torch"] = torch_rg
+    return out
+
+
+def _rankone_baselines(op, torch):
+    """numpy (and torch): four GEMMs, a and b read twice each."""
+    a = np.ascontiguousarray(op.a)
+    b = a if op.symmetric else np.ascontiguousarray(op.b)
+
+    def numpy_rg(F, G, y):
+        U, V = a @ F, b @ G
+        z = _rowdot(U, V) - y
+        return 0.5 * float(z @ z), z, a.T @ (z[:, None] * V), b.T @ (z[:, None] * U)
+
+    out = {"numpy": numpy_rg}
+    if torch is not None:
+        at, bt = torch.from_numpy(a), torch.from_numpy(b)
+
+        def torch_rg(F, G, y):
+            Ft, Gt, yt = torch.from_numpy(F), torch.from_numpy(G), torch.from_numpy(y)
+            U, V = at @ Ft, bt @ Gt
+            z = (U * V).sum(1) - yt
+            zc = z.unsqueeze(1)
+            return (0.5 * float(torch.dot(z, z)), z.numpy(), (at.T @ (zc * V)).numpy(),
+                    (bt.T @ (zc * U)).numpy())
+
+        out["torch"] = torch_rg
+    return out
+
+
+def reference_products(kind: str, op, *, use_torch: bool = True) -> dict[str, ProductFn]:
+    """Baseline implementations of ``op.residual_gradient`` keyed by library name.
+
+    Each takes (F, G, y) as numpy arrays of the operator's dtype and returns
+    (loss, z, A^T(z) G, A^T(z)^T F) as numpy arrays (torch results are zero-copy views).
+    """
+    torch = torch_or_none() if use_torch else None
+    if kind in ("dense", "symmetric"):
+        return _dense_baselines(op, torch)[0]
+    if kind == "sparse":
+        return _sparse_baselines(op, torch)
+    if kind == "entries":
+        return _entries_baselines(op, torch)
+    if kind == "rank-one":
+        return _rankone_baselines(op, torch)
+    raise ValueError(f"unknown operator kind {kind!r}")
+
+
+def _rel(a, b) -> float:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), np.finfo(np.float64).tiny))
+
+
+def product_discrepancy(ours, ref) -> float:
+    """Largest norm-relative difference over (loss, z, SG, StF)."""
+    return max(_rel(ours[0], ref[0]), *(_rel(o, r) for o, r in zip(ours[1:], ref[1:])))
+
+def sparse_per_iteration_csr(op) -> ProductFn:
+    """scipy.sparse for sparse A_i, building the CSR matrix of S = A^T(z) every call:
+    p = rowdot(F[r], G[c]) over the nonzeros, z = bincount(meas, v p) - y,
+    S = csr((v z[meas], (r, c))), then S @ G and S.T @ F."""
+    n1, n2 = op.shape
+    A = op.to_scipy().tocsr()
+    meas = np.repeat(np.arange(op.m), np.diff(A.indptr))
+    r, c = np.divmod(A.indices.astype(np.intp), n2)
+    v = A.data
+
+    def rg(F, G, y):
+        p = _rowdot(F[r], G[c])
+        z = np.bincount(meas, weights=v * p, minlength=op.m).astype(F.dtype, copy=False) - y
+        S = sp.csr_matrix((v * z[meas], (r, c)), shape=(n1, n2))
+        return 0.5 * float(z @ z), z, S @ G, S.T @ F
+
+    return rg
+
+
+# ----------------------------------------------------------------------------- methods
+def _right_solve(X, gram, lam, rcond, pinv):
+    """X (gram + lam I)^{-1}, or X gram^+ (pseudo-inverse dropping eigenvalues below
+    rcond * max) when ``pinv`` or lam == 0."""
+    k = gram.shape[0]
+    if pinv or lam == 0:
+        w, Q = np.linalg.eigh(gram.astype(np.float64))
+        cut = rcond * max(float(w[-1]), 0.0)
+        inv = np.where(w > cut, 1.0 / np.where(w > cut, w, 1.0), 0.0)
+        return (X @ ((Q * inv) @ Q.T)).astype(X.dtype, copy=False)
+    M = gram.astype(np.float64) + lam * np.eye(k)
+    return np.linalg.solve(M, X.T.astype(np.float64)).T.astype(X.dtype, copy=False)
+
+
+def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: str,
+                    options: dict, *, symmetric: bool, tol: float, max_iter: int,
+                    stop: Callable[[np.ndarray, np.ndarray], bool] | None = None):
+    """The update rules of :func:`lowrank_core.solve`, as a plain numpy loop on ``rg``.
+
+    ``options`` are the resolved settings of a lowrank_core run (``result.options``:
+    step, damping, trigger, beta, rcond), so both runs follow the same rule from the same
+    start. Per iteration t: z, A^T(z) G, A^T(z)^T F at the iterate, then the stopping
+    tests (non-finite residual: "diverged"; ||z|| / ||y|| <= tol: "converged"; ``stop(F,
+    G)`` true: "stopped", e.g. an error target; t = max_iter: "max_iter"), then the step:
+
+    * gd: F -= eta S G, G -= eta S^T F (symmetric: X -= eta (S + S^T) X / 2);
+    * onestep: gd, plus once F <- beta F (F^T F)^{-1/2}, G <- G (F^T F)^{1/2} / beta when
+      the relative residual first reaches ``trigger``;
+    * scaledgd / scaledgd-lambda / precgd: F -= eta S G (G^T G + lam I)^{-1}, G likewise
+      with F^T F (both from the same iterate), lam = 0 / ``damping`` / ||z||;
+    * agn: F -= eta S G (G^T G)^+, then G -= eta S'^T F' (F'^T F')^+ with S' at the new F'.
+
+    Returns (F, G, n_iter, status); G is F for symmetric runs.
+    """
+    if method not in REFERENCE_METHODS:
+        raise Unavailable(f"no numpy reference loop for method {method!r}: add its update "
+                          f"rule to benchmarks/harness/references.py (reference_solve)")
+    eta = float(options["step"])
+    rcond = float(options.get("rcond") or 10 * F0.shape[1] * np.finfo(F0.dtype).eps)
+    F = F0.copy()
+    G = F if symmetric else np.array(G0, copy=True)
+    ynorm = float(np.linalg.norm(y.astype(np.float64)))
+    rebalanced = False
+    t = 0
+    reference = None
+    while True:
+        loss, _z, SG, StF = rg(F, G, y)
+        res = float(np.sqrt(2.0 * loss)) / ynorm
+        if not np.isfinite(res):
+            return F, G, t, "diverged"
+        if reference is None:
+            reference = max(1.0, res)
+        if res <= tol:
+            return F, G, t, "converged"
+        if stop is not None and stop(F, G):
+            return F, G, t, "stopped"
+        if t >= max_iter:
+            return F, G, t, "max_iter"
+        if symmetric:
+            grad = 0.5 * (SG + StF)
+            if method == "gd":
+                F = F - F.dtype.type(eta) * grad
+            else:
+                lam = _damping(method, options, loss)
+                F = F - F.dtype.type(eta) * _right_solve(grad, F.T @ F, lam, rcond, False)
+            G = F
+        elif method in ("gd", "onestep"):
+            if method == "onestep" and not rebalanced and res <= float(options["trigger"]):
+                F, G, SG, StF = _rebalance(F, G, SG, StF, options.get("beta"))
+                rebalanced = True
+            e = F.dtype.type(eta)
+            F, G = F - e * SG, G - e * StF
+        elif method == "agn":
+            e = F.dtype.type(eta)
+            F_next = F - e * _right_solve(SG, G.T @ G, 0.0, rcond, True)
+            _, _, _, StF = rg(F_next, G, y)
+            G = G - e * _right_solve(StF, F_next.T @ F_next, 0.0, rcond, True)
+            F = F_next
+        else:
+            lam = _damping(method, options, loss)
+            e = F.dtype.type(eta)
+            F, G = (F - e * _right_solve(SG, G.T @ G, lam, rcond, False),
+                    G - e * _right_solve(StF, F.T @ F, lam, rcond, False))
+        t += 1
+
+
+def _damping(method, options, loss) -> float:
+    if method == "scaledgd":
+        return 0.0
+    if method == "scaledgd-lambda":
+        return float(options["damping"])
+    if method == "precgd":
+        rule = options.get("damping", "residual")
+        scale = float(options.get("damping_scale", 1.0))
+        if rule == "residual":
+            return scale * float(np.sqrt(2.0 * loss))
+        if isinstance(rule, (int, float)):
+            return scale * float(rule)
+        raise Unavailable(f"the reference loop has no precgd damping rule {rule!r}")
+    raise ValueError(method)
+
+
+def _rebalance(F, G, SG, StF, beta):
+    """The one-step rebalance: F <- beta F (F^T F)^{-1/2}, G <- G (F^T F)^{1/2} / beta."""
+    w, Q = np.linalg.eigh((F.T @ F).astype(np.float64))
+    w = np.maximum(w, 0.0)
+    cut = w[-1] * F.shape[1] * np.finfo(F.dtype).eps
+    root_w = np.sqrt(w)
+    inv_w = np.where(w > cut, 1.0 / np.where(root_w > 0, root_w, 1.0), 0.0)
+    root, inv_root = (Q * root_w) @ Q.T, (Q * inv_w) @ Q.T
+    sigma1 = float(np.sqrt(max(np.linalg.eigvalsh(root @ (G.T @ G) @ root)[-1], 0.0)))
+    beta = float(beta) if beta is not None else float(np.sqrt(sigma1))
+    if not beta > 0:
+        return F, G, SG, StF
+    Pf = (beta * inv_root).astype(F.dtype)
+    Pg = (root / beta).astype(F.dtype)
+    return F @ Pf, G @ Pg, SG @ Pg, StF @ Pf

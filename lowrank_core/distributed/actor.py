@@ -1,0 +1,186 @@
+"""The shard actor: one row block of the operator and its measurements on a worker.
+
+Built by a Dask task from a recipe (:mod:`.recipes`); the client
+(:class:`~lowrank_core.distributed.ShardedOperator`) calls its methods directly each
+iteration. Arguments and results are small: factors, k-column products, the shard's
+residuals.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from ..operators import MeasurementOperator, available_memory
+from ..operators._base import _format_bytes
+from .recipes import _npy_shard, _npy_shard_nbytes, _spectral_is_average
+
+#: Returned by a shard asked for measurements it does not hold (the client then sends them).
+_MISSING_MEASUREMENTS = "__lowrank_core_missing_measurements__"
+
+
+def _memory_fraction() -> float:
+    """Fraction of a worker's memory limit a shard may use: Dask's pause threshold
+    (a paused worker runs nothing, so a solve would stall), else terminate, else 1."""
+    import dask
+
+    for name in ("pause", "terminate"):
+        frac = dask.config.get(f"distributed.worker.memory.{name}", default=None)
+        if frac:
+            return float(frac)
+    return 1.0
+
+
+def _shard_too_large_message(index, nbytes, address, limit, frac, in_use) -> str:
+    budget = frac * limit - in_use
+    need = math.ceil(nbytes / max(budget, 1.0)) if budget > 0 else float("inf")
+    return (f"shard {index} needs about {nbytes:,} bytes ({_format_bytes(nbytes)}) but worker "
+            f"{address} may use {_format_bytes(max(budget, 0))} (memory_limit "
+            f"{_format_bytes(limit)} x pause fraction {frac:g}"
+            + (f" - {_format_bytes(in_use)} already in use" if in_use else "")
+            + f"); split the measurements into about {need}x more shards, add workers, "
+            "give workers more memory or use float32")
+
+
+class _ShardActor:
+    """One shard on a worker (a Dask actor): its operator and its measurement slices.
+
+    Built by a Dask task from a recipe; the client talks to it directly each iteration.
+    Method arguments and results are small: factors, k-column products, the shard's
+    residuals.
+    """
+
+    def __init__(self, index: int, n_threads, nbytes, build, *args):
+        from distributed import get_worker
+
+        worker = get_worker()
+        self.index = index
+        self.address = worker.address
+        if nbytes is None and build is _npy_shard:
+            nbytes = _npy_shard_nbytes(args[0], args[1], args[3])
+        if nbytes:
+            self._check_memory(worker, int(nbytes))
+        op = build(*args)
+        if not isinstance(op, MeasurementOperator):
+            raise TypeError(f"shard {index}: the builder returned {type(op).__name__}, "
+                            "not a lowrank_core MeasurementOperator")
+        op.n_threads = worker.state.nthreads if n_threads is None else n_threads
+        self.op = op
+        self.measurements: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.cache_size = 4
+
+    def _check_memory(self, worker, nbytes: int) -> None:
+        import psutil
+
+        limit = worker.memory_manager.memory_limit
+        in_use = psutil.Process().memory_info().rss
+        if limit:
+            frac = _memory_fraction()
+            if nbytes > frac * limit - in_use:
+                raise MemoryError(_shard_too_large_message(self.index, nbytes, self.address,
+                                                           limit, frac, in_use))
+        else:
+            avail = available_memory()
+            if avail is not None and nbytes > avail:
+                raise MemoryError(
+                    f"shard {self.index} needs about {_format_bytes(nbytes)} but worker "
+                    f"{self.address} has only {_format_bytes(avail)} available")
+
+    # ------------------------------------------------------------------ queries
+    def info(self) -> dict:
+        op = self.op
+        return {"m": op.m, "shape": op.shape, "dtype": op.dtype.str,
+                "symmetric": bool(op.symmetric), "nbytes": int(op.nbytes),
+                "kind": type(op).__name__, "address": self.address, "pid": os.getpid(),
+                "n_threads": op.n_threads, "spectral_average": _spectral_is_average(op)}
+
+    def memory(self) -> dict:
+        import resource
+
+        import psutil
+        from distributed import get_worker
+
+        return {"shard": self.index, "address": self.address, "pid": os.getpid(),
+                "rss": psutil.Process().memory_info().rss,
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "memory_limit": get_worker().memory_manager.memory_limit,
+                "shard_nbytes": int(self.op.nbytes)}
+
+    def operator(self) -> MeasurementOperator:
+        return self.op
+
+    def set_n_threads(self, n_threads) -> int:
+        """Set the shard's kernel threads (None: the worker's Dask thread count)."""
+        from distributed import get_worker
+
+        self.op.n_threads = get_worker().state.nthreads if n_threads is None else n_threads
+        return self.op.n_threads
+
+    # ------------------------------------------------------------- measurements
+    def _measurements(self, token, y):
+        if y is not None:
+            self.measurements[token] = np.ascontiguousarray(y)
+            while len(self.measurements) > self.cache_size:
+                self.measurements.popitem(last=False)
+        y = self.measurements.get(token)
+        if y is not None:
+            self.measurements.move_to_end(token)
+        return y
+
+    # ------------------------------------------------------------------ kernels
+    def residual_gradient(self, F, G, token, y=None):
+        """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s."""
+        y = self._measurements(token, y)
+        if y is None:
+            return _MISSING_MEASUREMENTS
+        G = F if G is None else G
+        op = self.op
+        k = F.shape[1]
+        z = np.empty(op.m, op.dtype)
+        SG = np.empty((op.shape[0], k), op.dtype)
+        StF = np.empty((op.shape[1], k), op.dtype)
+        loss = op._residual_gradient_into(F, G, y, z, SG, StF)
+        return float(loss), z, SG, StF
+
+    def adjoint_products(self, w, F, G):
+        """(A_s^T(w_s) G, A_s^T(w_s)^T F) for this shard's slice w_s of the weights."""
+        G = F if G is None else G
+        op = self.op
+        k = F.shape[1]
+        SG = np.empty((op.shape[0], k), op.dtype)
+        StF = np.empty((op.shape[1], k), op.dtype)
+        op._adjoint_products_into(np.ascontiguousarray(w), F, G, SG, StF)
+        return SG, StF
+
+    def forward_factored(self, F, G, token=None):
+        """A_s(F G^T); kept as measurements under ``token`` when one is given."""
+        G = F if G is None else G
+        out = np.empty(self.op.m, self.op.dtype)
+        self.op._forward_factored_into(F, G, out)
+        if token is not None:
+            self._measurements(token, out.copy())
+        return out
+
+    def spectral_product(self, token, X, transpose, y=None):
+        """This shard's spectral estimate of M (from its y_s) times X, or its transpose."""
+        y = self._measurements(token, y)
+        if y is None:
+            return _MISSING_MEASUREMENTS
+        cached = getattr(self, "_spectral", None)
+        if cached is None or cached[0] != token:
+            make = getattr(self.op, "spectral_operator", None)
+            lin = make(y) if callable(make) else self.op.adjoint_operator(y)
+            self._spectral = cached = (token, lin)
+        lin = cached[1]
+        return lin.rmatmat(X) if transpose else lin.matmat(X)
+
+    def forward(self, M):
+        out = np.empty(self.op.m, self.op.dtype)
+        self.op._forward_into(M, out)
+        return out
+
+    def adjoint(self, z):
+        return self.op._adjoint_dense(np.ascontiguousarray(z))

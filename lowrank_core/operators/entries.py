@@ -1,0 +1,354 @@
+"""Matrix completion: :class:`EntryOperator` observes single entries, and
+:func:`sample_entries` draws uniformly random sets of them.
+
+The compiled kernels live in ``lowrank_core._entries`` (AVX2/FMA build when the CPU has
+it); this module validates input, builds the row grouping once and orchestrates.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
+
+from .._kernels import load as _load_kernels
+from .._validation import as_float_array, check_dtype, check_positive_float, check_positive_int
+from . import _indexing as ix
+from ._base import MeasurementOperator, _FactoredLinearOperator, _file_array, _file_shape
+from ._indexing import BoundsCache
+
+_entries = _load_kernels("_entries")
+
+__all__ = ["EntryOperator", "sample_entries"]
+
+
+class EntryOperator(BoundsCache, MeasurementOperator):
+    r"""Matrix completion: each measurement observes one entry.
+
+    A(M)_i = scale * M[rows_i, cols_i], i.e. A_i = scale * e_{rows_i} e_{cols_i}^T, and
+    A^T(z) = scale * sum_i z_i e_{rows_i} e_{cols_i}^T (the sparse matrix P_Omega of z).
+
+    Parameters
+    ----------
+    rows, cols : array_like of int, shape (m,)
+        Row and column of each observed entry, in [0, n1) and [0, n2). Any order;
+        repeated entries are allowed (each is a separate measurement).
+    shape : tuple (n1, n2)
+    dtype : float32 or float64
+        Precision of the factors and measurements this operator works with.
+    scale : float
+        Weight of every measurement (default 1: y_i is the entry itself).
+        :func:`~lowrank_core.make_problem` uses scale = 1/sqrt(p) with p = m/(n1 n2), which
+        makes the operator near-isotropic, E||A(M)||^2 = ||M||_F^2.
+    n_threads : int, optional
+
+    Notes
+    -----
+    The entries are stored grouped by row (CSR-like; int32 indices when
+    ``max(n1, n2, m) < 2**31 - 1``, else int64), built once in O(m + n1) by counting sort;
+    input already sorted by row (from_sparse, from_dense_with_nan, make_problem) is used in
+    place, other orders reach y and z through a permutation (slower: random access).
+    ``residual_gradient`` makes ONE parallel pass over the entries, 6 m k flops: for each
+    row j, z_e, (A^T(z) G)_j accumulated locally and scale z_e F_j added to row c_e of a
+    per-thread A^T(z)^T F buffer (T - 1 buffers of n2 x k, summed in thread order). Rows
+    are split over threads in fixed ranges balanced by entry count: z, the loss and S G
+    are bitwise independent of the thread count, S^T F is bitwise repeatable for a fixed
+    thread count. Memory: m index words (2 m if unsorted) plus n1 + 1 pointers.
+    """
+
+    kind = "entries"
+    ensemble = "entries"
+
+    def __init__(self, rows, cols, shape, *, dtype=np.float64, scale=1.0, n_threads=None):
+        super().__init__(n_threads)
+        n1, n2 = ix.check_shape(shape)
+        self.dtype = check_dtype(dtype)
+        if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) \
+                or not np.isfinite(scale) or scale == 0:
+            raise ValueError(f"scale must be a finite non-zero number, got {scale!r}")
+        rows = ix.as_index_array(rows, "rows", n1, "row")
+        cols = ix.as_index_array(cols, "cols", n2, "column")
+        if rows.shape != cols.shape:
+            raise ValueError(f"rows and cols must have the same length, got {rows.shape[0]} "
+                             f"and {cols.shape[0]}")
+        m = int(rows.shape[0])
+        itype = ix.index_dtype(n1, n2, m)
+        self.shape = (n1, n2)
+        self.m = m
+        self.scale = float(scale)
+        self._itype = itype
+        self._build(rows.astype(itype, copy=False), cols.astype(itype, copy=False))
+
+    def _build(self, rows, cols):
+        n1 = self.shape[0]
+        itype = self._itype
+        # row grouping (identity when the input is already sorted by row, e.g. from CSR)
+        self._ptr_r, order_r = ix.grouping(rows, n1, itype)
+        if order_r is None:
+            self._cols_r = np.array(cols, dtype=itype, copy=True)
+        else:
+            self._cols_r = cols[order_r]
+        self._pos_r = order_r
+        self._dummy = np.zeros(1, itype)
+        self._bounds_cache = {}
+        ix.readonly(self._ptr_r, self._cols_r, self._pos_r)
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_sparse(cls, X, *, n_threads=None):
+        """Operator and measurements from a scipy.sparse matrix of observations.
+
+        Every STORED entry of X (explicit zeros included; duplicates of a COO matrix kept
+        as repeated measurements) is one observation.
+
+        Returns
+        -------
+        op : EntryOperator
+            With X's shape and dtype (float32 or float64).
+        y : ndarray, shape (m,)
+            The observed values, in the order of ``X.tocoo()`` (row-major for CSR input).
+        """
+        if not sp.issparse(X):
+            raise TypeError(f"X must be a scipy.sparse matrix or array, got {type(X).__name__}"
+                            "; for a dense array with NaN for missing entries use "
+                            "EntryOperator.from_dense_with_nan")
+        coo = X.tocoo()
+        if coo.nnz == 0:
+            raise ValueError("X has no stored entries: an operator needs at least one "
+                             "observation")
+        y = as_float_array(coo.data, "X.data", ndim=1)
+        op = cls(coo.row, coo.col, coo.shape, dtype=y.dtype, n_threads=n_threads)
+        return op, np.array(y, copy=True)
+
+    @classmethod
+    def from_dense_with_nan(cls, X, *, n_threads=None):
+        """Operator and measurements from a dense array with NaN marking missing entries.
+
+        Returns
+        -------
+        op : EntryOperator
+            Observing the non-NaN entries of X in row-major order.
+        y : ndarray, shape (m,)
+            Their values (X's dtype, float32 or float64).
+        """
+        X = as_float_array(X, "X", ndim=2, finite=False)
+        observed = ~np.isnan(X)
+        if np.isinf(X).any():
+            raise ValueError("X contains infinite values; only NaN marks a missing entry "
+                             "(replace inf by NaN or a finite value)")
+        if not observed.any():
+            raise ValueError("X has no observed (non-NaN) entries")
+        rows, cols = np.nonzero(observed)
+        y = X[observed]
+        return cls(rows, cols, X.shape, dtype=X.dtype, n_threads=n_threads), y
+
+    # ------------------------------------------------ shards, files and ensembles
+    def take_rows(self, start: int, stop: int) -> EntryOperator:
+        """Measurements start..stop-1 (rebuilt from their rows and columns, O(m))."""
+        start, stop = self._check_row_range(start, stop)
+        return EntryOperator(self.rows[start:stop], self.cols[start:stop], self.shape,
+                             dtype=self.dtype, scale=self.scale,
+                             n_threads=self._n_threads_request)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """``rows``, ``cols`` (m,) int, ``shape`` (2,) and ``scale``."""
+        return {"rows": np.asarray(self.rows), "cols": np.asarray(self.cols),
+                "shape": np.asarray(self.shape, np.int64), "scale": np.float64(self.scale)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype=None,
+                    n_threads=None) -> EntryOperator:
+        """From ``rows``, ``cols``, ``shape`` and optional ``scale`` (default 1); ``dtype``
+        is the measurements' (default float64)."""
+        rows = _file_array(arrays, "rows", kind="int", ndim=1)
+        cols = _file_array(arrays, "cols", kind="int", ndim=1)
+        scale = _file_array(arrays, "scale", optional=True)
+        return cls(rows, cols, _file_shape(arrays),
+                   dtype=np.float64 if dtype is None else dtype,
+                   scale=1.0 if scale is None else float(scale), n_threads=n_threads)
+
+    @classmethod
+    def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None, p=None):
+        """Matrix completion on a uniformly random set Omega of distinct entries.
+
+        |Omega| = m (uniform m-subset), or, with ``p`` given and m=None, a Bernoulli(p) set
+        (|Omega| ~ Binomial(n1 n2, p), then a uniform subset of that size). The entries are
+        scaled by 1/sqrt(p_eff), p_eff = |Omega| / (n1 n2), so E||A(M)||^2 = ||M||_F^2 and
+        A^T(y) is the usual unbiased P_Omega(M)/p. Sampled row-major sorted, chunk by chunk,
+        never forming anything n1 x n2 (see :func:`sample_entries`). psd=True keeps the
+        same (non-symmetrized) sampling of a PSD truth.
+        """
+        total = n1 * n2
+        if p is not None:
+            if m is not None:
+                raise ValueError("operator='entries' takes either m (a count) or p (a "
+                                 "fraction), not both; pass m=None with p")
+            p = check_positive_float(p, "p")
+            if p > 1:
+                raise ValueError(f"p must be a fraction in (0, 1], got {p}")
+            m = int(rng.binomial(total, p))
+            if m == 0:
+                raise ValueError(f"p={p} observed no entry of a {n1} x {n2} matrix; use a "
+                                 "larger p")
+        elif m is None:
+            raise ValueError("operator='entries' needs m (number of observed entries) or p")
+        if m > total:
+            raise ValueError(f"m={m} exceeds the {total} entries of a {n1} x {n2} matrix")
+        rows, cols = sample_entries(n1, n2, m, rng)
+        return cls(rows, cols, (n1, n2), dtype=dtype, scale=1.0 / np.sqrt(m / total),
+                   n_threads=n_threads)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index arrays."""
+        return int(sum(a.nbytes for a in (self._ptr_r, self._cols_r, self._pos_r)
+                       if a is not None))
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Row of each measurement (a new int array, measurement order)."""
+        rows_r = np.repeat(np.arange(self.shape[0], dtype=self._itype), np.diff(self._ptr_r))
+        if self._pos_r is None:
+            return rows_r
+        out = np.empty(self.m, self._itype)
+        out[self._pos_r] = rows_r
+        return out
+
+    @property
+    def cols(self) -> np.ndarray:
+        """Column of each measurement (a new int array, measurement order)."""
+        if self._pos_r is None:
+            return self._cols_r.copy()
+        out = np.empty(self.m, self._itype)
+        out[self._pos_r] = self._cols_r
+        return out
+
+    def _pr(self):
+        return (self._ptr_r, self._cols_r,
+                self._dummy if self._pos_r is None else self._pos_r, self._pos_r is not None)
+
+    def _sc(self):
+        return self.dtype.type(self.scale)
+
+    # ------------------------------------------------------------------ kernels
+    def _forward_into(self, M, out):
+        ptr, cols, pos, has = self._pr()
+        _entries.gather(ptr, cols, pos, has, M, out, self._sc(), self.n_threads)
+
+    def _forward_factored_into(self, F, G, out):
+        ptr, cols, pos, has = self._pr()
+        _entries.sampled_dots(ptr, cols, pos, has, F, G, out, self._sc(), self.n_threads)
+
+    def _adjoint_dense(self, z):
+        S = np.zeros(self.shape, self.dtype)
+        ptr, cols, pos, has = self._pr()
+        _entries.scatter_add(ptr, cols, pos, has, z, S, self._sc(), self.n_threads)
+        return S
+
+    def _residual_gradient_into(self, F, G, y, z, SG, StF):
+        ptr, cols, pos, has = self._pr()
+        bounds = self._bounds(ptr)
+        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
+        with self._workspace("rg", (T, k), lambda: (
+                np.empty(n1, np.float64),
+                np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
+            return _entries.residual_gradient(ptr, cols, pos, has, F, G, y, z, SG, StF,
+                                              bufs, self._sc(), rowloss, bounds)
+
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        ptr, cols, pos, has = self._pr()
+        bounds = self._bounds(ptr)
+        T, k = bounds.shape[0] - 1, F.shape[1]
+        sc = self._sc()
+        with self._workspace("ap", (T, k), lambda: self._scatter_buffers(T, k)) as bufs:
+            _entries.adjoint_products(ptr, cols, pos, has, w, G, SG, False, bufs, sc, bounds)
+            _entries.adjoint_products(ptr, cols, pos, has, w, F, StF, True, bufs, sc, bounds)
+
+    def _scatter_buffers(self, T: int, k: int) -> np.ndarray:
+        """Per-thread (T - 1, n2, k) buffers of the transposed product (a stub if T = 1)."""
+        return np.empty((T - 1, self.shape[1], k) if T > 1 else (1, 1, 1), self.dtype)
+
+    def _products(self, z, factor):
+        """LinearOperator S = factor * sum_e z_e e_{r_e} e_{c_e}^T (O(m k) per product)."""
+        sc = self.dtype.type(factor)
+        n1, n2 = self.shape
+        ptr, cols, pos, has = self._pr()
+
+        def product(X, transpose):
+            bounds = self._bounds(ptr)
+            T, k = bounds.shape[0] - 1, X.shape[1]
+            n_out = n2 if transpose else n1
+            out = np.empty((n_out, k), self.dtype)
+            bufs = (self._scatter_buffers(T, k) if transpose
+                    else np.empty((1, 1, 1), self.dtype))
+            _entries.adjoint_products(ptr, cols, pos, has, z, X, out, transpose, bufs, sc,
+                                      bounds)
+            return out
+
+        return _FactoredLinearOperator(self.shape, self.dtype,
+                                       lambda X: product(X, False),
+                                       lambda U: product(U, True))
+
+    def adjoint_operator(self, z) -> LinearOperator:
+        """A^T(z) as a LinearOperator (matvec/matmat in O(m k), nothing n1 x n2 formed)."""
+        z = self._check_y(z, "z")
+        return self._products(z, self.scale)
+
+    def spectral_operator(self, y) -> LinearOperator:
+        r"""A^T(y) / (scale^2 p), p = m / (n1 n2): for uniformly sampled entries
+        E[A^T A(M)] = scale^2 p M, so this is an unbiased estimate of M whose top-k SVD
+        is the spectral initialization (ALGORITHMS.md 0.1: svds(Y/p) for scale = 1)."""
+        y = self._check_y(y, "y")
+        p = self.m / (self.shape[0] * self.shape[1])
+        return self._products(y, 1.0 / (self.scale * p))
+
+
+def sample_entries(n1: int, n2: int, count: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct entries of an n1 x n2 matrix, uniformly, sorted row-major.
+
+    Memory-efficient: rows are processed in chunks of about 2^18 expected entries; the
+    chunk counts come from a multivariate hypergeometric draw (exact uniform subset) or,
+    when n1 n2 >= 10^9, a multinomial draw (indistinguishable for sparse sampling; a
+    chunk count above its capacity is redrawn); inside a chunk, positions are drawn
+    without replacement. Peak extra memory is O(chunk), plus the two int32/int64 outputs.
+
+    Returns
+    -------
+    rows, cols : ndarray of int32 (int64 if an index or count exceeds int32), shape (count,)
+    """
+    n1 = check_positive_int(n1, "n1")
+    n2 = check_positive_int(n2, "n2")
+    count = check_positive_int(count, "count")
+    total = n1 * n2
+    if count > total:
+        raise ValueError(f"cannot observe {count} distinct entries of a {n1} x {n2} matrix "
+                         f"({total} entries)")
+    itype = ix.index_dtype(n1, n2, count)
+    density = count / total
+    rows_per_chunk = int(min(n1, max(1, round((1 << 18) / (density * n2)))))
+    starts = np.arange(0, n1, rows_per_chunk)
+    sizes = np.minimum(rows_per_chunk, n1 - starts) * n2
+    if total < 10**9:
+        counts = rng.multivariate_hypergeometric(sizes, count, method="marginals")
+    else:
+        while True:
+            counts = rng.multinomial(count, sizes / total)
+            if np.all(counts <= sizes):
+                break
+    rows = np.empty(count, itype)
+    cols = np.empty(count, itype)
+    at = 0
+    for start, size, cnt in zip(starts, sizes, counts):
+        if cnt == 0:
+            continue
+        flat = rng.choice(int(size), int(cnt), replace=False, shuffle=False)
+        flat.sort()
+        r, c = np.divmod(flat, n2)
+        rows[at:at + cnt] = r + start
+        cols[at:at + cnt] = c
+        at += cnt
+    return rows, cols
