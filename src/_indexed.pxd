@@ -30,13 +30,14 @@ cdef extern from *:
     void LOWRANK_PREFETCH_W(const void* p) noexcept nogil
 
 
-cdef inline void prefetch_row(const floating* row, Py_ssize_t k) noexcept nogil:
-    """Prefetch a factor row of length k for reading (its first and last element)."""
-    LOWRANK_PREFETCH(row)
-    LOWRANK_PREFETCH(row + k - 1)
+cdef inline void prefetch_row(const floating* X, Py_ssize_t start,
+                              Py_ssize_t k) noexcept nogil:
+    """Prefetch X[start:start + k] (a factor row) for reading: its first and last element."""
+    LOWRANK_PREFETCH(X + start)
+    LOWRANK_PREFETCH(X + start + k - 1)
 
 
-cdef inline void prefetch_row_w(floating* row, Py_ssize_t k) noexcept nogil:
-    """Prefetch a buffer row of length k for writing (its first and last element)."""
-    LOWRANK_PREFETCH_W(row)
-    LOWRANK_PREFETCH_W(row + k - 1)
+cdef inline void prefetch_row_w(floating* X, Py_ssize_t start, Py_ssize_t k) noexcept nogil:
+    """Prefetch X[start:start + k] (a buffer row) for writing: its first and last element."""
+    LOWRANK_PREFETCH_W(X + start)
+    LOWRANK_PREFETCH_W(X + start + k - 1)
