@@ -25,9 +25,18 @@ INITS = ("small", "spectral", "nystrom")
 #: Default alpha of init="small" (entries N(0, alpha^2 / n)) and of init="nystrom".
 DEFAULT_INIT_SCALE = {"small": 1e-3, "nystrom": 1.0}
 
-# Below this size (min(n1, n2)) the top-k SVD is taken densely (LAPACK), above it with
-# ARPACK on the LinearOperator.
+# The top-k SVD is taken densely (LAPACK) when the operator is small in absolute terms:
+# min(n1, n2) <= _DENSE_SVD_MAX and n1 * n2 <= _DENSE_SVD_MAX_ENTRIES (2**20 entries, 8 MiB
+# in float64); otherwise with ARPACK on the LinearOperator, which never forms n1 x n2.
+# (A bound on min(n1, n2) alone let a 10**6 x 300 completion problem form a 2.4 GB dense
+# matrix for its default step.)
 _DENSE_SVD_MAX = 500
+_DENSE_SVD_MAX_ENTRIES = 2**20
+
+
+def _dense_is_small(shape) -> bool:
+    n1, n2 = shape
+    return min(n1, n2) <= _DENSE_SVD_MAX and n1 * n2 <= _DENSE_SVD_MAX_ENTRIES
 
 
 def spectral_linear_operator(operator, y) -> LinearOperator:
@@ -45,13 +54,16 @@ def _symmetrized(lin: LinearOperator) -> LinearOperator:
 
 
 def _dense(lin: LinearOperator) -> np.ndarray:
-    n2 = lin.shape[1]
+    """The operator as a dense float64 array, by products with the smaller identity."""
+    n1, n2 = lin.shape
+    if n1 < n2:
+        return np.asarray(lin.rmatmat(np.eye(n1, dtype=np.float64)), dtype=np.float64).T
     return np.asarray(lin.matmat(np.eye(n2, dtype=np.float64)), dtype=np.float64)
 
 
 def top_singular_value(lin: LinearOperator, rng: np.random.Generator) -> float:
     """||lin||_2: dense SVD for small operators, ARPACK (seeded start) otherwise."""
-    if min(lin.shape) <= _DENSE_SVD_MAX:
+    if _dense_is_small(lin.shape) or min(lin.shape) < 2:
         return float(np.linalg.norm(_dense(lin), 2))
     v0 = rng.standard_normal(min(lin.shape))
     return float(svds(lin, k=1, v0=v0, return_singular_vectors=False)[0])
@@ -59,7 +71,7 @@ def top_singular_value(lin: LinearOperator, rng: np.random.Generator) -> float:
 
 def _top_k_symmetric(lin, k, rng):
     n = lin.shape[0]
-    if n <= _DENSE_SVD_MAX or k >= n - 1:
+    if _dense_is_small(lin.shape) or k >= n - 1:
         S = _dense(lin)
         w, V = np.linalg.eigh(0.5 * (S + S.T))
         return w[::-1][:k], V[:, ::-1][:, :k]
@@ -70,7 +82,7 @@ def _top_k_symmetric(lin, k, rng):
 
 def _top_k_svd(lin, k, rng):
     n1, n2 = lin.shape
-    if min(n1, n2) <= _DENSE_SVD_MAX or k >= min(n1, n2) - 1:
+    if _dense_is_small(lin.shape) or k >= min(n1, n2) - 1:
         U, s, Vt = np.linalg.svd(_dense(lin), full_matrices=False)
         return U[:, :k], s[:k], Vt[:k].T
     U, s, Vt = svds(lin, k=k, v0=rng.standard_normal(min(n1, n2)))
@@ -116,8 +128,8 @@ def initial_factors(operator, y, k: int, symmetric: bool, init, init_scale,
           (X_ij ~ N(0, alpha^2 / n) symmetric); alpha default 1e-3.
         * "spectral": top-k SVD U S V^T of A^T(y): F = U S^{1/2}, G = V S^{1/2}
           (Tong, Ma, Chi 2021, eq. (14)); symmetric: top-k eigenpairs of the symmetric
-          part, X = U max(Lambda, 0)^{1/2}. Dense LAPACK up to min(n1, n2) = 500,
-          ARPACK above.
+          part, X = U max(Lambda, 0)^{1/2}. Dense LAPACK when min(n1, n2) <= 500 and
+          n1 n2 <= 2**20, ARPACK otherwise (never n1 x n2).
         * "nystrom": X = A^T(y) Omega, Omega (n, k) with N(0, alpha^2 / k) entries;
           asymmetric F = A^T(y) Omega, G = 0 (Li, Zhang, Mokhtari, He 2025, with A^T(y)
           in place of the target matrix); alpha default 1.

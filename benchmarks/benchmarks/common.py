@@ -46,26 +46,27 @@ METHODS = list(_problems.METHODS)
 #: methods with a symmetric (X X^T) form: used on the symmetric kind; others run F G^T
 SYMMETRIC_METHODS = _problems.SYMMETRIC_METHODS
 
-#: (n1, n2, m) per kind and size; "medium" is the issues' size. sparse: 20 nonzeros per A_i
-SHAPES = {
+#: (n1, n2, m) per kind and size; "medium" is the issues' size. sparse: 20 nonzeros per A_i;
+#: a kind without its own entry (a newly registered one) uses the dense sizes
+SHAPES = _problems._PerKind({
     "dense": {"small": (40, 40, 1000), "medium": (100, 100, 2500)},
     "symmetric": {"small": (40, 40, 1000), "medium": (100, 100, 2500)},
     "sparse": {"small": (500, 500, 10_000), "medium": (2000, 2000, 50_000)},
     "entries": {"small": (2000, 1500, 200_000), "medium": (20_000, 15_000, 2_000_000)},
     "rank-one": {"small": (100, 100, 5000), "medium": (300, 300, 20_000)},
-}
+})
 SPARSE_NNZ = 20
 #: factor width of the product benchmarks (the issues use k = 10)
 K = 10
 
 #: small problems for the convergence tracks: rank-3 truth, cond 5, exact k = 3
-CONVERGENCE_SHAPES = {
+CONVERGENCE_SHAPES = _problems._PerKind({
     "dense": (30, 30, 900),
     "symmetric": (30, 30, 900),
     "sparse": (200, 200, 6000),
     "entries": (500, 400, 30_000),
     "rank-one": (50, 50, 2000),
-}
+})
 CONVERGENCE_RANK = 3
 CONVERGENCE_COND = 5.0
 TOL = {"float64": 1e-6, "float32": 1e-4}
@@ -76,8 +77,10 @@ def make(kind, shape, *, rank, dtype, seed=0, cond=1.0, n_threads=1):
     """A fixed-seed Problem of an operator kind (:func:`harness.problems.build_problem`),
     or NotImplementedError if the commit under test does not have that kind."""
     n1, n2, m = shape
-    if kind not in ("dense", "symmetric"):
-        from lowrank_core.problems import OPERATOR_BUILDERS
+    if kind not in _problems.KINDS:
+        raise NotImplementedError(f"no {kind!r} operator at this commit")
+    if _problems._OPERATORS is None and kind not in ("dense", "symmetric"):
+        from lowrank_core.problems import OPERATOR_BUILDERS  # before the registry
         if kind not in OPERATOR_BUILDERS:
             raise NotImplementedError(f"no {kind!r} operator at this commit")
     prob = _problems.build_problem(kind, {"n1": n1, "n2": n2, "m": m, "nnz": SPARSE_NNZ},

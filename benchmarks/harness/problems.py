@@ -10,9 +10,28 @@ import numpy as np
 
 import lowrank_core
 
-#: operator kinds (``make_problem`` names, plus "symmetric" = dense with ``psd=True``),
-#: in table order
-KINDS = ("dense", "symmetric", "sparse", "entries", "rank-one")
+try:  # the operator registry (a new kind appears in every benchmark by itself)
+    from lowrank_core.operators import OPERATORS as _OPERATORS
+except ImportError:  # an old commit under the asv suite: the kinds it may have
+    _OPERATORS = None
+
+#: operator kinds (the keys of ``lowrank_core.operators.OPERATORS``: "dense" and
+#: "symmetric" are the Gaussian ensemble with ``psd=False`` / ``True``, the others the
+#: ``make_problem`` ensemble of their class), in table (registry) order
+KINDS = (tuple(_OPERATORS) if _OPERATORS is not None
+         else ("dense", "symmetric", "sparse", "entries", "rank-one"))
+
+
+class _PerKind(dict):
+    """Per-kind settings; a kind without its own entry uses the "dense" one."""
+
+    def __missing__(self, kind):
+        return self["dense"]
+
+
+class _Labels(dict):
+    def __missing__(self, kind):
+        return kind
 try:  # the registry of lowrank_core.solve (a new method appears here by itself)
     from lowrank_core.methods import METHODS as _REGISTRY
 except ImportError:  # an old commit under the asv suite: the methods it had
@@ -27,50 +46,50 @@ SYMMETRIC_METHODS = (tuple(name for name, rule in _REGISTRY.items()
                            if "symmetric" in rule.forms) if _REGISTRY is not None
                      else ("gd", "scaledgd", "scaledgd-lambda", "precgd"))
 
-KIND_LABELS = {
+KIND_LABELS = _Labels({
     "dense": "dense Gaussian",
     "symmetric": "symmetric packed (PSD)",
     "sparse": "sparse A_i",
     "entries": "entrywise (completion)",
     "rank-one": "rank-one a_i b_i^T",
-}
+})
 
 #: per-iteration product sizes: the issues' sizes ("default") and a quick variant.
 #: sparse: ``nnz`` nonzeros per A_i. Factor width k is given separately.
 PRODUCT_SIZES = {
-    "default": {
+    "default": _PerKind({
         "dense": {"n1": 100, "n2": 100, "m": 2500},
         "symmetric": {"n1": 100, "n2": 100, "m": 2500},
         "sparse": {"n1": 2000, "n2": 2000, "m": 50_000, "nnz": 20},
         "entries": {"n1": 20_000, "n2": 15_000, "m": 2_000_000},
         "rank-one": {"n1": 300, "n2": 300, "m": 20_000},
-    },
-    "quick": {
+    }),
+    "quick": _PerKind({
         "dense": {"n1": 40, "n2": 40, "m": 800},
         "symmetric": {"n1": 40, "n2": 40, "m": 800},
         "sparse": {"n1": 300, "n2": 300, "m": 5000, "nnz": 20},
         "entries": {"n1": 2000, "n2": 1500, "m": 100_000},
         "rank-one": {"n1": 100, "n2": 100, "m": 3000},
-    },
+    }),
 }
 
 #: time-to-accuracy problem sizes (rank-3 truth, k = 3, cond 2). Smaller than the product
 #: sizes so that every method converges against every baseline within minutes.
 SOLVE_SIZES = {
-    "default": {
+    "default": _PerKind({
         "dense": {"n1": 50, "n2": 50, "m": 1500},
         "symmetric": {"n1": 50, "n2": 50, "m": 1500},
         "sparse": {"n1": 300, "n2": 300, "m": 9000, "nnz": 10},
         "entries": {"n1": 2000, "n2": 1500, "m": 150_000},
         "rank-one": {"n1": 100, "n2": 100, "m": 4000},
-    },
-    "quick": {
+    }),
+    "quick": _PerKind({
         "dense": {"n1": 20, "n2": 20, "m": 400},
         "symmetric": {"n1": 20, "n2": 20, "m": 400},
         "sparse": {"n1": 100, "n2": 100, "m": 2000, "nnz": 10},
         "entries": {"n1": 300, "n2": 200, "m": 12_000},
         "rank-one": {"n1": 30, "n2": 30, "m": 600},
-    },
+    }),
 }
 
 
@@ -93,9 +112,13 @@ def build_problem(kind: str, size: dict, *, rank: int, dtype, seed: int = 0,
         return lowrank_core.make_problem(n1, psd=True, **common)
     if kind not in KINDS:
         raise ValueError(f"unknown operator kind {kind!r}; choose from {', '.join(KINDS)}")
+    ensemble = getattr(_OPERATORS[kind], "ensemble", None) if _OPERATORS else kind
+    if ensemble is None:
+        raise ValueError(f"operator kind {kind!r} has no random ensemble for make_problem")
     if kind == "sparse":
-        return lowrank_core.make_problem(n1, n2, operator=kind, s=size.pop("nnz"), **common)
-    return lowrank_core.make_problem(n1, n2, operator=kind, **common)
+        return lowrank_core.make_problem(n1, n2, operator=ensemble, s=size.pop("nnz"),
+                                         **common)
+    return lowrank_core.make_problem(n1, n2, operator=ensemble, **common)
 
 
 def random_factors(shape: tuple[int, int], k: int, dtype, *, same: bool = False,

@@ -244,7 +244,8 @@ def reference_products(kind: str, op, *, use_torch: bool = True) -> dict[str, Pr
         return _entries_baselines(op, torch)
     if kind == "rank-one":
         return _rankone_baselines(op, torch)
-    raise ValueError(f"unknown operator kind {kind!r}")
+    raise Unavailable(f"no reference product for operator kind {kind!r}: add one to "
+                      f"benchmarks/harness/references.py (reference_products)")
 
 
 def _rel(a, b) -> float:

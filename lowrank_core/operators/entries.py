@@ -61,6 +61,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
     kind = "entries"
     ensemble = "entries"
+    file_format = ("rows, cols (m,) int; shape (2,); optional scale "
+                   "(y_i = scale*M[rows_i, cols_i])")
 
     def __init__(self, rows, cols, shape, *, dtype=np.float64, scale=1.0, n_threads=None):
         super().__init__(n_threads)
