@@ -3,7 +3,8 @@
 A step rule is the only thing that differs between methods: given the current iterate
 and its residual gradient (computed once per iteration by the driver through the
 operator's fused ``residual_gradient``), it writes the next iterate into preallocated
-buffers. The k x k algebra runs in the compiled module ``lowrank_core._steps``.
+buffers. The per-iteration k x k algebra runs in the compiled module
+``lowrank_core._steps`` (the one-step rebalance, once per solve, uses numpy).
 """
 
 from __future__ import annotations

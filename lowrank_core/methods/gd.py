@@ -85,6 +85,8 @@ class OneStepGD(GradientDescent):
 
         The gradients (S G, S^T F) of the current iterate are transformed with it
         (S is unchanged because F G^T is), so no extra residual evaluation is needed.
+        Computed with numpy (eigh of the k x k F^T F, then (n, k) x (k, k) products), once
+        per solve; not in the compiled ``_steps`` module.
         """
         s = self.state
         F, G = s.F, s.G

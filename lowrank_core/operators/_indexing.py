@@ -2,7 +2,7 @@
 
 Index validation, the int32/int64 choice, stable groupings of positions by key (the
 counting-sort kernels ``counting_order`` / ``group_pointers``, compiled in
-``src/_entries.pyx``; imported here once so that no operator module needs another kind's
+``src/_entries.pyx.tp``; imported here once so that no operator module needs another kind's
 kernels) and the deterministic static partition of groups over threads.
 """
 
