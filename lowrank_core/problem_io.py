@@ -197,7 +197,7 @@ def load_problem(path) -> LoadedProblem:
             op = _build_operator(kind, data, path, y_dtype)
         except ProblemFileError:
             raise
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, MemoryError) as exc:
             raise ProblemFileError(f"{path}: invalid {kind} operator: {exc}") from None
         y = _get(data, "y", path, ndim=1).astype(op.dtype, copy=False)
         if y.shape[0] != op.m:

@@ -75,3 +75,96 @@ def test_one_operator_solved_from_two_threads_gives_serial_results(kind):
                 np.testing.assert_array_equal(a.F, b.F)
                 np.testing.assert_array_equal(a.G, b.G)
                 assert a.loss == b.loss
+
+
+# ------------------------------------------------ item 2: a bad index must not OOM-kill
+def _run_limited(code: str, limit_gib: float = 3.0, timeout: float = 120.0):
+    """Run ``code`` in a fresh interpreter under an address-space limit of ``limit_gib``.
+
+    Before the up-front size checks the constructors below asked numpy for 16 GiB arrays
+    (SIGKILLed by the OOM killer without a limit; a bare numpy "Unable to allocate" error
+    naming no argument under one). The child prints the exception type and message.
+    """
+    import subprocess
+    import sys
+    import textwrap
+    prelude = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, ({int(limit_gib * 2**30)}, {int(limit_gib * 2**30)}))
+        import numpy as np
+        import lowrank_core as lc
+        try:
+    """)
+    body = textwrap.indent(textwrap.dedent(code), "    ")
+    tail = textwrap.dedent("""
+            print("NO ERROR")
+        except Exception as exc:
+            print(type(exc).__name__ + ": " + str(exc))
+    """)
+    proc = subprocess.run([sys.executable, "-c", prelude + body + tail], capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+_HUGE_INDEX_CASES = {
+    # (constructor code, words the message must contain: the argument and the fix)
+    "sparse-meas": ("lc.SparseOperator((np.array([0, 2**31 + 5]), np.array([0, 1]), "
+                    "np.array([0, 1]), np.ones(2)), (2, 2))", ("ValueError", "meas", "m=")),
+    "sparse-explicit-m": ("lc.SparseOperator((np.array([0, 2**31 + 5]), np.array([0, 1]), "
+                          "np.array([0, 1]), np.ones(2)), (2, 2), m=2**31 + 6)",
+                          ("MemoryError", "m=2,147,483,654", "available")),
+    "entries-shape": ("lc.EntryOperator([0], [0], (2**31, 1))",
+                      ("MemoryError", "shape=(2,147,483,648, 1)", "available")),
+    "sparse-shape": ("lc.SparseOperator((np.array([0]), np.array([0]), np.array([0]), "
+                     "np.ones(1)), (2**31, 2))",
+                     ("MemoryError", "shape=(2,147,483,648, 2)", "available")),
+    "make-problem-entries": ("lc.make_problem(2**31, 4, rank=1, m=10, operator='entries')",
+                             ("MemoryError", "2,147,483,648 x 4", "smaller shape")),
+    "make-problem-sparse-m": ("lc.make_problem(50, 50, rank=1, m=2**28, operator='sparse')",
+                              ("MemoryError", "m=268,435,456", "available")),
+    "make-problem-rank-one-m": ("lc.make_problem(300, 300, rank=1, m=2**21, "
+                                "operator='rank-one')",
+                                ("MemoryError", "m=2,097,152", "available")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HUGE_INDEX_CASES))
+def test_huge_index_or_shape_is_refused_before_allocating(case):
+    code, words = _HUGE_INDEX_CASES[case]
+    line = _run_limited(code)
+    for word in words:
+        assert word in line, line
+
+
+def test_cli_tiny_npz_with_huge_shape_is_refused_naming_the_file(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "huge.npz"
+    np.savez(path, kind="entries", rows=np.array([0]), cols=np.array([0]),
+             shape=np.array([2**31, 1]), y=np.ones(1))
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
+            "from lowrank_core.cli import main\n"
+            f"sys.exit(main(['solve', {str(path)!r}, '--out', {str(tmp_path / 'o.npz')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert str(path) in proc.stderr and "available" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_size_checks_leave_legitimate_operators_alone():
+    # Same shapes and indices at a sane size build and measure exactly as numpy does.
+    rng = np.random.default_rng(5)
+    meas, rows, cols = np.array([0, 3, 3]), np.array([0, 1, 1]), np.array([1, 0, 1])
+    vals = rng.standard_normal(3)
+    op = lc.SparseOperator((meas, rows, cols, vals), (2, 2))   # m = 4 <= 2 nnz: allowed
+    M = rng.standard_normal((2, 2))
+    expected = np.zeros(4)
+    np.add.at(expected, meas, vals * M[rows, cols])
+    np.testing.assert_allclose(op.forward(M), expected, rtol=1e-15)
+    with pytest.raises(ValueError, match="pass m="):
+        lc.SparseOperator((np.array([0, 9]), rows[:2], cols[:2], vals[:2]), (2, 2))
+    op10 = lc.SparseOperator((np.array([0, 9]), rows[:2], cols[:2], vals[:2]), (2, 2), m=10)
+    assert op10.m == 10 and op10.forward(M)[5] == 0.0

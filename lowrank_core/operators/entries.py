@@ -17,7 +17,13 @@ from scipy.sparse.linalg import LinearOperator
 from .._kernels import load as _load_kernels
 from .._validation import as_float_array, check_dtype, check_positive_float, check_positive_int
 from . import _indexing as ix
-from ._base import MeasurementOperator, _FactoredLinearOperator, _file_array, _file_shape
+from ._base import (
+    MeasurementOperator,
+    _FactoredLinearOperator,
+    _file_array,
+    _file_shape,
+    _refuse_if_too_large,
+)
 from ._indexing import BoundsCache
 
 _entries = _load_kernels("_entries")
@@ -76,6 +82,12 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                              f"and {cols.shape[0]}")
         m = int(rows.shape[0])
         itype = ix.index_dtype(n1, n2, m)
+        # pointers per matrix row, the row-grouped columns, the order and the index casts
+        _refuse_if_too_large(
+            itype.itemsize * (n1 + 1 + 4 * m),
+            f"EntryOperator with shape=({n1:,}, {n2:,}) and m={m:,} entries",
+            "its row pointers grow with n1 = shape[0] (pass the transposed problem if n1 is "
+            "the huge side) and its indices with m: check shape, rows and cols")
         self.shape = (n1, n2)
         self.m = m
         self.scale = float(scale)
@@ -197,6 +209,11 @@ class EntryOperator(BoundsCache, MeasurementOperator):
             raise ValueError("operator='entries' needs m (number of observed entries) or p")
         if m > total:
             raise ValueError(f"m={m} exceeds the {total} entries of a {n1} x {n2} matrix")
+        itype = ix.index_dtype(n1, n2, m)
+        _refuse_if_too_large(
+            itype.itemsize * (n1 + 1 + 6 * m),
+            f"a random completion operator with m={m:,} entries of a {n1:,} x {n2:,} matrix",
+            "use fewer entries (m or p) or a smaller shape")
         rows, cols = sample_entries(n1, n2, m, rng)
         return cls(rows, cols, (n1, n2), dtype=dtype, scale=1.0 / np.sqrt(m / total),
                    n_threads=n_threads)
