@@ -180,21 +180,31 @@ class Recorder:
     def __init__(self, names: tuple[str, ...], truth: Truth | None):
         self.names = names
         self.truth = truth
-        self.iterations: list[int] = []
-        self.values: dict[str, list[float]] = {name: [] for name in names}
+        # one tuple (iteration, values...) per row, appended in ONE list.append: a
+        # KeyboardInterrupt raised while a row's metrics are computed leaves no half row
+        self._rows: list[tuple] = []
         self._want_truth = truth is not None and any(n in names for n in _TRUTH_METRICS)
+
+    @property
+    def iterations(self) -> list[int]:
+        """Iteration of each row."""
+        return [row[0] for row in self._rows]
 
     @property
     def last(self) -> int:
         """Iteration of the last row, -1 if none."""
-        return self.iterations[-1] if self.iterations else -1
+        return self._rows[-1][0] if self._rows else -1
 
     def record(self, state, t: int, elapsed: float) -> None:
-        """Append the metrics of the state's current iterate as iteration ``t``."""
-        self.iterations.append(t)
+        """Append the metrics of the state's current iterate as iteration ``t``.
+
+        Atomic: every value is computed first, then the row is appended in one step, so
+        an interrupt (Ctrl-C) during the metrics leaves the history as it was.
+        """
         F, G = state.F, state.G
         if self._want_truth:
             err, tail = self.truth.error_and_tail(F, G)
+        values = []
         for name in self.names:
             if name == "loss":
                 v = state.loss
@@ -210,20 +220,20 @@ class Recorder:
                 v = err
             else:  # tail_sv
                 v = tail
-            self.values[name].append(float(v))
+            values.append(float(v))
+        self._rows.append((int(t), *values))
 
     def drop_last(self) -> None:
         """Remove the last row (divergence stepped back past it)."""
-        if self.iterations:
-            self.iterations.pop()
-            for values in self.values.values():
-                values.pop()
+        if self._rows:
+            self._rows.pop()
 
     def history(self) -> History:
         """The rows as a :class:`~lowrank_core.results.History` of arrays."""
-        history = History(iteration=np.asarray(self.iterations, dtype=np.int64))
-        for name in self.names:
-            history[name] = np.asarray(self.values[name], dtype=np.float64)
+        rows = list(self._rows)
+        history = History(iteration=np.asarray([r[0] for r in rows], dtype=np.int64))
+        for j, name in enumerate(self.names, start=1):
+            history[name] = np.asarray([r[j] for r in rows], dtype=np.float64)
         return history
 
 

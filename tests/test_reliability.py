@@ -168,3 +168,124 @@ def test_size_checks_leave_legitimate_operators_alone():
         lc.SparseOperator((np.array([0, 9]), rows[:2], cols[:2], vals[:2]), (2, 2))
     op10 = lc.SparseOperator((np.array([0, 9]), rows[:2], cols[:2], vals[:2]), (2, 2), m=10)
     assert op10.m == 10 and op10.forward(M)[5] == 0.0
+
+
+# ------------------------------------------- item 5: interrupts and the partial result
+def _small_problem():
+    return lc.make_problem(30, 20, rank=2, m=400, seed=3)
+
+
+def _solve_catching_interrupt(*args, **kwargs):
+    """solve(), failing the test (not aborting the pytest session) if Ctrl-C escapes."""
+    try:
+        return lc.solve(*args, **kwargs)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped solve(): the partial result was lost")
+
+
+def test_interrupt_while_metrics_are_recorded_leaves_whole_history_rows(monkeypatch):
+    # A Ctrl-C landing inside a history row (here: in the truth metrics of iteration 5)
+    # once left the iteration appended without its values and then recorded it twice.
+    import lowrank_core.recording as recording
+    problem = _small_problem()
+    original = recording.Truth.error_and_tail
+    calls = {"n": 0}
+
+    def interrupted(self, F, G):
+        calls["n"] += 1
+        if calls["n"] == 6:          # the row of iteration 5
+            raise KeyboardInterrupt
+        return original(self, F, G)
+
+    monkeypatch.setattr(recording.Truth, "error_and_tail", interrupted)
+    res = _solve_catching_interrupt(problem.operator, problem.y, rank=2, method="precgd",
+                                    step=0.5, max_iter=50, seed=1, truth=problem)
+    assert res.status == "interrupted" and res.n_iter == 5
+    h = res.history
+    np.testing.assert_array_equal(h["iteration"], np.arange(6))
+    for name in ("loss", "residual", "error", "time"):
+        assert h[name].shape == (6,), name
+    # the final row (iteration 5, recorded after the interrupt) is the returned iterate
+    assert h["loss"][-1] == res.loss
+    ref = lc.solve(problem.operator, problem.y, rank=2, method="precgd", step=0.5,
+                   max_iter=5, seed=1, record=False)
+    np.testing.assert_array_equal(res.F, ref.F)
+    np.testing.assert_allclose(h["error"][-1], problem.relative_error(res.F, res.G),
+                               rtol=1e-10)
+
+
+def test_interrupt_during_default_step_returns_the_initial_point(monkeypatch):
+    import lowrank_core.driver as driver
+    problem = _small_problem()
+    rng = np.random.default_rng(0)
+    F0, G0 = rng.standard_normal((30, 2)), rng.standard_normal((20, 2))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "top_singular_value", interrupted)
+    res = _solve_catching_interrupt(problem.operator, problem.y, rank=2, method="gd",
+                                    init=(F0, G0), max_iter=10)
+    assert res.status == "interrupted" and res.n_iter == 0
+    np.testing.assert_array_equal(res.F, F0)
+    np.testing.assert_array_equal(res.G, G0)
+    z = problem.operator.forward(F0 @ G0.T) - problem.y
+    np.testing.assert_allclose(res.loss, 0.5 * z @ z, rtol=1e-12)
+
+
+def test_interrupt_during_initial_factors_reraises_with_a_message(monkeypatch):
+    import lowrank_core.driver as driver
+    problem = _small_problem()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "initial_factors", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="initial factors") as info:
+        lc.solve(problem.operator, problem.y, rank=2, init="spectral", max_iter=10)
+    assert info.value.__suppress_context__
+
+
+def test_second_interrupt_during_final_evaluation_keeps_the_iterate(monkeypatch):
+    from lowrank_core.methods import SolverState
+    problem = _small_problem()
+    original = SolverState.evaluate
+    calls = {"n": 0}
+
+    def evaluate(self):
+        calls["n"] += 1
+        if calls["n"] in (4, 5):     # iteration 3 in the loop, then the final evaluation
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(SolverState, "evaluate", evaluate)
+    res = _solve_catching_interrupt(problem.operator, problem.y, rank=2, method="precgd",
+                                    step=0.5, max_iter=50, seed=1)
+    monkeypatch.setattr(SolverState, "evaluate", original)
+    assert res.status == "interrupted" and res.n_iter == 3
+    assert np.isnan(res.loss) and np.isnan(res.residual)
+    ref = lc.solve(problem.operator, problem.y, rank=2, method="precgd", step=0.5,
+                   max_iter=3, seed=1, record=False)
+    np.testing.assert_array_equal(res.F, ref.F)
+    np.testing.assert_array_equal(res.history["iteration"], np.arange(3))
+
+
+def test_callback_exception_propagates_with_the_partial_result():
+    problem = _small_problem()
+
+    def callback(intermediate):
+        if intermediate.n_iter == 4:
+            raise ValueError("user code failed")
+
+    with pytest.raises(ValueError, match="user code failed") as info:
+        lc.solve(problem.operator, problem.y, rank=2, method="precgd", step=0.5,
+                 max_iter=50, seed=1, callback=callback)
+    partial = info.value.partial_result
+    ref = lc.solve(problem.operator, problem.y, rank=2, method="precgd", step=0.5,
+                   max_iter=4, seed=1)
+    assert partial.status == "callback" and partial.n_iter == 4
+    np.testing.assert_array_equal(partial.F, ref.F)
+    np.testing.assert_array_equal(partial.G, ref.G)
+    assert partial.loss == ref.loss
+    np.testing.assert_array_equal(partial.history["iteration"], np.arange(5))
+    np.testing.assert_array_equal(partial.history["loss"], ref.history["loss"])
