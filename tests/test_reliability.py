@@ -10,6 +10,7 @@ from scipy.sparse.linalg import svds
 
 import lowrank_core as lc
 from lowrank_core.initialization import top_singular_value
+from lowrank_core.operators import sample_entries
 
 
 def test_default_step_norm_never_forms_tall_completion_matrix():
@@ -289,3 +290,51 @@ def test_callback_exception_propagates_with_the_partial_result():
     assert partial.loss == ref.loss
     np.testing.assert_array_equal(partial.history["iteration"], np.arange(5))
     np.testing.assert_array_equal(partial.history["loss"], ref.history["loss"])
+
+
+# ------------------------------------------------ item 6: sample_entries on huge shapes
+def _check_sample(n1, n2, count, rows, cols):
+    assert rows.shape == cols.shape == (count,)
+    assert rows.min() >= 0 and int(rows.max()) < n1 and cols.min() >= 0 and int(cols.max()) < n2
+    keys = [(int(r), int(c)) for r, c in zip(rows, cols)]
+    assert keys == sorted(set(keys)), "distinct and sorted row-major"
+
+
+@pytest.mark.parametrize("shape", [(2**33, 2**33), (3, 2**62), (2**62, 3), (1, 2**63 - 1)])
+def test_sample_entries_huge_shapes_terminate_with_distinct_uniform_entries(shape):
+    # (2**33, 2**33) looped forever (chunk sizes overflowed int64, so every multinomial
+    # draw was "over capacity"); (3, 2**62) raised numpy's pvals error. Run in a child
+    # process so that a regression to the hang fails the test instead of stalling the suite.
+    import subprocess
+    import sys
+    n1, n2 = shape
+    code = ("import sys\nimport numpy as np\n"
+            "from lowrank_core.operators import sample_entries\n"
+            f"r, c = sample_entries({n1}, {n2}, 2000, np.random.default_rng(7))\n"
+            "np.save(sys.stdout.buffer, np.stack([r, c]).astype(np.int64))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    import io
+    rows, cols = np.load(io.BytesIO(proc.stdout))
+    _check_sample(n1, n2, 2000, rows, cols)
+    # uniform: the mean of U[0, n) / n over 2000 draws is 1/2 +- 0.0065 (1 sd); 5 sd
+    for idx, n in ((rows, n1), (cols, n2)):
+        if n > 10:
+            assert abs(np.mean(idx / float(n)) - 0.5) < 5 * np.sqrt(1 / 12 / 2000)
+
+
+def test_sample_entries_refuses_indices_beyond_int64():
+    with pytest.raises(ValueError, match="int64"):
+        sample_entries(2**64, 2, 3, np.random.default_rng(0))
+
+
+def test_chunk_counts_near_full_sampling_terminates_within_capacity():
+    # Near-full sampling of a large matrix: the multinomial draw nearly always exceeds some
+    # chunk's capacity, so the redraw loop alone would (almost) never end.
+    from lowrank_core.operators.entries import _chunk_counts
+    rng = np.random.default_rng(0)
+    sizes = np.full(400, 2**18, dtype=np.int64)
+    total = int(sizes.sum())
+    for count in (total, total - 1, total - 1000):
+        counts = _chunk_counts(rng, sizes, count, total)
+        assert counts.sum() == count and np.all(counts <= sizes) and np.all(counts >= 0)
