@@ -338,3 +338,31 @@ def test_chunk_counts_near_full_sampling_terminates_within_capacity():
     for count in (total, total - 1, total - 1000):
         counts = _chunk_counts(rng, sizes, count, total)
         assert counts.sum() == count and np.all(counts <= sizes) and np.all(counts >= 0)
+
+
+# ---------------------------------------------- item 7: index arrays of any memory layout
+@pytest.mark.parametrize("itype", [np.int32, np.int64, np.uint16])
+@pytest.mark.parametrize("layout", ["column", "reversed", "every-other"])
+def test_index_arrays_of_any_layout_are_accepted(itype, layout):
+    # EntryOperator(ij[:, 0], ij[:, 1], ...) with int32 ij raised "ndarray is not
+    # C-contiguous" (int64 input happened to be copied by the index cast).
+    rng = np.random.default_rng(11)
+    n1, n2, m = 13, 9, 60
+    rows, cols = rng.integers(0, n1, m), rng.integers(0, n2, m)
+    meas = np.sort(rng.integers(0, m // 2, m))
+    vals = rng.standard_normal(m)
+    if layout == "column":
+        ij = np.stack([rows, cols, meas], axis=1).astype(itype)
+        r, c, e = ij[:, 0], ij[:, 1], ij[:, 2]
+    elif layout == "reversed":
+        r, c, e = (x[::-1].astype(itype)[::-1] for x in (rows, cols, meas))
+    else:
+        r, c, e = (np.repeat(x, 2).astype(itype)[::2] for x in (rows, cols, meas))
+    assert not r.flags.c_contiguous
+    M = rng.standard_normal((n1, n2))
+    op = lc.EntryOperator(r, c, (n1, n2))
+    np.testing.assert_array_equal(op.forward(M), M[rows, cols])
+    sop = lc.SparseOperator((e, r, c, vals), (n1, n2), m=m // 2)
+    expected = np.zeros(m // 2)
+    np.add.at(expected, meas, vals * M[rows, cols])
+    np.testing.assert_allclose(sop.forward(M), expected, rtol=1e-13, atol=1e-14)
