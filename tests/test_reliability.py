@@ -366,3 +366,23 @@ def test_index_arrays_of_any_layout_are_accepted(itype, layout):
     expected = np.zeros(m // 2)
     np.add.at(expected, meas, vals * M[rows, cols])
     np.testing.assert_allclose(sop.forward(M), expected, rtol=1e-13, atol=1e-14)
+
+
+# ------------------------------------- item 8: float32 scales that float32 cannot represent
+@pytest.mark.parametrize("scale", [1e300, -1e300, 1e-50, 1e39, 1e-39])
+def test_float32_entry_operator_refuses_unrepresentable_scale(scale):
+    # scale=1e300 made every float32 output inf; 1e-50 an all-zero operator (and a silent
+    # max_iter at relative residual 1.0 in solve).
+    with pytest.raises(ValueError, match=r"scale=.*not representable in float32"):
+        lc.EntryOperator([0, 1], [1, 0], (2, 2), dtype=np.float32, scale=scale)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e30), (np.float32, 1e-30),
+                                          (np.float64, 1e300), (np.float64, 1e-300),
+                                          (np.float32, np.float32(0.25))])
+def test_representable_scales_measure_exactly(dtype, scale):
+    M = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=dtype)
+    op = lc.EntryOperator([0, 1], [1, 0], (2, 2), dtype=dtype, scale=scale)
+    expected = dtype(scale) * np.array([2.0, 3.0], dtype=dtype)
+    np.testing.assert_array_equal(op.forward(M), expected)
+    assert np.all(np.isfinite(op.forward(M))) and np.all(op.forward(M) != 0)

@@ -46,7 +46,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     dtype : float32 or float64
         Precision of the factors and measurements this operator works with.
     scale : float
-        Weight of every measurement (default 1: y_i is the entry itself).
+        Weight of every measurement (default 1: y_i is the entry itself). Must be a
+        normal number of ``dtype`` (float32: 1.2e-38 <= |scale| <= 3.4e38).
         :func:`~lowrank_core.make_problem` uses scale = 1/sqrt(p) with p = m/(n1 n2), which
         makes the operator near-isotropic, E||A(M)||^2 = ||M||_F^2.
     n_threads : int, optional
@@ -75,6 +76,14 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) \
                 or not np.isfinite(scale) or scale == 0:
             raise ValueError(f"scale must be a finite non-zero number, got {scale!r}")
+        info = np.finfo(self.dtype)
+        if not float(info.tiny) <= abs(float(scale)) <= float(info.max):
+            raise ValueError(
+                f"scale={float(scale)!r} is not representable in {self.dtype} (normal numbers "
+                f"have magnitude {float(info.tiny):.3g} to {float(info.max):.3g}): every "
+                f"measurement would be {'inf' if abs(float(scale)) > 1 else 'zero'}; rescale "
+                f"y and scale together (scale=1 measures the entries themselves) or use "
+                f"dtype=np.float64")
         rows = ix.as_index_array(rows, "rows", n1, "row")
         cols = ix.as_index_array(cols, "cols", n2, "column")
         if rows.shape != cols.shape:
