@@ -64,7 +64,8 @@ class Truth:
             L, R = truth
             self.rank = None
         else:
-            self.dense = as_float_array(truth, "truth", shape=(n1, n2))
+            self.dense = as_float_array(truth, "truth", shape=(n1, n2)).astype(
+                np.float64, copy=False)
             self.rank = int(np.linalg.matrix_rank(self.dense))
             self.norm = float(np.linalg.norm(self.dense))
         if self.dense is None:
@@ -89,12 +90,14 @@ class Truth:
         of R_A[:k, :k] R_B[:k, :k]^T. Cost O((n1 + n2)(k + r)^2).
         """
         k, r = F.shape[1], self.rank
+        # in float64 whatever the iterate's dtype: a diverged float32 run overflows
+        F, G = F.astype(np.float64, copy=False), G.astype(np.float64, copy=False)
         if self.dense is not None:
             err = float(np.linalg.norm(F @ G.T - self.dense)) / self.norm
             tail = float(metrics.singular_values(F, G)[r]) if k > r else 0.0
             return err, tail
-        A = np.hstack([F, -self.L.astype(F.dtype, copy=False)])
-        B = np.hstack([G, self.R.astype(G.dtype, copy=False)])
+        A = np.hstack([F, -self.L.astype(np.float64, copy=False)])
+        B = np.hstack([G, self.R.astype(np.float64, copy=False)])
         if A.shape[0] < A.shape[1] or B.shape[0] < B.shape[1]:  # tiny problems
             err = metrics.factored_distance(F, G, self.L, self.R) / self.norm
             tail = float(metrics.singular_values(F, G)[r]) if k > r else 0.0
@@ -108,8 +111,9 @@ class Truth:
         return err, tail
 
     def error(self, F: np.ndarray, G: np.ndarray) -> float:
-        """||F G^T - M*||_F / ||M*||_F."""
+        """||F G^T - M*||_F / ||M*||_F (computed in float64)."""
         if self.dense is not None:
+            F, G = F.astype(np.float64, copy=False), G.astype(np.float64, copy=False)
             return float(np.linalg.norm(F @ G.T - self.dense)) / self.norm
         return metrics.factored_distance(F, G, self.L, self.R) / self.norm
 

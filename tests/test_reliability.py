@@ -386,3 +386,43 @@ def test_representable_scales_measure_exactly(dtype, scale):
     expected = dtype(scale) * np.array([2.0, 3.0], dtype=dtype)
     np.testing.assert_array_equal(op.forward(M), expected)
     assert np.all(np.isfinite(op.forward(M))) and np.all(op.forward(M) != 0)
+
+
+# --------------------------- item 11: float32 metrics in float64; numpy scalars as numbers
+def test_float32_error_metrics_do_not_overflow_on_huge_iterates():
+    # A diverged float32 run (true relative error ~1e23) reported error = inf: the norms
+    # of the float32 QR factors squared past float32's 3.4e38.
+    problem = lc.make_problem(40, 30, rank=2, m=600, operator="entries", dtype=np.float32,
+                              seed=4)
+    rng = np.random.default_rng(0)
+    F0 = (1e11 * rng.standard_normal((40, 2))).astype(np.float32)
+    G0 = (1e11 * rng.standard_normal((30, 2))).astype(np.float32)
+    res = lc.solve(problem.operator, problem.y, rank=2, init=(F0, G0), step=1e-30,
+                   max_iter=0, truth=problem)
+    L, R = (x.astype(np.float64) for x in problem.truth_factors)
+    reference = (np.linalg.norm(F0.astype(np.float64) @ G0.astype(np.float64).T - L @ R.T)
+                 / np.linalg.norm(L @ R.T))
+    assert reference > 1e21
+    np.testing.assert_allclose(res.error, reference, rtol=1e-6)
+    np.testing.assert_allclose(res.history["error"][-1], reference, rtol=1e-6)
+    np.testing.assert_allclose(problem.relative_error(F0, G0), reference, rtol=1e-6)
+    np.testing.assert_allclose(lc.metrics.imbalance(F0, G0),
+                               np.linalg.norm(F0.T.astype(np.float64) @ F0 - G0.T.astype(
+                                   np.float64) @ G0), rtol=1e-6)
+    assert res.F.dtype == np.float32   # the iterate itself stays float32
+
+
+@pytest.mark.parametrize("value", [np.float32(0.1), np.float64(0.1), np.int64(1)])
+def test_numpy_scalars_accepted_where_numbers_are(value):
+    # trigger=np.float32(0.1) was rejected ("must be a positive relative residual").
+    problem = _small_problem()
+    kwargs = dict(rank=2, method="onestep", max_iter=40, seed=1, step=0.5, record=False)
+    ref = lc.solve(problem.operator, problem.y, trigger=float(value), beta=float(value),
+                   **kwargs)
+    res = lc.solve(problem.operator, problem.y, trigger=value, beta=value,
+                   tol=np.float32(1e-12), max_time=np.float64(60.0), **kwargs)
+    np.testing.assert_array_equal(res.F, ref.F)
+    assert res.rebalance_iteration == ref.rebalance_iteration
+    res2 = lc.solve(problem.operator, problem.y, rank=np.int64(2), max_iter=np.int32(3),
+                    step=np.float32(0.5), record=np.int64(1))
+    assert res2.n_iter == 3
