@@ -27,6 +27,35 @@ if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("KMP_BLOCKTIME", "1")
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
+
+def _check_compiled_core() -> None:
+    """Fail with a clear message when the compiled kernels cannot be found.
+
+    Typical cause: Python runs in the repository root, so the uncompiled source folder
+    ``lowrank_core/`` shadows the installed package (the current folder comes first on
+    ``sys.path``).
+    """
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec(f"{__name__}._parallel") is not None:
+        return
+    here = Path(__file__).resolve().parent
+    if (here.parent / "meson.build").is_file() and (here.parent / "src").is_dir():
+        raise ImportError(
+            f"lowrank_core was imported from its uncompiled source folder {here}, which "
+            "shadows the installed package (Python puts the current folder first on "
+            "sys.path). Either run Python from another folder, where the installed package "
+            "is used, or make the source tree importable with the editable install: "
+            "pip install meson-python meson ninja Cython numpy scipy && "
+            "pip install --no-build-isolation -e .")
+    raise ImportError(
+        f"the compiled core of lowrank_core (lowrank_core._parallel) is missing from {here}; "
+        "reinstall the package: pip install --force-reinstall lowrank-core")
+
+
+_check_compiled_core()
+
 from . import metrics  # noqa: E402
 from ._kernels import simd_variant
 from ._threads import openmp_enabled

@@ -130,19 +130,17 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
     rank : int
         k, the number of columns of the factors, 1 <= k <= min(n1, n2).
     method : str
-        One of :data:`lowrank_core.methods.METHODS`:
+        One of :data:`lowrank_core.methods.METHODS` (S = A^T(A(F G^T) - y); the default
+        step in brackets):
 
-        ============== ===================================================  ==========
-        method         update (S = A^T(A(F G^T) - y))                        step
-        ============== ===================================================  ==========
-        gd             F -= eta S G, G -= eta S^T F; sym X -= eta (S+S^T)X/2  0.3/||A^T y||
-        onestep        gd + once F <- beta F (F^T F)^{-1/2},                 0.3/||A^T y||
-                       G <- G (F^T F)^{1/2}/beta when residual <= trigger
-        scaledgd       F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1}  0.5
-        scaledgd-lambda same with (G^T G + lam I)^{-1}, fixed lam            0.5
-        precgd         same with lam_t = ||A(F G^T) - y||                    0.5
-        agn            F -= eta S G (G^T G)^+, then G with the new F          0.5
-        ============== ===================================================  ==========
+        - ``"gd"``: F -= eta S G, G -= eta S^T F; symmetric X -= eta (S + S^T) X / 2
+          (0.3 / ||A^T y||).
+        - ``"onestep"``: gd, plus once, when the residual first drops below ``trigger``,
+          F <- beta F (F^T F)^{-1/2}, G <- G (F^T F)^{1/2} / beta (0.3 / ||A^T y||).
+        - ``"scaledgd"``: F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1} (0.5).
+        - ``"scaledgd-lambda"``: the same with (G^T G + lam I)^{-1}, lam fixed (0.5).
+        - ``"precgd"``: the same with lam_t = ||A(F G^T) - y|| (0.5).
+        - ``"agn"``: F -= eta S G (G^T G)^+, then G with the new F (0.5).
 
         onestep and agn are asymmetric only (use them on PSD targets with
         ``symmetric=False``).

@@ -51,16 +51,16 @@ __all__ = [
 KINDS = tuple(OPERATORS)
 
 #: Plain-text summary of the format (shown by ``lowrank-core solve --help``).
-FORMAT_HELP = """\
-problem file (.npz written with numpy.savez; no pickles):
-  kind      "dense" | "symmetric" | "sparse" | "entries" | "rank-one"
-  y         (m,) measurements
-  dense:     A (m, n1, n2)               symmetric: A (m, n, n), each A_i symmetric
-  sparse:    meas, rows, cols (nnz,) int; vals (nnz,) float; shape (2,); optional m
-  entries:   rows, cols (m,) int; shape (2,); optional scale (y_i = scale*M[rows_i, cols_i])
-  rank-one:  a (m, n1), b (m, n2) (y_i = a_i^T M b_i); without b: y_i = a_i^T M a_i
-  truth (optional): L (n1, r) and R (n2, r) with M* = L R^T (no R: M* = L L^T), or M (n1, n2)
-  The operator's float arrays set the dtype (float32/float64); y and truth are cast to it."""
+FORMAT_HELP = "\n".join([
+    "problem file (.npz written with numpy.savez; no pickles):",
+    "  kind      " + " | ".join(f'"{kind}"' for kind in OPERATORS),
+    "  y         (m,) measurements",
+    *(f"  {kind + ':':<10} {cls.file_format}" for kind, cls in OPERATORS.items()),
+    ("  truth (optional): L (n1, r) and R (n2, r) with M* = L R^T (no R: M* = L L^T), or "
+    "M (n1, n2)"),
+    ("  The operator's float arrays set the dtype (float32/float64); y and truth are cast "
+    "to it."),
+])
 
 
 class ProblemFileError(ValueError):

@@ -80,9 +80,12 @@ class History(_AttrDict):
 class SolveResult(_AttrDict):
     r"""Outcome of :func:`lowrank_core.solve`.
 
-    Keys (also attributes), in repr order:
+    Keys (also attributes), in repr order.
 
+    Attributes
+    ----------
     method : str
+        The method that ran (a key of :data:`lowrank_core.methods.METHODS`).
     status : str
         One of :data:`STATUSES` (machine-readable).
     message : str
@@ -103,6 +106,7 @@ class SolveResult(_AttrDict):
     time : float
         Wall time of the iterations in seconds (initialization excluded: ``init_time``).
     init_time : float
+        Wall time of the initialization in seconds.
     n_evaluations : int
         Calls of the operator's residual_gradient (AGN makes two per iteration).
     options : dict

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,10 +249,12 @@ def test_reproduce_symmetric_slope_matches_csv(tmp_path):
 
 # -------------------------------------------------------------------------------- bench
 def test_bench_quick_table():
-    # `bench` runs benchmarks/compare.py of the source tree (found beside the editable
-    # install) with the harness's own options
-    proc = run("bench", "--quick", "--repeats", "2", "--kinds", "dense", "--dtypes",
-               "float64", "float32", "--no-solves")
+    # `bench` runs benchmarks/compare.py of the source tree (found beside an editable
+    # install; given explicitly here, so the test also passes after `pip install .`) with
+    # the harness's own options
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    proc = run("bench", "--benchmarks-dir", str(benchmarks), "--quick", "--repeats", "2",
+               "--kinds", "dense", "--dtypes", "float64", "float32", "--no-solves")
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines()
              if ln.lstrip("| ").startswith("dense") and "float" in ln]
@@ -260,8 +263,9 @@ def test_bench_quick_table():
         nums = [float(x) for x in re.findall(r"(?<![\w.])\d+\.\d+(?:e[+-]?\d+)?", ln)]
         assert nums and all(x > 0 for x in nums)
     assert "Command: `lowrank-core bench --quick --repeats 2 --kinds dense" in proc.stdout
-    assert_one_line_error(run("bench", "--bogus"), "--bogus")
-    assert_one_line_error(run("bench", "dense", "--bogus"), "bench dense", "--bogus")
+    where = ("--benchmarks-dir", str(benchmarks))
+    assert_one_line_error(run("bench", *where, "--bogus"), "--bogus")
+    assert_one_line_error(run("bench", *where, "dense", "--bogus"), "bench dense", "--bogus")
 
 
 def test_bench_subcommand_and_benchmarks_dir(tmp_path):

@@ -151,6 +151,17 @@ def test_every_registered_kind_has_a_case():
     assert set(ENSEMBLES) == {"gaussian", "sparse", "entries", "rank-one"}
 
 
+@pytest.mark.parametrize("kind", sorted(OPERATORS))
+def test_every_kind_draws_a_random_instance_and_documents_its_file_keys(kind):
+    cls = OPERATORS[kind]
+    assert cls.file_format  # listed by `lowrank-core solve --help`
+    for dtype in (np.dtype(np.float64), np.dtype(np.float32)):
+        op = cls.random_ensemble(np.random.default_rng(0), 9, 9, 40, kind == "symmetric",
+                                 dtype)
+        assert type(op) is cls and op.kind == kind
+        assert (op.m, op.shape, op.dtype) == (40, (9, 9), dtype)
+
+
 @pytest.mark.parametrize("name", sorted(ENSEMBLES))
 @pytest.mark.parametrize("psd", [False, True])
 def test_make_problem_every_ensemble_measures_its_truth(name, psd):

@@ -159,13 +159,14 @@ def test_environment_variable_forces_baseline():
 
 
 def test_existing_rank_one_tests_pass_on_the_baseline_build():
-    """The rank-one tests of test_structured_operators.py, rerun with SIMD disabled (the
-    in-process run of that file already exercises the AVX2 build on AVX2 CPUs)."""
+    """The rank-one tests (the contract cases and the rank-one specifics), rerun with SIMD
+    disabled (the in-process runs already exercise the AVX2 build on AVX2 CPUs)."""
     env = dict(os.environ, **{_kernels.DISABLE_ENV: "1"})
     here = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.join(here, "test_structured_operators.py"), "-k", "rank"],
+         os.path.join(here, "test_structured_operators.py"),
+         os.path.join(here, "test_operator_contract.py"), "-k", "rank"],
         env=env, capture_output=True, text=True, cwd=here)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout

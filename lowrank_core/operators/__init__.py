@@ -30,15 +30,38 @@ Operator`
 :class:`RankOneOperator`  rankone     a_i^T M b_i  (or a_i^T M a_i)       O(m (n1 + n2) k)
 ========================  ==========  ==================================  ==================
 
-:data:`OPERATORS` maps each ``kind`` to its class (see ``_registry``).
+:data:`OPERATORS` maps each ``kind`` to its class; :data:`ENSEMBLES` maps the
+``make_problem(operator=...)`` names to the class whose ``random_ensemble`` draws it.
 """
 
 from ._base import MeasurementOperator, available_memory
-from ._registry import ENSEMBLES, OPERATORS
 from .dense import DenseOperator, SymmetricDenseOperator
 from .entries import EntryOperator, sample_entries
 from .rankone import RankOneOperator
 from .sparse import SparseOperator
+
+# --------------------------------------------------------------------- the registry
+# Everything that enumerates operator kinds reads OPERATORS: the problem file format
+# (lowrank_core.problem_io, by ``kind``), make_problem (ENSEMBLES, by ``ensemble``), sharding
+# (through ``take_rows``), the command line and the benchmarks. A new kind is its kernel,
+# one line in src/meson.build, its module in this package and its line here.
+
+#: kind (the problem file's ``kind``) -> operator class
+OPERATORS: dict[str, type[MeasurementOperator]] = {
+    cls.kind: cls
+    for cls in (
+        DenseOperator,
+        SymmetricDenseOperator,
+        SparseOperator,
+        EntryOperator,
+        RankOneOperator,
+    )
+}
+
+#: ``make_problem(operator=...)`` name -> the class whose ``random_ensemble`` builds it
+ENSEMBLES: dict[str, type[MeasurementOperator]] = {
+    cls.ensemble: cls for cls in OPERATORS.values() if cls.ensemble is not None
+}
 
 __all__ = [
     "ENSEMBLES",

@@ -2,8 +2,9 @@
 workspace cache, row shards and the problem-file arrays.
 
 A kind of operator subclasses :class:`MeasurementOperator`, sets ``kind`` (its name in the
-registry :data:`lowrank_core.operators.OPERATORS` and in the problem file format) and
-implements the private kernels
+registry :data:`lowrank_core.operators.OPERATORS` and in the problem file format),
+``file_format`` and optionally ``ensemble`` (its ``make_problem`` name), and implements the
+private kernels
 
 * ``_forward_into(M, out)``, ``_adjoint_dense(z)``,
 * ``_residual_gradient_into(F, G, y, z, SG, StF)`` (returns the loss),
@@ -185,6 +186,9 @@ class MeasurementOperator:
     #: Name of the random ensemble this class builds for
     #: :func:`lowrank_core.make_problem` (``operator=...``), or None.
     ensemble: ClassVar[str | None] = None
+    #: One line describing the keys of :meth:`to_arrays` (shown by ``lowrank-core solve
+    #: --help``).
+    file_format: ClassVar[str] = ""
 
     def __init__(self, n_threads=None):
         self._n_threads_request = n_threads

@@ -95,6 +95,7 @@ class DenseOperator(_DenseBase):
 
     kind = "dense"
     ensemble = "gaussian"
+    file_format = "A (m, n1, n2)"
 
     def __init__(self, A, shape=None, *, n_threads=None):
         super().__init__(n_threads)
@@ -230,6 +231,7 @@ class SymmetricDenseOperator(_DenseBase):
 
     symmetric = True
     kind = "symmetric"
+    file_format = "A (m, n, n), each A_i symmetric"
 
     def __init__(self, A, *, n_threads=None, rtol=None):
         super().__init__(n_threads)
@@ -377,3 +379,11 @@ class SymmetricDenseOperator(_DenseBase):
                     n_threads=None) -> SymmetricDenseOperator:
         """From ``A`` (m, n, n), symmetric A_i (see :meth:`MeasurementOperator.from_arrays`)."""
         return cls(_file_array(arrays, "A", ndim=3), n_threads=n_threads)
+
+    @classmethod
+    def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None):
+        """The packed PSD-sensing ensemble of :meth:`gaussian` (square shapes only; the
+        ``"gaussian"`` ensemble of make_problem picks it for psd=True)."""
+        if n1 != n2:
+            raise ValueError(f"a symmetric operator needs n1 == n2, got ({n1}, {n2})")
+        return cls.gaussian(cls._require_m(m), n1, dtype=dtype, seed=rng, n_threads=n_threads)

@@ -68,6 +68,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
     kind = "entries"
     ensemble = "entries"
+    file_format = ("rows, cols (m,) int; shape (2,); optional scale "
+                   "(y_i = scale*M[rows_i, cols_i])")
 
     def __init__(self, rows, cols, shape, *, dtype=np.float64, scale=1.0, n_threads=None):
         super().__init__(n_threads)
@@ -195,9 +197,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None, p=None):
         """Matrix completion on a uniformly random set Omega of distinct entries.
 
-        |Omega| = m (uniform m-subset), or, with ``p`` given and m=None, a Bernoulli(p) set
-        (|Omega| ~ Binomial(n1 n2, p), then a uniform subset of that size). The entries are
-        scaled by 1/sqrt(p_eff), p_eff = |Omega| / (n1 n2), so E||A(M)||^2 = ||M||_F^2 and
+        ``|Omega| = m`` (uniform m-subset), or, with ``p`` given and m=None, a Bernoulli(p)
+        set (``|Omega| ~ Binomial(n1 n2, p)``, then a uniform subset of that size). The
+        entries are scaled by 1/sqrt(p_eff), ``p_eff = |Omega| / (n1 n2)``, so E||A(M)||^2 = ||M||_F^2 and
         A^T(y) is the usual unbiased P_Omega(M)/p. Sampled row-major sorted, chunk by chunk,
         never forming anything n1 x n2 (see :func:`sample_entries`). psd=True keeps the
         same (non-symmetrized) sampling of a PSD truth.

@@ -29,6 +29,13 @@ __all__ = ["RankOneOperator"]
 MIN_FLOPS_PER_THREAD = 1 << 23
 
 
+def _scale_rows(X: np.ndarray, w: np.ndarray) -> None:
+    """X[i, :] *= w[i] in place, one column at a time: the broadcast ``X *= w[:, None]``
+    makes numpy allocate a 64 KiB iterator buffer on every call."""
+    for j in range(X.shape[1]):
+        np.multiply(X[:, j], w, out=X[:, j])
+
+
 class RankOneOperator(MeasurementOperator):
     r"""Rank-one projections: A_i = a_i b_i^T, or a_i a_i^T when b is None.
 
@@ -61,6 +68,7 @@ class RankOneOperator(MeasurementOperator):
 
     kind = "rank-one"
     ensemble = "rank-one"
+    file_format = "a (m, n1), b (m, n2) (y_i = a_i^T M b_i); without b: y_i = a_i^T M a_i"
 
     def __init__(self, a, b=None, *, n_threads=None, block=32):
         super().__init__(n_threads)
@@ -252,15 +260,15 @@ class RankOneOperator(MeasurementOperator):
                 np.empty((n2, k), dt))) as (U, V, T1, T2):
             for i, s in enumerate(self._chunks()):
                 r = s.stop - s.start
-                a, b, ws = self._a[s], self._b[s], w[s, None]
+                a, b, ws = self._a[s], self._b[s], w[s]
                 Vb = np.matmul(b, G, out=V[:r])
-                Vb *= ws
+                _scale_rows(Vb, ws)
                 np.matmul(a.T, Vb, out=SG if i == 0 else T1)
                 if i:
                     SG += T1
                 if not same:
                     Ub = np.matmul(a, F, out=U[:r])
-                    Ub *= ws
+                    _scale_rows(Ub, ws)
                     np.matmul(b.T, Ub, out=StF if i == 0 else T2)
                     if i:
                         StF += T2

@@ -64,6 +64,7 @@ class SparseOperator(BoundsCache, MeasurementOperator):
 
     kind = "sparse"
     ensemble = "sparse"
+    file_format = "meas, rows, cols (nnz,) int; vals (nnz,) float; shape (2,); optional m"
 
     def __init__(self, A, shape, *, m=None, n_threads=None):
         super().__init__(n_threads)
