@@ -465,3 +465,78 @@ def test_one_worker_death_with_many_shards_is_recovered():
     assert got.status == ref.status and got.n_iter == ref.n_iter
     for a, b in zip(got.factors, ref.factors):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+# --------------------------------------------------------------- item 10: CLI file paths
+def _cli(args, timeout=60):
+    """``lowrank-core ARGS`` in a child process (a hang fails the test, not the suite)."""
+    import subprocess
+    import sys
+    code = "import sys\nfrom lowrank_core.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+_SMALL_SOLVE = ["--n1", "8", "--m", "120", "--true-rank", "1", "--max-iter", "3"]
+
+
+def test_cli_refuses_a_fifo_problem_file(tmp_path):
+    import os
+    fifo = tmp_path / "problem.npz"
+    os.mkfifo(fifo)
+    proc = _cli(["solve", str(fifo), "--out", str(tmp_path / "o.npz")], timeout=30)
+    assert proc.returncode == 1 and str(fifo) in proc.stderr
+    assert "not a regular file" in proc.stderr
+
+
+def test_cli_checks_every_output_path_before_solving(tmp_path):
+    # --summary /proc/s.json ran the whole solve and then lost summary and history.
+    out = tmp_path / "fit.npz"
+    proc = _cli(["solve", *_SMALL_SOLVE, "--out", str(out), "--summary", "/proc/s.json"])
+    assert proc.returncode == 1 and "/proc/s.json" in proc.stderr, proc.stderr
+    assert not out.exists()            # refused before the solve wrote anything
+    d = tmp_path / "adir.npz"
+    d.mkdir()
+    proc = _cli(["solve", *_SMALL_SOLVE, "--out", str(d)])
+    assert proc.returncode == 1 and "is a directory" in proc.stderr, proc.stderr
+
+
+def test_cli_out_without_suffix_reports_the_file_it_writes(tmp_path):
+    # --out fit wrote fit.npz (numpy.savez appends .npz) but printed and recorded "fit".
+    import json
+    import os
+    proc = _cli(["solve", *_SMALL_SOLVE, "--out", str(tmp_path / "fit")])
+    assert proc.returncode == 0, proc.stderr
+    written = tmp_path / "fit.npz"
+    assert written.exists() and not (tmp_path / "fit").exists()
+    doc = json.loads((tmp_path / "fit.json").read_text())
+    assert doc["factors_file"] == os.path.abspath(written)
+    assert f"factors:    {written}" in proc.stdout
+    with np.load(written) as data:
+        assert data["F"].shape == (8, 1)
+
+
+def test_cli_damaged_archive_member_names_the_file(tmp_path):
+    import zipfile
+    good = tmp_path / "good.npz"
+    from lowrank_core.problem_io import save_problem
+    save_problem(good, lc.make_problem(6, 5, rank=1, m=40, seed=0))
+    raw = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as z:
+        info = z.getinfo("y.npy")
+    # flip a byte inside the (stored, uncompressed) data of y.npy: its CRC no longer matches
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 100
+    raw[start] ^= 0xFF
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(raw))
+    proc = _cli(["solve", str(bad), "--out", str(tmp_path / "o.npz")])
+    assert proc.returncode == 1 and str(bad) in proc.stderr, proc.stderr
+    assert "CRC" in proc.stderr
+
+
+def test_cli_random_bytes_are_not_an_archive_without_pickle_hint(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    proc = _cli(["solve", str(junk), "--out", str(tmp_path / "o.npz")])
+    assert proc.returncode == 1 and str(junk) in proc.stderr
+    assert "not a readable .npz archive" in proc.stderr and "pickle" not in proc.stderr
