@@ -206,6 +206,14 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
 
     Notes
     -----
+    Thread safety: ``solve`` may run concurrently in several Python threads on the same
+    operator and y (each solve owns its iterate, history and random generator; the
+    operators are safe to share, see :class:`~lowrank_core.operators.MeasurementOperator`),
+    and gives the same result as when run alone. ``n_threads`` applies to the calling
+    thread only (a context variable, not the operator's setting); the callback runs in
+    the solve's thread. A :class:`~lowrank_core.distributed.ShardedOperator` is the
+    exception: use it from one thread at a time.
+
     Cost per iteration: one residual gradient of the operator (two for agn) plus
     O((n1 + n2) k^2 + k^3) compiled k x k algebra, plus the recorded metrics (each
     O((n1 + n2) k^2) with truth factors). Divergence: a non-finite loss or a relative

@@ -133,6 +133,10 @@ class ShardedOperator(MeasurementOperator):
 
     Notes
     -----
+    Thread safety: unlike the in-process operators, a ShardedOperator must be used from
+    one Python thread at a time (its measurement cache and recovery bookkeeping are not
+    locked); run concurrent solves on separate ShardedOperators.
+
     Cost per ``residual_gradient`` with S shards: each shard runs its own operator's fused
     kernel on its m_s rows in parallel (for dense shards 4 m_s n1 n2 flops, m_s n1 n2
     itemsize bytes read), plus, on the client, an O(m) check of y and the sums of S

@@ -174,6 +174,14 @@ class MeasurementOperator:
     Subclasses set ``shape``, ``m``, ``dtype`` and ``kind`` and implement the private
     kernels listed in the module docstring (no validation, no allocation beyond the
     operator's own cached workspace).
+
+    Thread safety: an operator's measurement data are immutable after construction, so
+    one operator object may be used from several Python threads at once (e.g. several
+    ``solve`` calls in a ThreadPoolExecutor): every public method returns exactly what
+    the same call made alone returns. The reusable scratch workspace is held by one call
+    at a time; a concurrent caller gets its own buffers (one extra allocation). Setting
+    ``n_threads`` while another thread is inside a call is not synchronized (that call
+    may use either count); ``solve(n_threads=...)`` never modifies the operator.
     """
 
     shape: tuple[int, int]
