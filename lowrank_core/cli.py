@@ -391,6 +391,12 @@ def _nonneg_int(text):
     return v
 
 
+def _step_value(text):
+    if text in ("auto", "fixed"):
+        return text
+    return _positive_float(text)
+
+
 def _positive_float(text):
     try:
         v = float(text)
@@ -501,12 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rank", "-k", type=_positive_int, default=None,
                    help="factor width k (default: the truth's rank)")
     m.add_argument("--symmetric", action="store_true", help="factor as X X^T (PSD target)")
-    m.add_argument("--init", choices=list(INITS), default="small",
-                   help="initialization (default small)")
+    m.add_argument("--init", choices=list(INITS), default=None,
+                   help="initialization (default: the method's, spectral or small)")
     m.add_argument("--init-scale", type=_positive_float, nargs="+", metavar="ALPHA",
                    help="alpha of init small/nystrom; two values give (alpha_F, alpha_G)")
-    m.add_argument("--step", type=_positive_float, default=None,
-                   help="step size (default: the method's)")
+    m.add_argument("--step", type=_step_value, default="auto",
+                   help="'auto' (exact line search, default), 'fixed' (the method's fixed "
+                        "step) or a positive number")
     m.add_argument("--max-iter", type=_nonneg_int, default=1000, help="(default 1000)")
     m.add_argument("--tol", type=_positive_float, default=None,
                    help="stop at relative residual <= tol (default 1e-10; float32 1e-5)")

@@ -35,6 +35,7 @@ from ._validation import (
 )
 from .initialization import initial_factors, top_singular_value
 from .methods import METHODS, SolverState, StepFailure, StepRule
+from .methods.linesearch import SearchStalled
 from .recording import METRICS, Progress, Recorder, Truth, parse_record
 from .results import STATUSES, SolveResult
 
@@ -78,7 +79,7 @@ class _Settings:
     symmetric: bool
     init: Any
     init_scale: Any
-    step: float | None
+    step: float | str
     max_iter: int
     tol: float
     max_time: float | None
@@ -103,6 +104,21 @@ def _check_operator(operator):
         raise TypeError(f"operator {type(operator).__name__} has no residual_gradient")
 
 
+def _check_step(step):
+    """"auto" (None is the same), "fixed" or a positive number."""
+    if step is None:
+        return "auto"
+    if isinstance(step, str):
+        if step in ("auto", "fixed"):
+            return step
+        raise ValueError(f'step must be "auto", "fixed" or a positive number, got {step!r}')
+    return check_positive_float(step, "step")
+
+
+def _smaller_step_hint(step) -> str:
+    return "" if isinstance(step, str) else f" (try a smaller step than {step:g})"
+
+
 def _optional_positive(value, name):
     if value is None:
         return None
@@ -110,8 +126,8 @@ def _optional_positive(value, name):
 
 
 # ------------------------------------------------------------------------------ solve
-def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_scale=None,
-          step=None, max_iter=1000, tol=None, max_time=None, truth=None, record=None,
+def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale=None,
+          step="auto", max_iter=1000, tol=None, max_time=None, truth=None, record=None,
           callback=None, seed=None, n_threads=None, progress=False,
           **method_options) -> SolveResult:
     r"""Recover a low-rank matrix from y = A(M*) by a factored gradient method.
@@ -130,29 +146,40 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
     rank : int
         k, the number of columns of the factors, 1 <= k <= min(n1, n2).
     method : str
-        One of :data:`lowrank_core.methods.METHODS` (S = A^T(A(F G^T) - y); the default
-        step in brackets):
+        One of :data:`lowrank_core.methods.METHODS` (S = A^T(A(F G^T) - y); the fixed
+        step of ``step="fixed"`` and the default init in brackets):
 
         - ``"gd"``: F -= eta S G, G -= eta S^T F; symmetric X -= eta (S + S^T) X / 2
-          (0.3 / ||A^T y||).
+          (0.3 / ||A^T y||; init small).
         - ``"onestep"``: gd, plus once, when the residual first drops below ``trigger``,
-          F <- beta F (F^T F)^{-1/2}, G <- G (F^T F)^{1/2} / beta (0.3 / ||A^T y||).
-        - ``"scaledgd"``: F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1} (0.5).
-        - ``"scaledgd-lambda"``: the same with (G^T G + lam I)^{-1}, lam fixed (0.5).
-        - ``"precgd"``: the same with lam_t = ||A(F G^T) - y|| (0.5).
-        - ``"agn"``: F -= eta S G (G^T G)^+, then G with the new F (0.5).
+          F <- beta F (F^T F)^{-1/2}, G <- G (F^T F)^{1/2} / beta (0.3 / ||A^T y||;
+          init small).
+        - ``"scaledgd"``: F -= eta S G (G^T G)^{-1}, G -= eta S^T F (F^T F)^{-1} (0.5;
+          init spectral).
+        - ``"scaledgd-lambda"``: the same with (G^T G + lam I)^{-1}, lam fixed (0.5;
+          init spectral).
+        - ``"precgd"``: the same with lam_t = ||A(F G^T) - y|| (0.5; init small).
+        - ``"agn"``: F -= eta S G (G^T G)^+, then G with the new F (0.5; init spectral).
 
         onestep and agn are asymmetric only (use them on PSD targets with
         ``symmetric=False``).
     symmetric : bool
         Factor as X X^T (square operator only) instead of F G^T.
-    init : {"small", "spectral", "nystrom"}, array, (F, G) or SolveResult
-        See :func:`lowrank_core.initialization.initial_factors`.
+    init : None, {"small", "spectral", "nystrom"}, array, (F, G) or SolveResult
+        See :func:`lowrank_core.initialization.initial_factors`. None (default) is the
+        method's own start (list above: spectral where the method's paper starts
+        spectrally, small random where it starts small).
     init_scale : float or (float, float), optional
         alpha of init="small" (entries N(0, alpha^2/n), default 1e-3; a pair gives
         (alpha_F, alpha_G)) or of init="nystrom" (default 1).
-    step : float, optional
-        Step size eta; None uses the method's default (table above).
+    step : "auto", "fixed" or float
+        "auto" (default; None means the same): the exact line search along the method's
+        own direction, the minimizer over [0, eta_max] of the loss along the line, a
+        quartic in eta (:mod:`lowrank_core.methods.linesearch`; eta_max lets one step
+        move the factors by at most their own norm); it costs forward passes of widths
+        2k and k per iteration. "fixed": the method's fixed step (list above, the
+        papers' values). A number: that fixed step, exactly as given. The steps taken
+        are in ``history["step"]`` (AGN also ``history["step_G"]``).
     max_iter : int
         Maximum number of iterations (default 1000); 0 evaluates the initial point only.
     tol : float, optional
@@ -191,6 +218,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
     -------
     SolveResult
         ``status`` is one of "converged", "max_iter", "max_time", "diverged",
+        "stalled" (step="auto" found no decrease along the method's direction),
         "interrupted" (Ctrl-C: the partial result), "callback"; see
         :data:`lowrank_core.results.STATUSES`.
 
@@ -251,7 +279,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init="small", init_sc
             "(e.g. DenseOperator) to use the asymmetric parameterization; "
             "(F G^T + G F^T)/2 is the estimate the data determine.",
             UnobservedAntisymmetryWarning, stacklevel=2)
-    step = _optional_positive(step, "step")
+    step = _check_step(step)
     tol = _optional_positive(tol, "tol")
     if tol is None:
         tol = 1e-5 if operator.dtype == np.float32 else 1e-10
@@ -279,16 +307,17 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     rule_cls, truth = s.rule, s.truth
     t_init = _time.perf_counter()
     context = _Context(operator, y, rng)
+    init = rule_cls.default_init if s.init is None else s.init
     try:
-        F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, s.init, s.init_scale, rng)
+        F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, s.init_scale, rng)
     except KeyboardInterrupt:
         # no iterate exists yet: nothing to return, so the interrupt goes on (with a message)
         raise KeyboardInterrupt(f"solve interrupted while computing the initial factors "
-                                f"(init={s.init if isinstance(s.init, str) else 'array'!r}); "
+                                f"(init={init if isinstance(init, str) else 'array'!r}); "
                                 "no iterate exists yet") from None
     try:
         state = SolverState(operator, y, F0, G0, s.symmetric)
-        step = s.step if s.step is not None else rule_cls.resolve_step(context)
+        step = rule_cls.resolve_step(context) if s.step == "fixed" else s.step
         rule = rule_cls(state, step, s.options, context)
     except KeyboardInterrupt:
         # the initial point exists: return it (status "interrupted", n_iter 0)
@@ -324,14 +353,14 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
                     state.evaluate()
                     evaluated = state.iteration
                     message = (f"diverged: non-finite loss at iteration {t}; returning "
-                               f"iterate {t - 1}, the last with a finite loss (try a "
-                               f"smaller step than {step:g})")
+                               f"iterate {t - 1}, the last with a finite loss"
+                               f"{_smaller_step_hint(step)}")
                 elif not finite:
                     message = "diverged: the initial point has a non-finite loss"
                 else:
                     message = (f"diverged: relative residual {residual:.3g} at iteration {t} "
-                               f"exceeds {DIVERGENCE_FACTOR:g} x max(1, initial residual) "
-                               f"(try a smaller step than {step:g})")
+                               f"exceeds {DIVERGENCE_FACTOR:g} x max(1, initial residual)"
+                               f"{_smaller_step_hint(step)}")
                 break
             if s.names and t % s.every == 0:
                 recorder.record(state, t, elapsed)
@@ -373,6 +402,9 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
         status = "interrupted"
         message = (f"interrupted (KeyboardInterrupt) at iteration {state.iteration}; "
                    f"partial result")
+    except SearchStalled as exc:
+        status = "stalled"
+        message = f"stalled: {exc}"
     except StepFailure as exc:
         status = "diverged"
         message = f"diverged: {exc} at iteration {state.iteration}"
@@ -403,14 +435,19 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
 
     seed = s.seed
     used = {"method": rule_cls.name, "symmetric": s.symmetric, "rank": s.rank,
-            "init": s.init if isinstance(s.init, str) else "array",
-            "init_scale": s.init_scale, "step": float(step), "max_iter": max_iter, "tol": tol,
+            "init": init if isinstance(init, str) else "array",
+            "init_scale": s.init_scale, "step": step if step == "auto" else float(step),
+            "max_iter": max_iter, "tol": tol,
             "max_time": max_time, "seed": seed if not isinstance(seed, np.random.Generator)
             else "Generator", "record": {"metrics": list(s.names), "every": s.every},
             "n_threads": getattr(operator, "n_threads", None)}
     used.update(rule.options)
-    return _result(state, rule, status, message, elapsed, init_time, recorder.history(),
-                   truth, options=used, evaluated=evaluated_ok)
+    history = recorder.history()
+    for name, taken in rule.step_log.items():  # the step from iterate t to t + 1
+        history[name] = np.array([taken[i] if i < len(taken) else np.nan
+                                  for i in recorder.iterations], dtype=np.float64)
+    return _result(state, rule, status, message, elapsed, init_time, history, truth,
+                   options=used, evaluated=evaluated_ok)
 
 
 def _attach_partial_result(exc: BaseException, result: SolveResult) -> None:

@@ -20,6 +20,8 @@ STATUSES: dict[str, str] = {
                 "the last finite iterate is returned",
     "interrupted": "KeyboardInterrupt (Ctrl-C); the partial result is returned",
     "callback": "the callback raised StopIteration",
+    "stalled": "the exact line search (step=\"auto\") found no decrease along the "
+               "method's direction: a stationary point of the method, or rounding level",
     "running": "intermediate result handed to a callback (never a final status)",
 }
 

@@ -141,7 +141,7 @@ def test_error_stopped_reference_loop_follows_lowrank_core(method, symmetric):
     A2 = op.matrices.reshape(op.m, -1)
     k = 2  # exact parameterization: every method reaches the 1e-10 target within the cap
     start = lowrank_core.solve(op, y, k, method=method, symmetric=symmetric, max_iter=0,
-                               seed=1, init="spectral")
+                               seed=1, init="spectral", step="fixed")
     init = start.X if symmetric else (start.F, start.G)
     opts = {k: v for k, v in start.options.items() if k in ("damping", "trigger")}
     n_ours, _, err_ours, res = solvers.ours_solve(op, y, k, method, symmetric, init,

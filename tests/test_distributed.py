@@ -514,11 +514,18 @@ SOLVES = [(method, False) for method in
 @pytest.mark.parametrize(("method", "symmetric"), SOLVES)
 def test_sharded_solve_matches_single_process(client, method, symmetric):
     p = lc.make_problem(12, rank=2, m=500, psd=symmetric, seed=6, n_threads=1)
-    kw = {"method": method, "symmetric": symmetric, "max_iter": 25, "seed": 1}
+    kw = {"method": method, "symmetric": symmetric, "max_iter": 25, "seed": 1,
+          "init": "small"}  # the same start on both (ARPACK differs by rounding)
     ref = lc.solve(p.operator, p.y, 3, **kw)
     with ShardedOperator.from_operator(p.operator, 2, client) as sop:
         got = lc.solve(sop, p.y, 3, **kw)
     assert got.status == ref.status and got.n_iter == ref.n_iter
+    assert rel(got.matrix(), ref.matrix()) < 1e-12  # the estimate F G^T, to rounding
+    if method == "agn":
+        # k = 3 > r = 2: AGN's pseudo-inverse leaves the factors free along the null space
+        # of the singular Gram matrix, where the exact steps (larger than the fixed 0.5)
+        # let shard-order rounding drift to ~2e-10 while F G^T agrees to 5e-15.
+        return
     for a, b in zip(got.factors, ref.factors):
         assert rel(a, b) < 1e-10
 

@@ -206,14 +206,16 @@ def test_float32_stays_float32():
 def test_record_selection_and_thinning(prob):
     res = solve(prob.operator, prob.y, 2, truth=prob, max_iter=25, seed=0,
                 record={"metrics": ["loss", "error"], "every": 10})
-    assert set(res.history) == {"iteration", "loss", "error"}
+    assert set(res.history) == {"iteration", "loss", "error", "step"}
     np.testing.assert_array_equal(res.history.iteration, [0, 10, 20, 25])
     full = solve(prob.operator, prob.y, 2, truth=prob, max_iter=25, seed=0)
     assert set(full.history) == {"iteration", "loss", "residual", "error", "imbalance",
-                                 "tail_sv", "grad_norm", "time"}
+                                 "tail_sv", "grad_norm", "time", "step"}
+    np.testing.assert_array_equal(full.history.step[[0, 10, 20, 25]], res.history.step)
     np.testing.assert_array_equal(full.history.loss[[0, 10, 20, 25]], res.history.loss)
     none = solve(prob.operator, prob.y, 2, max_iter=25, seed=0, record=False)
-    assert set(none.history) == {"iteration"} and list(none.history.iteration) == [25]
+    assert set(none.history) == {"iteration", "step"}
+    assert list(none.history.iteration) == [25] and np.isnan(none.history.step[0])
     sym = solve(lc.make_problem(16, rank=2, m=300, psd=True, seed=1).operator,
                 lc.make_problem(16, rank=2, m=300, psd=True, seed=1).y, 2, symmetric=True,
                 max_iter=3)
@@ -257,7 +259,7 @@ def test_result_object(prob):
                 "history", "options"):
         assert f"{key}:" in text
     assert text.index("status:") < text.index("n_iter:") < text.index("history:")
-    assert res.options["step"] > 0 and res.options["method"] == "gd"
+    assert res.options["step"] == "auto" and res.options["method"] == "gd"
     assert "status" in dir(res)
     with pytest.raises(AttributeError):
         _ = res.nonexistent
@@ -268,14 +270,15 @@ def test_result_object(prob):
 # ------------------------------------------------------------------ defaults
 def test_default_steps_and_damping_come_from_the_data(prob):
     sigma = np.linalg.norm(prob.operator.adjoint(prob.y), 2)
-    res = solve(prob.operator, prob.y, 2, max_iter=1)
+    assert solve(prob.operator, prob.y, 2, max_iter=1).options["step"] == "auto"
+    res = solve(prob.operator, prob.y, 2, max_iter=1, step="fixed")
     assert np.isclose(res.options["step"], 0.3 / sigma, rtol=1e-10)
-    res = solve(prob.operator, prob.y, 2, method="scaledgd-lambda", max_iter=1)
+    res = solve(prob.operator, prob.y, 2, method="scaledgd-lambda", max_iter=1, step="fixed")
     assert np.isclose(res.options["damping"], 0.01 * sigma, rtol=1e-10)
     assert res.options["step"] == 0.5
     for method, step in (("scaledgd", 0.5), ("precgd", 0.5), ("agn", 0.5)):
-        assert solve(prob.operator, prob.y, 2, method=method, max_iter=1).options["step"] \
-            == step
+        assert solve(prob.operator, prob.y, 2, method=method, max_iter=1,
+                     step="fixed").options["step"] == step
 
 
 # ------------------------------------------------------------ initializations
@@ -313,6 +316,9 @@ def test_spectral_init_uses_operator_spectral_operator(prob):
         def residual_gradient(self, F, G, y, *, out=None):
             return self._op.residual_gradient(F, G, y, out=out)
 
+        def forward_factored(self, F, G):  # the line search's passes
+            return self._op.forward_factored(F, G)
+
         def adjoint_operator(self, z):
             return self._op.adjoint_operator(z)
 
@@ -324,6 +330,10 @@ def test_spectral_init_uses_operator_spectral_operator(prob):
     res = solve(op, prob.y, 2, init="spectral", max_iter=3)
     assert op.called
     assert res.n_evaluations == 4 and res.status == "max_iter"
+    del Debiased.forward_factored  # step="auto" needs it; a fixed step does not
+    with pytest.raises(TypeError, match="forward_factored"):
+        solve(op, prob.y, 2, init="spectral", max_iter=3)
+    assert solve(op, prob.y, 2, init="spectral", max_iter=3, step="fixed").n_iter == 3
 
 
 def test_nystrom_init(prob, psd):

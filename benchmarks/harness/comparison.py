@@ -132,7 +132,7 @@ def method_row(kind: str, method: str, size: dict, *, repeats: int, n_threads: i
     init = start.X if symmetric else (start.F, start.G)
     F0, G0 = (init, None) if symmetric else init
     probe = solve(op, y, rank, method=method, symmetric=symmetric, init=init, max_iter=0,
-                  record=False)
+                  step="fixed", record=False)
     options = dict(probe.options)
     fixed = {"step": options["step"]}
     if method == "scaledgd-lambda":

@@ -90,7 +90,8 @@ def overhead(args) -> None:
             print(f"{f'ShardedOperator, {s} shard(s)':<28}{t * 1e3:>16.2f}"
                   f"{(t - times[0]) * 1e3:>14.2f}{fmt_bytes(traffic):>28}")
         # the whole solver loop: lowrank_core.solve, GD from a small random init
-        kw = {"method": "gd", "max_iter": args.solve_iters, "tol": 1e-300, "seed": 0}
+        kw = {"method": "gd", "max_iter": args.solve_iters, "tol": 1e-300, "seed": 0,
+              "step": "fixed"}
         ref = lc.solve(op, prob.y, k, **kw)
         got = lc.solve(sharded[2], prob.y, k, **kw)
         err = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))

@@ -91,7 +91,7 @@ def compare(args):
                               ("agn", False), ("onestep", False)):
         op, y, A2 = (sym_op, problem.y, sym_A2) if symmetric else (gen_op, gen_y, gen_A2)
         start = lc.solve(op, y, k, method=method, symmetric=symmetric, max_iter=0, seed=1,
-                         n_threads=args.threads)
+                         init="small", step="fixed", n_threads=args.threads)
         init = start.X if symmetric else (start.F, start.G)
         opts = {kk: v for kk, v in start.options.items()
                 if kk in ("damping", "trigger")}
@@ -162,7 +162,7 @@ def overhead(args):
             for _ in range(args.repeats):
                 spent[0] = 0.0
                 res = lc.solve(op, y, k, method=method, max_iter=iters, tol=1e-300, seed=0,
-                               record=record, truth=truth, n_threads=args.threads)
+                               step="fixed", init="small", record=record, truth=truth, n_threads=args.threads)
                 rg.append(spent[0] / res.n_iter)
                 ov.append((res.time - spent[0]) / res.n_iter)
             t_rg, t_ov = statistics.median(rg), statistics.median(ov)

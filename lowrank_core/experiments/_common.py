@@ -208,6 +208,11 @@ def _run(op, y, k, L, R=None, **kw):
     """solve() with the truth and the error recorded; returns (result, iterations, error)."""
     R = L if R is None else R
     record = kw.pop("record", ("error",))
+    # The papers' experiments run their fixed steps from a small random start, not the
+    # solver's defaults (line search, each method's own init).
+    if kw.get("step") is None:
+        kw["step"] = "fixed"
+    kw.setdefault("init", "small")
     res = solve(op, y, k, truth=(L, R), record=record, **kw)
     h = res.history
     return res, h["iteration"].astype(float), h["error"]

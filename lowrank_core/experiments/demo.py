@@ -59,8 +59,9 @@ def run_demo(*, quick=False, seed=0, n_threads=None, max_iter=None, log=None) ->
     runs = []
     t0 = time.perf_counter()
     for label, meth, sym in DEMO_METHODS:
-        res = solve(op, y, k, method=meth, symmetric=sym, init_scale=alpha, max_iter=T,
-                    truth=(L, L), record=("error", "residual"), seed=seed + 1)
+        res = solve(op, y, k, method=meth, symmetric=sym, init="small", init_scale=alpha,
+                    step="fixed", max_iter=T, truth=(L, L), record=("error", "residual"),
+                    seed=seed + 1)
         runs.append((label, res))
         if log:
             log(f"  {label}: {res.status} after {res.n_iter} iterations")

@@ -179,7 +179,8 @@ def ssx_balance(quick=False, seed=0, n_threads=None, log=None):
     for label, scale, step in (("equal scales (SSX)", (a, a), eta),
                                ("alpha, alpha/3 (Xiong)", (a, a / 3), eta),
                                ("equal scales, half step", (a, a), eta / 2)):
-        res = solve(prob.operator, prob.y, k, method="gd", init_scale=scale, truth=prob,
+        res = solve(prob.operator, prob.y, k, method="gd", init="small", init_scale=scale,
+                    truth=prob,
                     record=("error", "imbalance", "tail_sv"), max_iter=p["T"], tol=1e-14,
                     seed=seed + 1, step=step)
         runs[label] = res.history

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _steps
+from .linesearch import LineSearch, SearchStalled
+from .linesearch import check_operator as check_line_search_operator
 
 
 class StepFailure(RuntimeError):
@@ -175,6 +177,8 @@ class Preconditioner:
         self._T = {state.n1: T[: state.n1], state.n2: T[: state.n2]}
         S = np.empty_like(T)
         self._S = {state.n1: S[: state.n1], state.n2: S[: state.n2]}
+        Z = np.zeros_like(T)
+        self._zero = {state.n1: Z[: state.n1], state.n2: Z[: state.n2]}
         self.pseudo_inverse_steps = 0
 
     def step(self, X, D, P, lam, eta, out, pinv=False) -> None:
@@ -185,6 +189,15 @@ class Preconditioner:
             raise StepFailure("the k x k preconditioner has non-finite entries")
         if status == _steps.PSEUDO_INVERSE and not pinv:
             self.pseudo_inverse_steps += 1
+
+    def direction(self, D, P, lam, out, pinv=False) -> None:
+        """out <- D (P + lam I)^{-1} (or the pseudo-inverse): the search direction.
+
+        The same compiled solve as :meth:`step` (computed as 0 - (-1) D (P + lam I)^{-1},
+        which is exact), so ``step(X, D, P, lam, eta, out)`` and
+        ``X - eta * direction(D, P, lam)`` use the same k x k factorization.
+        """
+        self.step(self._zero[D.shape[0]], D, P, lam, -1.0, out, pinv)
 
     def local_norm(self, D, P) -> float:
         """||D P^{-1/2}||_F = sqrt(<D, D P^{-1}>) (pseudo-inverse if singular)."""
@@ -205,7 +218,11 @@ class StepRule:
     forms : tuple of str
         Supported parameterizations, ``"symmetric"`` (X X^T) and/or ``"asymmetric"``.
     default_step : float or None
-        None means "derived from the data" (see :meth:`resolve_step`).
+        The method's fixed step (``step="fixed"``; the papers' value); None means
+        "derived from the data" (see :meth:`resolve_step`).
+    default_init : str
+        The initialization ``solve(init=None)`` uses: ``"spectral"`` or ``"small"``, as
+        the method's paper starts.
     option_defaults : dict
         Method options accepted through ``solve(**method_options)`` and their defaults.
     needs_grams : bool
@@ -216,14 +233,47 @@ class StepRule:
     summary = ""
     forms: tuple[str, ...] = ("symmetric", "asymmetric")
     default_step: float | None = 0.5
+    default_init = "small"
     option_defaults: dict = {}
     needs_grams = False
 
-    def __init__(self, state: SolverState, step: float, options: dict, context):
+    def __init__(self, state: SolverState, step, options: dict, context):
         self.state = state
-        self.step_size = float(step)
+        #: True: exact line search along the method's direction (``step="auto"``);
+        #: False: the fixed step ``step_size`` (today's behaviour, bit for bit).
+        self.auto = isinstance(step, str) and step == "auto"
+        self.step_size = float("nan") if self.auto else float(step)
         self.options = options
         self.context = context
+        self._line_search = None  # created on first use (methods that search)
+        if self.auto:
+            check_line_search_operator(state.operator)
+        #: the step taken at each iteration t (from iterate t to t + 1), per name
+        #: ("step"; AGN also "step_G" for its second half-step).
+        self.step_log: dict[str, list] = {"step": []}
+
+    @property
+    def line_search(self) -> LineSearch:
+        """The exact line search's buffers and passes (created on first use)."""
+        if self._line_search is None:
+            self._line_search = LineSearch(self.state)
+        return self._line_search
+
+    def record_steps(self, *etas: float) -> None:
+        """Append this iteration's step(s) to :attr:`step_log`."""
+        names = list(self.step_log)
+        for name, eta in zip(names, etas):
+            self.step_log[name].append(float(eta))
+
+    def searched(self, eta: float, what: str = "direction") -> float:
+        """Return a line-search step; a zero step (no decrease possible) stops the run."""
+        if not eta > 0:
+            s = self.state
+            raise SearchStalled(
+                f"the exact line search found no decrease along the {self.name} {what} at "
+                f"iteration {s.iteration} (relative residual {s.residual:.3g}): the iterate is "
+                f"stationary for this method, or the residual is at rounding level")
+        return eta
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
@@ -243,7 +293,7 @@ class StepRule:
         return float(cls.default_step)
 
     def step(self) -> None:  # pragma: no cover - abstract
-        """Write the next iterate into ``state.F_next``/``G_next`` and advance."""
+        """Write the next iterate into ``state.F_next``/``G_next``, record the step, advance."""
         raise NotImplementedError
 
     def info(self) -> dict:

@@ -11,7 +11,13 @@ r"""Plain factored gradient descent and the one-step rebalance.
   F G^T is unchanged; afterwards F^T F = beta^2 I, which makes the imbalance
   F^T F - G^T G large and the convergence rate independent of the initialization scale.
 
-Cost per iteration beyond the residual gradient: O((n1 + n2) k) (one AXPY per factor);
+Step: ``step="auto"`` (default) is the exact line search along the negative gradient
+(:mod:`lowrank_core.methods.linesearch`); ``step="fixed"`` is 0.3 / ||A^T(y)||_2 (0.3 is
+stable when sigma_1(M*) = 1); a number is used as given. Default init: small random
+(the papers' start).
+
+Cost per iteration beyond the residual gradient: O((n1 + n2) k) (one AXPY per factor),
+plus with ``step="auto"`` the line search's forward passes of widths 2k and k;
 the rebalance costs O((n1 + n2) k^2 + k^3) once.
 """
 
@@ -42,9 +48,13 @@ class GradientDescent(StepRule):
 
     def step(self) -> None:
         s, eta = self.state, self.step_size
+        if self.auto:  # exact line search along the negative gradient
+            eta = self.searched(self.line_search.search(s.F, s.G, s.grad_F, s.grad_G),
+                                "negative gradient")
         _steps.gd_step(s.F, s.grad_F, eta, s.F_next)
         if not s.symmetric:
             _steps.gd_step(s.G, s.grad_G, eta, s.G_next)
+        self.record_steps(eta)
         s.advance()
 
 

@@ -22,9 +22,19 @@ They differ in lam:
   ||X X^T - M*||_F; ``damping="gradient"`` is the JMLR rule
   lam_t = ||grad f(X) (X^T X)^{-1/2}||_F (for two factors the root-sum-square of both
   factors' local norms); a number gives a fixed lam (= scaledgd-lambda).
-  ``damping_scale`` multiplies lam_t.
+  ``damping_scale`` multiplies lam_t. With ``step="auto"`` the residual rule is expressed
+  in the units of M: lam_t = ||A(F G^T) - y|| / g, g = ||A(F0 G0^T)|| / ||F0 G0^T||_F the
+  operator's gain measured once on the initial iterate (g ~ 1 for the normalized
+  ensembles, so nothing changes there; sqrt(p) for completion with unscaled entries,
+  where ||z|| alone would be sqrt(p) ||F G^T - M*||_F), which together with the line
+  search makes PrecGD invariant to a rescaling of the operator.
 
-Default step eta = 0.5 (ScaledGD's experiments; PrecGD's alpha <= 1).
+Step: ``step="auto"`` (default) is the exact line search along the preconditioned
+direction (both factors' directions from the same iterate, one joint step;
+:mod:`lowrank_core.methods.linesearch`), which makes ScaledGD invariant to a rescaling of
+the operator; ``step="fixed"`` is eta = 0.5 (ScaledGD's experiments; PrecGD's
+alpha <= 1). Default init: spectral for scaledgd and scaledgd-lambda (their papers'
+start), small random for precgd.
 Cost per iteration beyond the residual gradient: two SYRKs (n k^2 each), a k x k Cholesky
 per factor and the triangular solves (2 n k^2), all compiled; O((n1 + n2) k^2 + k^3).
 """
@@ -35,6 +45,7 @@ import numbers
 
 import numpy as np
 
+from .. import _steps
 from ._base import Preconditioner, StepRule
 
 
@@ -52,6 +63,10 @@ class _Preconditioned(StepRule):
         rcond = options.get("rcond")
         self.options["rcond"] = _default_rcond(state) if rcond is None else float(rcond)
         self.pre = Preconditioner(state, self.options["rcond"])
+        if self.auto:  # the directions D (P + lam I)^{-1}, one buffer per factor
+            self._dir_F = np.empty((state.n1, state.k), state.dtype)
+            self._dir_G = self._dir_F if state.symmetric else \
+                np.empty((state.n2, state.k), state.dtype)
 
     def damping(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -60,15 +75,58 @@ class _Preconditioned(StepRule):
         s, eta, pre = self.state, self.step_size, self.pre
         lam = self.damping()
         self.last_damping = lam
+        if self.auto:
+            self._searched_step(lam)
+            return
         if s.symmetric:
             pre.step(s.F, s.grad_F, s.gram_F, lam, eta, s.F_next)
         else:
             pre.step(s.F, s.SG, s.gram_G, lam, eta, s.F_next)
             pre.step(s.G, s.StF, s.gram_F, lam, eta, s.G_next)
+        self.record_steps(eta)
+        s.advance()
+
+    def _searched_step(self, lam: float) -> None:
+        """Directions D_F = S G (G^T G + lam I)^{-1}, D_G = S^T F (F^T F + lam I)^{-1}
+        (symmetric: grad f(X) (X^T X + lam I)^{-1}), then the exact step along both."""
+        s, pre = self.state, self.pre
+        dF, dG = self._dir_F, self._dir_G
+        if s.symmetric:
+            pre.direction(s.grad_F, s.gram_F, lam, dF)
+        else:
+            pre.direction(s.SG, s.gram_G, lam, dF)
+            pre.direction(s.StF, s.gram_F, lam, dG)
+        eta = self.searched(self.line_search.search(s.F, s.G, dF, dG))
+        _steps.gd_step(s.F, dF, eta, s.F_next)
+        if not s.symmetric:
+            _steps.gd_step(s.G, dG, eta, s.G_next)
+        self.record_steps(eta)
         s.advance()
 
     def info(self) -> dict:
         return {"pseudo_inverse_steps": self.pre.pseudo_inverse_steps}
+
+
+def _operator_gain(state) -> float:
+    """||A(F G^T)|| / ||F G^T||_F at the state's current iterate; 1 if undefined.
+
+    The factor by which the operator rescales a low-rank matrix like the iterate: about 1
+    for the normalized ensembles (E||A(M)||^2 = ||M||_F^2), sqrt(p) * scale for
+    completion with entry scale ``scale`` and sampling rate p. One forward pass of width
+    k, once per solve.
+    """
+    F, G, op = state.F, state.G, state.operator
+    if hasattr(op, "_forward_factored_into"):
+        values = np.empty(op.m, state.dtype)
+        op._forward_factored_into(F, G, values)
+    elif callable(getattr(op, "forward_factored", None)):
+        values = op.forward_factored(F, G)
+    else:
+        return 1.0
+    measured = float(np.linalg.norm(values))
+    size_sq = float(np.sum((F.T @ F) * (G.T @ G)))  # ||F G^T||_F^2 = <F^T F, G^T G>
+    gain = measured / np.sqrt(size_sq) if size_sq > 0 else np.nan
+    return gain if np.isfinite(gain) and gain > 0 else 1.0
 
 
 def _check_rcond(opts):
@@ -81,6 +139,7 @@ def _check_rcond(opts):
 class ScaledGD(_Preconditioned):
     name = "scaledgd"
     summary = "scaled gradient descent (Tong, Ma, Chi 2021)"
+    default_init = "spectral"
 
     @classmethod
     def check_options(cls, options):
@@ -95,6 +154,7 @@ class ScaledGD(_Preconditioned):
 class ScaledGDLambda(_Preconditioned):
     name = "scaledgd-lambda"
     summary = "ScaledGD with fixed damping (Xu, Shen, Chi, Ma 2023)"
+    default_init = "spectral"
     option_defaults = {"damping": None, "rcond": None}
 
     @classmethod
@@ -143,6 +203,11 @@ class PrecGD(_Preconditioned):
         super().__init__(state, step, options, context)
         self._rule = self.options["damping"]
         self._scale = float(self.options["damping_scale"])
+        #: the operator's gain g = ||A(F0 G0^T)|| / ||F0 G0^T||_F on the initial iterate
+        #: (1 for a fixed step: today's rule, bit for bit)
+        self.gain = _operator_gain(state) if self.auto else 1.0
+        if self.auto and self._rule == "residual":
+            self._scale = self._scale / self.gain
 
     def damping(self) -> float:
         s, rule = self.state, self._rule
