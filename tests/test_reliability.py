@@ -47,10 +47,10 @@ def test_default_step_norm_small_operator_matches_dense_lapack():
 
 def _concurrent_problems():
     kinds = {
-        "entries": dict(n1=300, n2=200, rank=3, m=30_000, operator="entries"),
-        "sparse": dict(n1=60, n2=50, rank=3, m=3000, operator="sparse"),
-        "rank-one": dict(n1=40, n2=30, rank=2, m=1500, operator="rank-one"),
-        "gaussian": dict(n1=20, n2=15, rank=2, m=600, operator="gaussian"),
+        "entries": {"n1": 300, "n2": 200, "rank": 3, "m": 30_000, "operator": "entries"},
+        "sparse": {"n1": 60, "n2": 50, "rank": 3, "m": 3000, "operator": "sparse"},
+        "rank-one": {"n1": 40, "n2": 30, "rank": 2, "m": 1500, "operator": "rank-one"},
+        "gaussian": {"n1": 20, "n2": 15, "rank": 2, "m": 600, "operator": "gaussian"},
     }
     return kinds
 
@@ -102,30 +102,30 @@ def _run_limited(code: str, limit_gib: float = 3.0, timeout: float = 120.0):
         except Exception as exc:
             print(type(exc).__name__ + ": " + str(exc))
     """)
-    proc = subprocess.run([sys.executable, "-c", prelude + body + tail], capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-c", prelude + body + tail], check=False,
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().splitlines()[-1]
 
 
 _HUGE_INDEX_CASES = {
     # (constructor code, words the message must contain: the argument and the fix)
-    "sparse-meas": ("lc.SparseOperator((np.array([0, 2**31 + 5]), np.array([0, 1]), "
-                    "np.array([0, 1]), np.ones(2)), (2, 2))", ("ValueError", "meas", "m=")),
-    "sparse-explicit-m": ("lc.SparseOperator((np.array([0, 2**31 + 5]), np.array([0, 1]), "
-                          "np.array([0, 1]), np.ones(2)), (2, 2), m=2**31 + 6)",
+    "sparse-meas": (("lc.SparseOperator((np.array([0, 2**31 + 5]), np.array([0, 1]), "
+                    "np.array([0, 1]), np.ones(2)), (2, 2))"), ("ValueError", "meas", "m=")),
+    "sparse-explicit-m": (("lc.SparseOperator((np.array([0, 2**31 + 5]), np.array([0, 1]), "
+                          "np.array([0, 1]), np.ones(2)), (2, 2), m=2**31 + 6)"),
                           ("MemoryError", "m=2,147,483,654", "available")),
     "entries-shape": ("lc.EntryOperator([0], [0], (2**31, 1))",
                       ("MemoryError", "shape=(2,147,483,648, 1)", "available")),
-    "sparse-shape": ("lc.SparseOperator((np.array([0]), np.array([0]), np.array([0]), "
-                     "np.ones(1)), (2**31, 2))",
+    "sparse-shape": (("lc.SparseOperator((np.array([0]), np.array([0]), np.array([0]), "
+                     "np.ones(1)), (2**31, 2))"),
                      ("MemoryError", "shape=(2,147,483,648, 2)", "available")),
     "make-problem-entries": ("lc.make_problem(2**31, 4, rank=1, m=10, operator='entries')",
                              ("MemoryError", "2,147,483,648 x 4", "smaller shape")),
     "make-problem-sparse-m": ("lc.make_problem(50, 50, rank=1, m=2**28, operator='sparse')",
                               ("MemoryError", "m=268,435,456", "available")),
-    "make-problem-rank-one-m": ("lc.make_problem(300, 300, rank=1, m=2**21, "
-                                "operator='rank-one')",
+    "make-problem-rank-one-m": (("lc.make_problem(300, 300, rank=1, m=2**21, "
+                                "operator='rank-one')"),
                                 ("MemoryError", "m=2,097,152", "available")),
 }
 
@@ -148,8 +148,8 @@ def test_cli_tiny_npz_with_huge_shape_is_refused_naming_the_file(tmp_path):
             "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
             "from lowrank_core.cli import main\n"
             f"sys.exit(main(['solve', {str(path)!r}, '--out', {str(tmp_path / 'o.npz')!r}]))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert str(path) in proc.stderr and "available" in proc.stderr, proc.stderr
     assert not (tmp_path / "o.npz").exists()
@@ -187,7 +187,7 @@ def _solve_catching_interrupt(*args, **kwargs):
 def test_interrupt_while_metrics_are_recorded_leaves_whole_history_rows(monkeypatch):
     # A Ctrl-C landing inside a history row (here: in the truth metrics of iteration 5)
     # once left the iteration appended without its values and then recorded it twice.
-    import lowrank_core.recording as recording
+    from lowrank_core import recording
     problem = _small_problem()
     original = recording.Truth.error_and_tail
     calls = {"n": 0}
@@ -216,7 +216,7 @@ def test_interrupt_while_metrics_are_recorded_leaves_whole_history_rows(monkeypa
 
 
 def test_interrupt_during_default_step_returns_the_initial_point(monkeypatch):
-    import lowrank_core.driver as driver
+    from lowrank_core import driver
     problem = _small_problem()
     rng = np.random.default_rng(0)
     F0, G0 = rng.standard_normal((30, 2)), rng.standard_normal((20, 2))
@@ -236,7 +236,7 @@ def test_interrupt_during_default_step_returns_the_initial_point(monkeypatch):
 
 
 def test_interrupt_during_initial_factors_reraises_with_a_message(monkeypatch):
-    import lowrank_core.driver as driver
+    from lowrank_core import driver
     problem = _small_problem()
 
     def interrupted(*args, **kwargs):
@@ -313,7 +313,8 @@ def test_sample_entries_huge_shapes_terminate_with_distinct_uniform_entries(shap
             "from lowrank_core.operators import sample_entries\n"
             f"r, c = sample_entries({n1}, {n2}, 2000, np.random.default_rng(7))\n"
             "np.save(sys.stdout.buffer, np.stack([r, c]).astype(np.int64))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     import io
     rows, cols = np.load(io.BytesIO(proc.stdout))
@@ -417,7 +418,7 @@ def test_float32_error_metrics_do_not_overflow_on_huge_iterates():
 def test_numpy_scalars_accepted_where_numbers_are(value):
     # trigger=np.float32(0.1) was rejected ("must be a positive relative residual").
     problem = _small_problem()
-    kwargs = dict(rank=2, method="onestep", max_iter=40, seed=1, step=0.5, record=False)
+    kwargs = {"rank": 2, "method": "onestep", "max_iter": 40, "seed": 1, "step": 0.5, "record": False}
     ref = lc.solve(problem.operator, problem.y, trigger=float(value), beta=float(value),
                    **kwargs)
     res = lc.solve(problem.operator, problem.y, trigger=value, beta=value,
@@ -448,21 +449,20 @@ def test_one_worker_death_with_many_shards_is_recovered():
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                            host="127.0.0.1", dashboard_address=None,
                                            silence_logs=50)
-    with cluster, distributed.Client(cluster) as client:
-        with ShardedOperator.from_operator(problem.operator, 8, client, timeout=60,
-                                           max_recoveries=3, n_threads=1) as sop:
-            victim = sop.memory_usage()[6]["pid"]
-            n_lost = sum(u["pid"] == victim for u in sop.memory_usage())
-            assert n_lost >= 4
+    with cluster, distributed.Client(cluster) as client, ShardedOperator.from_operator(
+            problem.operator, 8, client, timeout=60, max_recoveries=3, n_threads=1) as sop:
+        victim = sop.memory_usage()[6]["pid"]
+        n_lost = sum(u["pid"] == victim for u in sop.memory_usage())
+        assert n_lost >= 4
 
-            def kill_at_5(intermediate):
-                if intermediate.n_iter == 5:
-                    os.kill(victim, signal.SIGKILL)
+        def kill_at_5(intermediate):
+            if intermediate.n_iter == 5:
+                os.kill(victim, signal.SIGKILL)
 
-            with pytest.warns(ShardRecoveredWarning):
-                got = lc.solve(sop, problem.y, 2, callback=kill_at_5, **kw)
-            lost = sorted(r["shard"] for r in sop.recoveries)
-            assert len(lost) == n_lost and len(set(lost)) == n_lost   # each lost once
+        with pytest.warns(ShardRecoveredWarning):
+            got = lc.solve(sop, problem.y, 2, callback=kill_at_5, **kw)
+        lost = sorted(r["shard"] for r in sop.recoveries)
+        assert len(lost) == n_lost and len(set(lost)) == n_lost   # each lost once
     assert got.status == ref.status and got.n_iter == ref.n_iter
     for a, b in zip(got.factors, ref.factors):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
@@ -474,8 +474,8 @@ def _cli(args, timeout=60):
     import subprocess
     import sys
     code = "import sys\nfrom lowrank_core.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code, *args], check=False,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 _SMALL_SOLVE = ["--n1", "8", "--m", "120", "--true-rank", "1", "--max-iter", "3"]
