@@ -61,8 +61,14 @@ from ._kernels import simd_variant
 from ._threads import openmp_enabled
 from .distributed import ShardedOperator
 from .driver import solve
-from .operators import (DenseOperator, EntryOperator, MeasurementOperator, RankOneOperator,
-                        SparseOperator, SymmetricDenseOperator)
+from .operators import (
+    DenseOperator,
+    EntryOperator,
+    MeasurementOperator,
+    RankOneOperator,
+    SparseOperator,
+    SymmetricDenseOperator,
+)
 from .problems import Problem, make_problem
 from .results import SolveResult
 

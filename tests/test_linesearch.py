@@ -51,7 +51,8 @@ def _grid_check(loss, eta, eta_max, n=1201):
 def test_quartic_step_is_the_minimizer_on_a_grid(seed):
     r = np.random.default_rng(seed)
     m = 7
-    z, u, v = r.standard_normal(m), r.standard_normal(m), r.standard_normal(m) * 10.0 ** r.uniform(-3, 1)
+    z, u = r.standard_normal(m), r.standard_normal(m)
+    v = r.standard_normal(m) * 10.0 ** r.uniform(-3, 1)
     if z @ u < 0:
         u = -u  # a descent direction: f'(0) = -z.u < 0
 

@@ -15,8 +15,8 @@ import pytest
 
 import lowrank_core as lc
 from lowrank_core import _kernels
-from lowrank_core.operators import _indexing, entries, rankone
 from lowrank_core import _rankone as rankone_base
+from lowrank_core.operators import _indexing, entries, rankone
 
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 

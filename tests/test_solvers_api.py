@@ -86,7 +86,8 @@ def test_bad_measurements(prob, psd):
 
 
 def test_methods_table_is_complete():
-    assert set(METHODS) == {"gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn"}
+    assert set(METHODS) == {"gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn",
+                            "gnmr", "als"}
 
 
 # ------------------------------------------------------------- statuses, stopping

@@ -57,7 +57,8 @@ class Iteration:
 
 class SolveMemory:
     """Peak memory of drawing a problem and running 20 GD iterations (X X^T on the
-    symmetric kind) from a small random start (subtract Construction.peakmem_make_problem for the solve's own share)."""
+    symmetric kind) from a small random start (subtract Construction.peakmem_make_problem
+    for the solve's own share)."""
 
     params = [KINDS, SIZES]
     param_names = ["operator", "size"]

@@ -99,7 +99,8 @@ def product_row(kind: str, size: dict, dtype, *, k: int, repeats: int, n_threads
         stored = op._rows  # what the kernel streams (packed rows for the symmetric kind)
         fns += [lambda: _dense.stream_sum(stored, n_threads), lambda: stored.sum()]
     times = alternate(fns, repeats)
-    row = {"kind": kind, "label": KIND_LABELS[kind], "dtype": dtype.name, "n1": n1, "n2": n2, "m": op.m,
+    row = {"kind": kind, "label": KIND_LABELS[kind], "dtype": dtype.name, "n1": n1, "n2": n2,
+               "m": op.m,
                "k": k, "n_threads": n_threads, "ours_s": times[0],
                "baselines": {name: t for name, t in zip(refs, times[1:1 + len(refs)])},
                "discrepancy": discrepancy}
@@ -169,7 +170,8 @@ def method_row(kind: str, method: str, size: dict, *, repeats: int, n_threads: i
     times = alternate([ours, *ref_fns.values()], repeats, warmup=False)
     n1, n2 = op.shape
     return {"kind": kind, "label": KIND_LABELS[kind], "method": method, "symmetric": symmetric,
-                "n1": n1, "n2": n2, "m": op.m, "rank": rank, "status": res.status, "n_iter": res.n_iter,
+                "n1": n1, "n2": n2, "m": op.m, "rank": rank, "status": res.status,
+                "n_iter": res.n_iter,
                 "error": float(prob.relative_error(F_ours, G_ours)), "ours_s": times[0],
                 "baselines": dict(zip(ref_fns, times[1:])), "ref_iters": iters,
                 "agreement": agreement, "n_threads": n_threads, "tol": tol}

@@ -32,7 +32,8 @@ PRODUCT_RTOL = {np.dtype(np.float32): 2e-3, np.dtype(np.float64): 1e-8}
 
 
 #: the methods :func:`reference_solve` implements
-REFERENCE_METHODS = ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn")
+REFERENCE_METHODS = ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn", "gnmr",
+                     "als")
 
 
 class Unavailable(Exception):
@@ -308,9 +309,19 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
     * scaledgd / scaledgd-lambda / precgd: F -= eta S G (G^T G + lam I)^{-1}, G likewise
       with F^T F (both from the same iterate), lam = 0 / ``damping`` / ||z||;
     * agn: F -= eta S G (G^T G)^+, then G -= eta S'^T F' (F'^T F')^+ with S' at the new F'.
+    * gnmr: the paper's procedure (Zilber & Nadler 2022): LSQR from zero on
+      min ||J x - b||, b = y + alpha A(F G^T), J(U~, V~) = A(F V~^T + U~ G^T), then
+      F <- (1 - alpha)/2 F + U~ (G likewise); symmetric J(X~) = A(X X~^T + X~ X^T),
+      X <- (1 - alpha)/2 X + X~. J and J^T from ``rg`` alone: A(P Q^T) = z of rg(P, Q, 0) and
+      (A^T(w) G, A^T(w)^T F) = the products of rg(F, G, A(F G^T) - w).
+    * als: each half-step by CG on its normal equations, H(D) = A^T(A(D G^T)) G + lam D =
+      the S G of rg(D, G, 0) + lam D, to a relative residual of 1e-12.
 
     Returns (F, G, n_iter, status); G is F for symmetric runs.
     """
+    if method in ("gnmr", "als"):
+        return _second_order_solve(rg, y, F0, G0, method, options, symmetric=symmetric,
+                                   tol=tol, max_iter=max_iter, stop=stop)
     if method not in REFERENCE_METHODS:
         raise Unavailable(f"no numpy reference loop for method {method!r}: add its update "
                           f"rule to benchmarks/harness/references.py (reference_solve)")
@@ -361,6 +372,115 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
             F, G = (F - e * _right_solve(SG, G.T @ G, lam, rcond, False),
                     G - e * _right_solve(StF, F.T @ F, lam, rcond, False))
         t += 1
+
+
+def _second_order_solve(rg, y, F0, G0, method, options, *, symmetric, tol, max_iter, stop):
+    """gnmr and als reference loops (see :func:`reference_solve`)."""
+    from scipy.sparse.linalg import LinearOperator, lsqr
+
+    F = F0.copy()
+    G = F if symmetric else np.array(G0, copy=True)
+    zeros = np.zeros_like(y)
+    ynorm = float(np.linalg.norm(y.astype(np.float64)))
+    n1, k = F.shape
+    relres = 1.0
+    linearized = method == "gnmr" and options.get("estimate", "linearized") == "linearized"
+    PU, PV = F, G   # the paper's factor sequence; (F, G) is the estimate
+    t = 0
+
+    def fwd(P, Q):
+        return np.array(rg(P, Q, zeros)[1], dtype=np.float64)
+
+    while True:
+        loss, _z, SG, StF = rg(F, G, y)
+        res = float(np.sqrt(2.0 * loss)) / ynorm
+        if not np.isfinite(res):
+            return F, G, t, "diverged"
+        if res <= tol:
+            return F, G, t, "converged"
+        if stop is not None and stop(F, G):
+            return F, G, t, "stopped"
+        if t >= max_iter:
+            return F, G, t, "max_iter"
+        if method == "als":
+            lam = float(options.get("damping", 0.0))
+            F = _cg_half(lambda D, G=G: rg(D, G, zeros)[2], np.array(SG), F, lam)
+            StF = rg(F, G, y)[3]
+            G = _cg_half(lambda D, F=F: rg(F, D, zeros)[3], np.array(StF), G, lam)
+            t += 1
+            continue
+        alpha = {"setting": 1.0, "averaging": 0.0, "updating": -1.0}[options["variant"]]
+        if linearized:
+            F, G = PU, PV
+        fit = fwd(F, G)
+        n2 = G.shape[0]
+        n_x = n1 * k if symmetric else (n1 + n2) * k
+
+        def matvec(x, F=F, G=G, n2=n2):
+            dF = x[: n1 * k].reshape(n1, k).astype(F.dtype)
+            dG = dF if symmetric else x[n1 * k:].reshape(n2, k).astype(F.dtype)
+            return fwd(np.hstack([F, dF]), np.hstack([dG, G]))
+
+        def rmatvec(w, F=F, G=G, fit=fit):
+            _, _, a, b = rg(F, G, (fit - w).astype(F.dtype))
+            return (a + b).ravel() if symmetric else np.concatenate([a.ravel(), b.ravel()])
+
+        J = LinearOperator((y.shape[0], n_x), matvec=matvec, rmatvec=rmatvec,
+                           dtype=np.float64)
+        lsqr_tol = float(options["lsqr_tol"])
+        if relres < float(options["tighten_below"]):
+            lsqr_tol = min(lsqr_tol, relres ** 2)
+        b = y + alpha * fit
+        x, _, _, r1 = lsqr(J, b, atol=lsqr_tol, btol=lsqr_tol,
+                           iter_lim=int(options["max_inner_iter"]))[:4]
+        relres = float(r1) / float(np.linalg.norm(b))
+        eta = float(options["step"])
+        keep = 0.5 * (1.0 - alpha)
+        F_gn = keep * F + x[: n1 * k].reshape(n1, k)
+        G_gn = None if symmetric else keep * G + x[n1 * k:].reshape(n2, k)
+        F_new = (F + eta * (F_gn - F)).astype(F.dtype)
+        G_new = F_new if symmetric else (G + eta * (G_gn - G)).astype(F.dtype)
+        if linearized:   # rank-k truncation of X_2r = F G_new^T + F_new G^T - F G^T
+            PU, PV = F_new, G_new
+            F, G = _truncate_linearization(F, G, F_new, G_new, k, symmetric)
+        else:
+            F, G = F_new, G_new
+        t += 1
+
+
+def _truncate_linearization(F, G, F_new, G_new, k, symmetric):
+    """Best rank-k (symmetric: PSD rank-k) factors of F G_new^T + F_new G^T - F G^T."""
+    Qa, Ra = np.linalg.qr(np.hstack([F, F_new - F]))
+    if symmetric:
+        I, O = np.eye(k), np.zeros((k, k))
+        mid = Ra @ np.block([[I, I], [I, O]]) @ Ra.T
+        w, E = np.linalg.eigh(0.5 * (mid + mid.T))
+        X = Qa @ (E[:, -k:] * np.sqrt(np.maximum(w[-k:], 0.0)))
+        return X.astype(F.dtype), X.astype(F.dtype)
+    Qb, Rb = np.linalg.qr(np.hstack([G_new, G]))
+    W, sv, Zt = np.linalg.svd(Ra @ Rb.T)
+    root = np.sqrt(sv[:k])
+    return (Qa @ (W[:, :k] * root)).astype(F.dtype), (Qb @ (Zt[:k].T * root)).astype(F.dtype)
+
+
+def _cg_half(normal, gradient, X, lam, rtol=1e-12, max_iter=500):
+    """argmin over D of the half-step, by CG on H(D) = normal(D) + lam D, from X."""
+    D = X.astype(np.float64)
+    R = -(gradient + lam * X).astype(np.float64)
+    P = R.copy()
+    rr = float(np.vdot(R, R))
+    stop = rtol ** 2 * rr
+    for _ in range(max_iter):
+        if not rr > stop:
+            break
+        HP = np.asarray(normal(P.astype(X.dtype)), np.float64) + lam * P
+        a = rr / float(np.vdot(P, HP))
+        D += a * P
+        R -= a * HP
+        rr_new = float(np.vdot(R, R))
+        P = R + (rr_new / rr) * P
+        rr = rr_new
+    return D.astype(X.dtype)
 
 
 def _damping(method, options, loss) -> float:

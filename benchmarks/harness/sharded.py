@@ -76,7 +76,7 @@ def overhead(args) -> None:
         times = alternate(fns, args.repeats)
         # iterates agree with single process (the benchmark's own sanity check)
         ref = op.residual_gradient(F, G, prob.y)
-        for s, sop in sharded.items():
+        for sop in sharded.values():
             got = sop.residual_gradient(F, G, prob.y)
             err = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
                       for a, b in zip(got[1:], ref[1:]))
@@ -85,7 +85,7 @@ def overhead(args) -> None:
         print(f"{'operator':<28}{'ms / iteration':>16}{'overhead ms':>14}"
               f"{'bytes sent+received / it':>28}")
         print(f"{'single process (1 thread)':<28}{times[0] * 1e3:>16.2f}{'':>14}{'':>28}")
-        for (s, sop), t in zip(sharded.items(), times[1:]):
+        for s, t in zip(sharded, times[1:]):
             traffic = 8 * (s * 2 * (2 * n * k) + m)  # F, G out and SG, StF back per shard; z
             print(f"{f'ShardedOperator, {s} shard(s)':<28}{t * 1e3:>16.2f}"
                   f"{(t - times[0]) * 1e3:>14.2f}{fmt_bytes(traffic):>28}")

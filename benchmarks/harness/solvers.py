@@ -162,7 +162,8 @@ def overhead(args):
             for _ in range(args.repeats):
                 spent[0] = 0.0
                 res = lc.solve(op, y, k, method=method, max_iter=iters, tol=1e-300, seed=0,
-                               step="fixed", init="small", record=record, truth=truth, n_threads=args.threads)
+                               step="fixed", init="small", record=record, truth=truth,
+                               n_threads=args.threads)
                 rg.append(spent[0] / res.n_iter)
                 ov.append((res.time - spent[0]) / res.n_iter)
             t_rg, t_ov = statistics.median(rg), statistics.median(ov)

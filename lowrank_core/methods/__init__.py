@@ -7,15 +7,17 @@ here; it never touches the operators or the driver.
 
 from ._base import Preconditioner, SolverState, StepFailure, StepRule
 from .agn import AlternatingGaussNewton
+from .als import AlternatingLeastSquares
 from .gd import GradientDescent, OneStepGD
+from .gnmr import GNMR
 from .preconditioned import PrecGD, ScaledGD, ScaledGDLambda
 
 METHODS: dict[str, type[StepRule]] = {
     rule.name: rule
     for rule in (GradientDescent, OneStepGD, ScaledGD, ScaledGDLambda, PrecGD,
-                 AlternatingGaussNewton)
+                 AlternatingGaussNewton, GNMR, AlternatingLeastSquares)
 }
 
 __all__ = ["METHODS", "Preconditioner", "SolverState", "StepFailure", "StepRule",
            "GradientDescent", "OneStepGD", "ScaledGD", "ScaledGDLambda", "PrecGD",
-           "AlternatingGaussNewton"]
+           "AlternatingGaussNewton", "GNMR", "AlternatingLeastSquares"]

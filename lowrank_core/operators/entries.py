@@ -199,7 +199,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
         ``|Omega| = m`` (uniform m-subset), or, with ``p`` given and m=None, a Bernoulli(p)
         set (``|Omega| ~ Binomial(n1 n2, p)``, then a uniform subset of that size). The
-        entries are scaled by 1/sqrt(p_eff), ``p_eff = |Omega| / (n1 n2)``, so E||A(M)||^2 = ||M||_F^2 and
+        entries are scaled by 1/sqrt(p_eff), ``p_eff = |Omega| / (n1 n2)``, so
+        E||A(M)||^2 = ||M||_F^2 and
         A^T(y) is the usual unbiased P_Omega(M)/p. Sampled row-major sorted, chunk by chunk,
         never forming anything n1 x n2 (see :func:`sample_entries`). psd=True keeps the
         same (non-symmetrized) sampling of a PSD truth.

@@ -1,0 +1,239 @@
+r"""Alternating least squares (ALS / AltMin) for f(F, G) = 1/2 ||A(F G^T) - y||^2.
+
+One iteration (Gauss-Seidel order), with the optional ridge ``damping`` lam >= 0:
+
+    F <- argmin_F 1/2 ||A(F G^T) - y||^2 + lam/2 ||F||_F^2,
+    G <- argmin_G 1/2 ||A(F G^T) - y||^2 + lam/2 ||G||_F^2     (with the new F).
+
+Matrix completion (:class:`~lowrank_core.EntryOperator`, A(M)_e = s M[r_e, c_e]) separates
+by row: with Omega_i the observed columns of row i,
+
+    F_i = (s^2 G_{Omega_i}^T G_{Omega_i} + lam I)^{-1} s G_{Omega_i}^T y_{Omega_i},
+
+one k x k Cholesky per row, and the same per column of G with the entries grouped by
+column. The compiled kernel ``lowrank_core._als.solve_rows`` runs the rows in parallel
+(fixed row ranges balanced by entry count; bitwise independent of the thread count).
+Singular rows (lam = 0 and fewer than k observations, or a rank-deficient
+G_{Omega_i}; detected as a Cholesky pivot below ``rcond`` times the largest diagonal
+entry) get the minimal-norm least-squares solution from the k x k eigendecomposition
+(eigenvalues below ``rcond`` times the largest dropped); rows without observations get
+0. Their count per iteration is in ``result.singular_rows``. The column grouping is
+built once per solve (O(m log m), 2 m index words). Cost per iteration:
+2 m k (k + 3) flops for the Gram matrices and right-hand sides plus (n1 + n2) k^3 / 3 for
+the factorizations.
+
+Every other operator: each half-step is the linear least-squares problem in n1 k (resp.
+n2 k) unknowns, solved by conjugate gradients on its normal equations
+H(D) = A^T(A(D G^T)) G + lam D = A^T(y) G, started at the current factor, with one
+factored forward and one adjoint-products pass per CG iteration, stopped when the
+normal-equations residual has dropped by ``cg_tol`` or after ``cg_max_iter`` iterations
+(counted in ``result.cg_iterations``).
+
+Asymmetric only: in the symmetric form X X^T the subproblem in X is quartic, not a
+least-squares problem. The default initialization is spectral (the AltMin analyses start
+there; a zero or tiny G makes the first half-step singular). ``step`` is unused.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _kernels
+from ._base import StepFailure, StepRule
+from .gnmr import adjoint_products_into, forward_factored_into
+
+
+def _entry_operator_class():
+    from .. import EntryOperator
+    return EntryOperator
+
+
+def _index_type(*sizes: int):
+    return np.int32 if max(sizes) < 2 ** 31 - 1 else np.int64
+
+
+def _group(keys: np.ndarray, n_groups: int, itype):
+    """(ptr, order, sorted): a stable grouping of positions by key."""
+    counts = np.bincount(keys, minlength=n_groups)
+    ptr = np.zeros(n_groups + 1, itype)
+    np.cumsum(counts, out=ptr[1:])
+    if keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1])):
+        return ptr, None
+    return ptr, np.argsort(keys, kind="stable").astype(itype)
+
+
+def _row_bounds(ptr: np.ndarray, n_threads: int) -> np.ndarray:
+    """Fixed row ranges of about equal entry counts, one per thread (deterministic)."""
+    n = ptr.shape[0] - 1
+    T = max(1, min(int(n_threads), n, int(ptr[-1]) // 2048 + 1))
+    targets = np.round(np.arange(T + 1) * (float(ptr[-1]) / T)).astype(ptr.dtype)
+    bounds = np.searchsorted(ptr, targets, side="left").astype(np.intp)
+    bounds[0], bounds[-1] = 0, n
+    return np.maximum.accumulate(bounds)
+
+
+class _Grouping:
+    """Observed entries grouped by the rows of one factor: ptr, other index, position."""
+
+    def __init__(self, keys, others, n_groups, itype):
+        ptr, order = _group(keys, n_groups, itype)
+        self.ptr = ptr
+        if order is None:
+            self.idx = np.ascontiguousarray(others, dtype=itype)
+            self.pos = np.zeros(1, itype)
+            self.has_pos = False
+        else:
+            self.idx = np.ascontiguousarray(others[order], dtype=itype)
+            self.pos = order
+            self.has_pos = True
+
+
+class AlternatingLeastSquares(StepRule):
+    """Alternating least squares; see the module docstring for the math and options."""
+
+    name = "als"
+    summary = "alternating least squares (row-wise k x k solves for completion, CG otherwise)"
+    forms = ("asymmetric",)
+    default_step = 1.0
+    default_init = "spectral"
+    option_defaults = {"damping": 0.0, "rcond": None, "cg_tol": None, "cg_max_iter": 100}
+
+    @classmethod
+    def check_options(cls, options):
+        opts = super().check_options(options)
+        lam = opts["damping"]
+        if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, numbers.Real) \
+                or not np.isfinite(lam) or lam < 0:
+            raise ValueError(f"ALS option damping (ridge lambda) must be a finite number >= 0, "
+                             f"got {lam!r}")
+        opts["damping"] = float(lam)
+        for name in ("rcond", "cg_tol"):
+            v = opts[name]
+            if v is not None and (isinstance(v, (bool, np.bool_))
+                                  or not isinstance(v, numbers.Real) or not 0 < v < 1):
+                raise ValueError(f"ALS option {name} must be None (default) or a number in "
+                                 f"(0, 1), got {v!r}")
+        mi = opts["cg_max_iter"]
+        if isinstance(mi, (bool, np.bool_)) or not isinstance(mi, numbers.Integral) or mi < 1:
+            raise ValueError(f"ALS option cg_max_iter must be a positive integer, got {mi!r}")
+        opts["cg_max_iter"] = int(mi)
+        return opts
+
+    def __init__(self, state, step, options, context):
+        super().__init__(state, step, options, context)
+        s = state
+        eps = float(np.finfo(s.dtype).eps)
+        if self.options["rcond"] is None:
+            self.options["rcond"] = 10.0 * s.k * eps
+        if self.options["cg_tol"] is None:
+            self.options["cg_tol"] = 1e-10 if s.dtype == np.float64 else 1e-4
+        self.singular_rows: list[int] = []
+        self.cg_iterations: list[int] = []
+        op = s.operator
+        self.rowwise = isinstance(op, _entry_operator_class())
+        if self.rowwise:
+            self._setup_rowwise()
+        else:
+            self._setup_cg()
+
+    # ------------------------------------------------------------ completion rows
+    def _setup_rowwise(self):
+        s, op = self.state, self.state.operator
+        self._als = _kernels.load("_als")
+        n1, n2 = s.n1, s.n2
+        itype = _index_type(n1, n2, op.m)
+        rows = np.asarray(op.rows).astype(itype, copy=False)
+        cols = np.asarray(op.cols).astype(itype, copy=False)
+        self.by_row = _Grouping(rows, cols, n1, itype)
+        self.by_col = _Grouping(cols, rows, n2, itype)
+        self.scale = float(op.scale)
+        nt = op.n_threads
+        self.bounds_r = _row_bounds(self.by_row.ptr, nt)
+        self.bounds_c = _row_bounds(self.by_col.ptr, nt)
+        from .. import _steps
+        self.lwork = int(_steps.eigen_workspace_size(s.k, s.dtype))
+        T = max(self.bounds_r.shape[0], self.bounds_c.shape[0]) - 1
+        self.work = np.empty((T, self._als.scratch_size(s.k, self.lwork)), s.dtype)
+
+    def _solve(self, grouping, bounds, other, out) -> int:
+        o = self.options
+        return int(self._als.solve_rows(grouping.ptr, grouping.idx, grouping.pos,
+                                        grouping.has_pos, self.state.y, other, out,
+                                        self.scale, o["damping"], o["rcond"], self.work,
+                                        bounds, self.lwork))
+
+    # ------------------------------------------------------------ general operators
+    def _setup_cg(self):
+        s = self.state
+        n, k, dt = max(s.n1, s.n2), s.k, s.dtype
+        self._cg = {name: np.empty((n, k), dt) for name in ("R", "P", "HP", "other")}
+        self._w = np.empty(s.operator.m, dt)
+
+    def _normal_product(self, D, fixed, left, out):
+        """out <- A^T(A(D fixed^T)) fixed + lam D (left) or the transposed half-step."""
+        op, w = self.state.operator, self._w
+        unused = self._cg["other"][:fixed.shape[0]]   # the product this half-step ignores
+        if left:   # unknown F = D (n1 x k), fixed G: out = A^T(w) G
+            forward_factored_into(op, D, fixed, w)
+            adjoint_products_into(op, w, D, fixed, out, unused)
+        else:      # unknown G = D (n2 x k), fixed F: out = A^T(w)^T F
+            forward_factored_into(op, fixed, D, w)
+            adjoint_products_into(op, w, fixed, D, unused, out)
+        lam = self.options["damping"]
+        if lam:
+            out += lam * D
+
+    def _cg_half_step(self, X, gradient, fixed, left, out) -> int:
+        """out <- argmin over the unknown factor, CG from X; gradient = H(X) - A^T(y) fixed."""
+        n = X.shape[0]
+        R, P, HP = (self._cg[name][:n] for name in ("R", "P", "HP"))
+        lam = self.options["damping"]
+        out[...] = X
+        np.negative(gradient, out=R)
+        if lam:
+            R -= lam * X
+        P[...] = R
+        rr = float(np.vdot(R, R))
+        stop = (self.options["cg_tol"] ** 2) * rr
+        its = 0
+        while its < self.options["cg_max_iter"] and rr > stop and rr > 0:
+            self._normal_product(P, fixed, left, HP)
+            pHp = float(np.vdot(P, HP))
+            if not pHp > 0:
+                break
+            a = rr / pHp
+            out += a * P
+            R -= a * HP
+            rr_new = float(np.vdot(R, R))
+            P *= rr_new / rr
+            P += R
+            rr = rr_new
+            its += 1
+        if not np.isfinite(rr):
+            raise StepFailure("the ALS conjugate-gradient half-step produced non-finite values")
+        return its
+
+    # ------------------------------------------------------------------ step
+    def step(self) -> None:
+        s = self.state
+        F_next, G_next = s.F_next, s.G_next
+        if self.rowwise:
+            n_sing = self._solve(self.by_row, self.bounds_r, s.G, F_next)
+            n_sing += self._solve(self.by_col, self.bounds_c, F_next, G_next)
+            if not (np.isfinite(F_next).all() and np.isfinite(G_next).all()):
+                raise StepFailure("an ALS row solve produced non-finite values")
+            self.singular_rows.append(n_sing)
+        else:
+            # the driver's evaluation holds S G at (F, G): the F half-step's gradient
+            its = self._cg_half_step(s.F, s.SG, s.G, True, F_next)
+            s.residual_gradient(F_next, s.G)          # S^T F_next at (F_next, G)
+            its += self._cg_half_step(s.G, s.StF, F_next, False, G_next)
+            self.cg_iterations.append(its)
+        s.advance()
+
+    def info(self) -> dict:
+        if self.rowwise:
+            return {"singular_rows": np.asarray(self.singular_rows, dtype=np.int64)}
+        return {"cg_iterations": np.asarray(self.cg_iterations, dtype=np.int64)}

@@ -1,0 +1,185 @@
+# Row solves of alternating least squares for matrix completion.
+#
+# For the observed set grouped by row i (ptr, idx: the column of each entry, pos: the
+# measurement index of each entry, identity when has_pos is False) and the fixed other
+# factor G, row i of the new factor is
+#
+#     F_i = argmin_f sum_{e in row i} (scale <f, G_{idx_e}> - y_{pos_e})^2 + damping ||f||^2
+#         = (scale^2 C_i + damping I)^{-1} scale G_{Omega_i}^T y_{Omega_i},
+#     C_i = G_{Omega_i}^T G_{Omega_i} = sum_e G_{idx_e} G_{idx_e}^T   (k x k).
+#
+# C_i (lower triangle) and the right-hand side are accumulated in plain loops (k is small:
+# a BLAS call per entry would cost more than the k(k+1)/2 multiply-adds), then factored by
+# an in-kernel Cholesky. A pivot below rcond * max diagonal marks the system singular
+# (fewer than k observations in the row, or a rank-deficient G_{Omega_i}, with damping 0):
+# that row is solved by the eigendecomposition of the k x k matrix (LAPACK syev through the
+# shim) with the eigenvalues below rcond * max dropped, i.e. the minimal-norm least-squares
+# solution; an empty row gets F_i = 0. Cost: m k (k + 3) flops for the Gram matrices plus
+# n k^3 / 3 for the factorizations.
+#
+# Determinism: thread t owns the fixed row range [bounds[t], bounds[t+1]) and every row is
+# computed by one thread in a fixed order, so the result is bitwise independent of the
+# thread count.
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+
+cimport _blas
+from _blas cimport blas_int
+from _indexed cimport index_t
+
+
+cdef inline bint _cholesky(floating* L, const floating* C, Py_ssize_t k,
+                           floating threshold) noexcept nogil:
+    """Lower Cholesky factor L of the SPD matrix C (lower triangle used), row-major k x k.
+
+    Returns False when a pivot is <= threshold (C numerically singular)."""
+    cdef Py_ssize_t i, j, l
+    cdef floating d, s
+    for j in range(k):
+        d = C[j * k + j]
+        for l in range(j):
+            d = d - L[j * k + l] * L[j * k + l]
+        if not d > threshold:
+            return False
+        d = sqrt(d)
+        L[j * k + j] = d
+        for i in range(j + 1, k):
+            s = C[i * k + j]
+            for l in range(j):
+                s = s - L[i * k + l] * L[j * k + l]
+            L[i * k + j] = s / d
+    return True
+
+
+cdef inline void _cholesky_solve(const floating* L, floating* x, Py_ssize_t k) noexcept nogil:
+    """x <- (L L^T)^{-1} x."""
+    cdef Py_ssize_t i, l
+    cdef floating s
+    for i in range(k):
+        s = x[i]
+        for l in range(i):
+            s = s - L[i * k + l] * x[l]
+        x[i] = s / L[i * k + i]
+    for i in range(k - 1, -1, -1):
+        s = x[i]
+        for l in range(i + 1, k):
+            s = s - L[l * k + i] * x[l]
+        x[i] = s / L[i * k + i]
+
+
+cdef int _pinv_solve(floating* C, floating* x, Py_ssize_t k, floating rcond, floating* w,
+                     floating* tmp, floating* work, blas_int lwork) noexcept nogil:
+    """x <- C^+ x for symmetric PSD C (lower triangle filled; destroyed)."""
+    cdef Py_ssize_t i, l
+    cdef floating s, cutoff
+    cdef blas_int info = _blas.syev(<blas_int>k, C, <blas_int>k, w, work, lwork)
+    if info != 0:
+        return -1
+    # rows of C are the eigenvectors q_i: C^+ x = sum_i (q_i . x / w_i) q_i over kept i
+    cutoff = rcond * w[k - 1]
+    for i in range(k):
+        s = 0
+        if w[i] > cutoff and w[i] > 0:
+            for l in range(k):
+                s = s + C[i * k + l] * x[l]
+            s = s / w[i]
+        tmp[i] = s
+    for l in range(k):
+        x[l] = 0
+    for i in range(k):
+        if tmp[i] != 0:
+            for l in range(k):
+                x[l] = x[l] + tmp[i] * C[i * k + l]
+    return 0
+
+
+cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
+                             const index_t* idx, const index_t* pos, bint has_pos,
+                             const floating* y, const floating* G, Py_ssize_t k, floating* F,
+                             floating scale, floating damping, floating rcond,
+                             floating* ws, blas_int lwork, int* failed) noexcept nogil:
+    """Rows [i0, i1); ws holds 2 k^2 + 3 k + lwork scratch. Returns the singular rows."""
+    cdef floating* C = ws
+    cdef floating* L = ws + k * k
+    cdef floating* x = ws + 2 * k * k
+    cdef floating* w = x + k
+    cdef floating* tmp = w + k
+    cdef floating* work = tmp + k
+    cdef const floating* g
+    cdef floating v, ga, s2 = scale * scale, maxdiag
+    cdef Py_ssize_t i, e, a, b, p, n_singular = 0
+    for i in range(i0, i1):
+        for a in range(k * k):
+            C[a] = 0
+        for a in range(k):
+            x[a] = 0
+        for e in range(ptr[i], ptr[i + 1]):
+            g = G + <Py_ssize_t>idx[e] * k
+            p = pos[e] if has_pos else e
+            v = y[p]
+            for a in range(k):
+                ga = g[a]
+                x[a] = x[a] + v * ga
+                for b in range(a + 1):
+                    C[a * k + b] = C[a * k + b] + ga * g[b]
+        maxdiag = 0
+        for a in range(k):
+            x[a] = x[a] * scale
+            for b in range(a + 1):
+                C[a * k + b] = C[a * k + b] * s2
+            C[a * k + a] = C[a * k + a] + damping
+            if C[a * k + a] > maxdiag:
+                maxdiag = C[a * k + a]
+        if (ptr[i + 1] > ptr[i] or damping > 0) and _cholesky(L, C, k, rcond * maxdiag):
+            _cholesky_solve(L, x, k)
+        else:
+            n_singular += 1
+            if maxdiag > 0:
+                for a in range(k):
+                    for b in range(a):
+                        C[b * k + a] = C[a * k + b]
+                if _pinv_solve(C, x, k, rcond, w, tmp, work, lwork) != 0:
+                    failed[0] = 1
+            else:
+                for a in range(k):
+                    x[a] = 0
+        for a in range(k):
+            F[i * k + a] = x[a]
+    return n_singular
+
+
+def scratch_size(Py_ssize_t k, Py_ssize_t lwork) -> Py_ssize_t:
+    """Length of one thread's scratch row for :func:`solve_rows`."""
+    return 2 * k * k + 3 * k + lwork
+
+
+def solve_rows(const index_t[::1] ptr, const index_t[::1] idx, const index_t[::1] pos,
+               bint has_pos, const floating[::1] y, const floating[:, ::1] G,
+               floating[:, ::1] F, double scale, double damping, double rcond,
+               floating[:, ::1] work, const Py_ssize_t[::1] bounds, Py_ssize_t lwork):
+    """F_i <- (scale^2 G_Oi^T G_Oi + damping I)^{-1} scale G_Oi^T y_Oi for every row i.
+
+    ptr (n + 1), idx, pos: the observed entries grouped by the rows of F. work (T, >=
+    scratch_size(k, lwork)) is per-thread scratch, lwork the syev workspace length;
+    bounds (T + 1) the fixed row ranges of the T threads. Returns the number of rows
+    solved by the pseudo-inverse (singular systems); raises on a LAPACK failure.
+    """
+    cdef int T = bounds.shape[0] - 1, t
+    cdef Py_ssize_t k = F.shape[1], n_singular = 0
+    cdef int failed = 0
+    if F.shape[0] != ptr.shape[0] - 1 or G.shape[1] != k:
+        raise ValueError("solve_rows: F must have ptr.shape[0] - 1 rows and G k columns")
+    if work.shape[0] < T or work.shape[1] < scratch_size(k, lwork):
+        raise ValueError("solve_rows: work is too small")
+    with nogil:
+        for t in prange(T, schedule='static', chunksize=1, num_threads=T):
+            n_singular += _solve_range(bounds[t], bounds[t + 1], &ptr[0], &idx[0], &pos[0],
+                                       has_pos, &y[0], &G[0, 0], k, &F[0, 0],
+                                       <floating>scale, <floating>damping, <floating>rcond,
+                                       &work[t, 0], <blas_int>lwork, &failed)
+    if failed:
+        raise FloatingPointError("solve_rows: LAPACK syev failed on a row's k x k system "
+                                 "(non-finite data?)")
+    return n_singular
