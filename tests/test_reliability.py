@@ -418,7 +418,8 @@ def test_float32_error_metrics_do_not_overflow_on_huge_iterates():
 def test_numpy_scalars_accepted_where_numbers_are(value):
     # trigger=np.float32(0.1) was rejected ("must be a positive relative residual").
     problem = _small_problem()
-    kwargs = {"rank": 2, "method": "onestep", "max_iter": 40, "seed": 1, "step": 0.5, "record": False}
+    kwargs = {"rank": 2, "method": "onestep", "max_iter": 40, "seed": 1, "step": 0.5,
+              "record": False}
     ref = lc.solve(problem.operator, problem.y, trigger=float(value), beta=float(value),
                    **kwargs)
     res = lc.solve(problem.operator, problem.y, trigger=value, beta=value,

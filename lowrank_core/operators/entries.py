@@ -371,7 +371,8 @@ def sample_entries(n1: int, n2: int, count: int, rng) -> tuple[np.ndarray, np.nd
     n1 n2 beyond int64); the chunk counts come from a multivariate hypergeometric draw
     (exact uniform subset) or, when n1 n2 >= 10^9, a multinomial draw (indistinguishable
     for sparse sampling; a chunk count above its capacity is redrawn, see
-    :func:`_chunk_counts`); inside a chunk, positions are drawn without replacement. Peak extra memory is O(chunk), plus the two int32/int64 outputs.
+    :func:`_chunk_counts`); inside a chunk, positions are drawn without replacement.
+    Peak extra memory is O(chunk), plus the two int32/int64 outputs.
 
     Returns
     -------
