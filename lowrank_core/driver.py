@@ -160,6 +160,10 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
           init spectral).
         - ``"precgd"``: the same with lam_t = ||A(F G^T) - y|| (0.5; init small).
         - ``"agn"``: F -= eta S G (G^T G)^+, then G with the new F (0.5; init spectral).
+        - ``"gnmr"``: Gauss-Newton (Zilber & Nadler 2022): the minimal-norm LSQR solution of
+          the linearized least squares in (dF, dG), then the "setting" update (1; spectral).
+        - ``"als"``: alternating least squares, exact ridge half-steps in F then G
+          (asymmetric; spectral).
 
         onestep and agn are asymmetric only (use them on PSD targets with
         ``symmetric=False``).

@@ -3,8 +3,8 @@
 # The operator is stored as a row-major (m, N) array whose row i is vec(A_i): N = n1*n2
 # for a general operator, N = n(n+1)/2 for a packed symmetric one (row-major upper
 # triangle of A_i). Every kernel below releases the GIL, is noexcept, and partitions
-# rows over threads by a fixed rule (thread t owns rows [t*m/T, (t+1)*m/T)), so a given
-# thread count always gives the same bits.
+# rows over threads by the static partition of _parallel.pxd (thread t owns rows
+# [t*m/T, (t+1)*m/T)), so a given thread count always gives the same bits.
 #
 # The fused kernel streams A ONCE per iteration: for each row it forms
 # z_i = <A_i, P> - y_i and immediately accumulates z_i * A_i into a per-thread adjoint
@@ -18,6 +18,7 @@ from libc.string cimport memset
 import numpy as np
 
 from _blas cimport blas_int, gemm
+from _parallel cimport block_start, half_squared_norm, sum_ordered
 
 
 cdef inline floating _row_dot(const floating* a, const floating* p,
@@ -120,22 +121,6 @@ cdef void _adjoint_rows(const floating* A, Py_ssize_t N, const floating* z,
         i = i + 1
 
 
-cdef void _sum_thread_buffers(floating[:, ::1] acc, floating* out,
-                              int n_threads) noexcept nogil:
-    """out[j] = sum_t acc[t, j], t in increasing order (deterministic)."""
-    cdef Py_ssize_t N = acc.shape[1]
-    cdef Py_ssize_t j
-    cdef int t
-    cdef floating s
-    if &acc[0, 0] == out and n_threads == 1:
-        return
-    for j in prange(N, nogil=True, schedule='static', num_threads=n_threads):
-        s = acc[0, j]
-        for t in range(1, n_threads):
-            s = s + acc[t, j]
-        out[j] = s
-
-
 def fused_residual_adjoint(const floating[:, ::1] A, const floating[::1] p,
                            const floating[::1] y, floating[::1] z,
                            floating[:, ::1] acc, floating[::1] s, int n_threads):
@@ -145,21 +130,20 @@ def fused_residual_adjoint(const floating[:, ::1] A, const floating[::1] p,
     Cost: 2 m N flops each way, m N * itemsize bytes read once.
     """
     cdef Py_ssize_t m = A.shape[0], N = A.shape[1]
-    cdef Py_ssize_t t, start, stop, i
-    cdef double loss = 0
+    cdef Py_ssize_t t, start, stop
+    cdef double loss
     with nogil:
         if n_threads == 1:
             _fused_rows(&A[0, 0], N, &p[0], &y[0], &z[0], &acc[0, 0], 0, m)
         else:
             with parallel(num_threads=n_threads):
                 for t in prange(n_threads, schedule='static', chunksize=1):
-                    start = (t * m) // n_threads
-                    stop = ((t + 1) * m) // n_threads
+                    start = block_start(m, t, n_threads)
+                    stop = block_start(m, t + 1, n_threads)
                     _fused_rows(&A[0, 0], N, &p[0], &y[0], &z[0], &acc[t, 0], start, stop)
-        _sum_thread_buffers(acc, &s[0], n_threads)
-        for i in range(m):
-            loss = loss + <double>z[i] * <double>z[i]
-    return 0.5 * loss
+        sum_ordered(&s[0], &acc[0, 0], &acc[0, 0] + N, N, n_threads - 1, N, n_threads)
+        loss = half_squared_norm(&z[0], m)
+    return loss
 
 
 def forward(const floating[:, ::1] A, const floating[::1] p, floating[::1] out,
@@ -169,8 +153,8 @@ def forward(const floating[:, ::1] A, const floating[::1] p, floating[::1] out,
     cdef Py_ssize_t t, start, stop
     with nogil, parallel(num_threads=n_threads):
         for t in prange(n_threads, schedule='static', chunksize=1):
-            start = (t * m) // n_threads
-            stop = ((t + 1) * m) // n_threads
+            start = block_start(m, t, n_threads)
+            stop = block_start(m, t + 1, n_threads)
             _forward_rows(&A[0, 0], N, &p[0], &out[0], start, stop)
 
 
@@ -185,10 +169,10 @@ def adjoint(const floating[:, ::1] A, const floating[::1] z,
         else:
             with parallel(num_threads=n_threads):
                 for t in prange(n_threads, schedule='static', chunksize=1):
-                    start = (t * m) // n_threads
-                    stop = ((t + 1) * m) // n_threads
+                    start = block_start(m, t, n_threads)
+                    stop = block_start(m, t + 1, n_threads)
                     _adjoint_rows(&A[0, 0], N, &z[0], &acc[t, 0], start, stop)
-        _sum_thread_buffers(acc, &s[0], n_threads)
+        sum_ordered(&s[0], &acc[0, 0], &acc[0, 0] + N, N, n_threads - 1, N, n_threads)
 
 
 def outer_product(const floating[:, ::1] F, const floating[:, ::1] G, floating[:, ::1] P):
@@ -254,8 +238,8 @@ def stream_sum(const floating[:, ::1] A, int n_threads):
     cdef double[::1] partial = np.zeros(max(n_threads, 1))
     with nogil, parallel(num_threads=n_threads):
         for t in prange(n_threads, schedule='static', chunksize=1):
-            start = (t * m) // n_threads
-            stop = ((t + 1) * m) // n_threads
+            start = block_start(m, t, n_threads)
+            stop = block_start(m, t + 1, n_threads)
             partial[t] = _sum_rows(&A[0, 0], N, start, stop)
     return float(np.sum(partial))
 

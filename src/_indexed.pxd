@@ -2,6 +2,7 @@
 # fused type (int32 when every index fits, else int64), the per-row local-array width, and
 # software prefetch of randomly accessed rows.
 
+from cython cimport floating
 from libc.stdint cimport int32_t, int64_t
 
 ctypedef fused index_t:
@@ -27,3 +28,16 @@ cdef extern from *:
     """
     void LOWRANK_PREFETCH(const void* p) noexcept nogil
     void LOWRANK_PREFETCH_W(const void* p) noexcept nogil
+
+
+cdef inline void prefetch_row(const floating* X, Py_ssize_t start,
+                              Py_ssize_t k) noexcept nogil:
+    """Prefetch X[start:start + k] (a factor row) for reading: its first and last element."""
+    LOWRANK_PREFETCH(X + start)
+    LOWRANK_PREFETCH(X + start + k - 1)
+
+
+cdef inline void prefetch_row_w(floating* X, Py_ssize_t start, Py_ssize_t k) noexcept nogil:
+    """Prefetch X[start:start + k] (a buffer row) for writing: its first and last element."""
+    LOWRANK_PREFETCH_W(X + start)
+    LOWRANK_PREFETCH_W(X + start + k - 1)

@@ -1,19 +1,5 @@
-# OpenMP facts of this build, for the Python layer's thread-count resolution.
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int lowrank_omp_enabled(void) { return 1; }
-    static int lowrank_omp_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int lowrank_omp_enabled(void) { return 0; }
-    static int lowrank_omp_max_threads(void) { return 1; }
-    #endif
-    """
-    int lowrank_omp_enabled() noexcept nogil
-    int lowrank_omp_max_threads() noexcept nogil
-
+# OpenMP facts of this build, for the Python layer's thread-count resolution (the C
+# helpers are declared in _parallel.pxd, which Cython includes here).
 
 def openmp_enabled():
     """True if the compiled core was built with OpenMP."""
