@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import warnings
 
@@ -111,9 +112,32 @@ def _parse_option(text):
 
 
 def _check_writable(path):
+    """CLIError now (before any solve) unless ``path`` can be written.
+
+    The parent directory must exist, the path must not be a directory, FIFO or socket, and
+    opening it for appending must succeed (a file created by this probe is removed again):
+    e.g. ``--summary /proc/s.json`` is refused up front instead of after the solve.
+    """
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise CLIError(f"cannot write {path}: directory {parent} does not exist")
+    existed = os.path.lexists(path)
+    if existed:
+        mode = os.stat(path).st_mode if os.path.exists(path) else 0
+        if stat.S_ISDIR(mode):
+            raise CLIError(f"cannot write {path}: is a directory")
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise CLIError(f"cannot write {path}: not a regular file (a FIFO or socket)")
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not existed:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def _json_default(obj):
@@ -174,6 +198,8 @@ def _cmd_solve(args) -> int:
             raise CLIError("--init-scale takes one value (alpha) or two (alpha_F alpha_G)")
         init_scale = args.init_scale[0] if len(args.init_scale) == 1 else tuple(args.init_scale)
     out = args.out
+    if not out.endswith(".npz"):
+        out += ".npz"   # what numpy.savez writes: print and record the real name
     summary = args.summary or os.path.splitext(out)[0] + ".json"
     _check_writable(out)
     _check_writable(summary)

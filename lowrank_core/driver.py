@@ -202,7 +202,9 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
     callback : callable, optional
         ``callback(intermediate_result)`` after each iteration's metrics, with a
         :class:`SolveResult` of status "running" (copies of the factors, loss, residual,
-        error, n_iter, time). Raise ``StopIteration`` to stop (status "callback").
+        error, n_iter, time). Raise ``StopIteration`` to stop (status "callback"). Any
+        other exception propagates out of ``solve`` unchanged, carrying the partial result
+        (iterate t, status "callback", the history so far) as ``exc.partial_result``.
     seed : None, int or numpy Generator
         Randomness of the initialization (and ARPACK start vectors).
     n_threads : int, optional
@@ -224,8 +226,26 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
         "interrupted" (Ctrl-C: the partial result), "callback"; see
         :data:`lowrank_core.results.STATUSES`.
 
+    Raises
+    ------
+    KeyboardInterrupt
+        Only for a Ctrl-C while the initial factors are computed (no iterate exists yet).
+        A Ctrl-C later (default step / damping computation, iterations, metrics) returns
+        status "interrupted" with the current iterate (the initial point with n_iter 0
+        before the first step); each history row is appended atomically, and a second
+        Ctrl-C during the final re-evaluation still returns the iterate (loss, residual
+        and error then NaN).
+
     Notes
     -----
+    Thread safety: ``solve`` may run concurrently in several Python threads on the same
+    operator and y (each solve owns its iterate, history and random generator; the
+    operators are safe to share, see :class:`~lowrank_core.operators.MeasurementOperator`),
+    and gives the same result as when run alone. ``n_threads`` applies to the calling
+    thread only (a context variable, not the operator's setting); the callback runs in
+    the solve's thread. A :class:`~lowrank_core.distributed.ShardedOperator` is the
+    exception: use it from one thread at a time.
+
     Cost per iteration: one residual gradient of the operator (two for agn) plus
     O((n1 + n2) k^2 + k^3) compiled k x k algebra, plus the recorded metrics (each
     O((n1 + n2) k^2) with truth factors). Divergence: a non-finite loss or a relative
@@ -292,10 +312,20 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     t_init = _time.perf_counter()
     context = _Context(operator, y, rng)
     init = rule_cls.default_init if s.init is None else s.init
-    F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, s.init_scale, rng)
-    state = SolverState(operator, y, F0, G0, s.symmetric)
-    step = rule_cls.resolve_step(context) if s.step == "fixed" else s.step
-    rule = rule_cls(state, step, s.options, context)
+    try:
+        F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, s.init_scale, rng)
+    except KeyboardInterrupt:
+        # no iterate exists yet: nothing to return, so the interrupt goes on (with a message)
+        raise KeyboardInterrupt(f"solve interrupted while computing the initial factors "
+                                f"(init={init if isinstance(init, str) else 'array'!r}); "
+                                "no iterate exists yet") from None
+    try:
+        state = SolverState(operator, y, F0, G0, s.symmetric)
+        step = rule_cls.resolve_step(context) if s.step == "fixed" else s.step
+        rule = rule_cls(state, step, s.options, context)
+    except KeyboardInterrupt:
+        # the initial point exists: return it (status "interrupted", n_iter 0)
+        return _interrupted_during_setup(operator, y, F0, G0, s, t_init)
     state.want_grams = rule.needs_grams or "imbalance" in s.names
     init_time = _time.perf_counter() - t_init
 
@@ -361,6 +391,16 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
                     status = "callback"
                     message = f"stopped by the callback at iteration {t}"
                     break
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    # the exception propagates; its partial_result is iterate t
+                    intermediate["status"] = "callback"
+                    intermediate["message"] = (f"the callback raised {type(exc).__name__} at "
+                                               f"iteration {t}")
+                    intermediate["history"] = recorder.history()
+                    _attach_partial_result(exc, intermediate)
+                    raise
             rule.step()
     except KeyboardInterrupt:
         status = "interrupted"
@@ -376,14 +416,26 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
 
     # The returned iterate is the state's current one; make sure its evaluation is the
     # one in the buffers (an interrupt or a failed step may have left another there).
+    # A second Ctrl-C here must not lose the result: the iterate is returned without its
+    # final evaluation (loss and residual NaN, status "interrupted").
     t = state.iteration
-    if evaluated != t:
-        state.evaluate()
-    if recorder.last != t and np.isfinite(state.half_sq):
-        if recorder.last > t:  # divergence stepped back past the last record
-            recorder.drop_last()
-        recorder.record(state, t, elapsed)
-    progress_bar.close(t, state.residual)
+    evaluated_ok = True
+    try:
+        if evaluated != t:
+            evaluated = -1
+            state.evaluate()
+            evaluated = t
+        if recorder.last != t and np.isfinite(state.half_sq):
+            if recorder.last > t:  # divergence stepped back past the last record
+                recorder.drop_last()
+            recorder.record(state, t, elapsed)
+        progress_bar.close(t, state.residual)
+    except KeyboardInterrupt:
+        evaluated_ok = evaluated == t
+        status = "interrupted"
+        message = (f"interrupted (KeyboardInterrupt) at iteration {t}; partial result"
+                   + ("" if evaluated_ok else " (a second interrupt stopped its final "
+                      "evaluation: loss and residual are NaN)"))
 
     seed = s.seed
     used = {"method": rule_cls.name, "symmetric": s.symmetric, "rank": s.rank,
@@ -399,12 +451,52 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
         history[name] = np.array([taken[i] if i < len(taken) else np.nan
                                   for i in recorder.iterations], dtype=np.float64)
     return _result(state, rule, status, message, elapsed, init_time, history, truth,
-                   options=used)
+                   options=used, evaluated=evaluated_ok)
+
+
+def _attach_partial_result(exc: BaseException, result: SolveResult) -> None:
+    """Store ``result`` as ``exc.partial_result`` (and say so in the traceback)."""
+    try:
+        exc.partial_result = result
+        exc.add_note(f"lowrank_core.solve: the partial result (iterate {result.n_iter}) is "
+                     "attached to this exception as .partial_result")
+    except (AttributeError, TypeError):  # an exception type without a __dict__
+        pass
+
+
+class _SetupRule:
+    """Stand-in for the step rule when Ctrl-C stopped its construction."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @staticmethod
+    def info() -> dict:
+        return {}
+
+
+def _interrupted_during_setup(operator, y, F0, G0, s: _Settings, t_init) -> SolveResult:
+    """Status "interrupted" at the initial point (n_iter 0): Ctrl-C came after the initial
+    factors but during the default step (or damping) computation."""
+    state = SolverState(operator, y, F0, G0, s.symmetric)
+    evaluated = False
+    try:
+        state.evaluate()
+        evaluated = True
+    except KeyboardInterrupt:
+        pass
+    message = ("interrupted (KeyboardInterrupt) during the initialization (default step "
+               "size / damping); returning the initial point"
+               + ("" if evaluated else ", not evaluated (loss and residual are NaN)"))
+    return _result(state, _SetupRule(s.rule.name), "interrupted", message, 0.0,
+                   _time.perf_counter() - t_init, Recorder(s.names, s.truth).history(),
+                   s.truth, evaluated=evaluated)
 
 
 def _result(state, rule, status, message, elapsed, init_time, history, truth, *,
-            options=None) -> SolveResult:
-    """A SolveResult of the state's current iterate (factors copied)."""
+            options=None, evaluated=True) -> SolveResult:
+    """A SolveResult of the state's current iterate (factors copied); ``evaluated=False``
+    (the final evaluation was interrupted) reports NaN loss, residual and error."""
     F, G = state.F, state.G
     res = SolveResult(method=rule.name, status=status, message=message,
                       n_iter=int(state.iteration))
@@ -413,11 +505,15 @@ def _result(state, rule, status, message, elapsed, init_time, history, truth, *,
     else:
         res["F"] = F.copy()
         res["G"] = G.copy()
-    res["loss"] = float(state.loss)
-    res["residual"] = float(state.residual)
+    res["loss"] = float(state.loss) if evaluated else np.nan
+    res["residual"] = float(state.residual) if evaluated else np.nan
     if truth is not None:
         fac = res.factors
-        res["error"] = float(truth.error(*fac)) if np.isfinite(state.half_sq) else np.nan
+        ok = evaluated and np.isfinite(state.half_sq)
+        try:
+            res["error"] = float(truth.error(*fac)) if ok else np.nan
+        except KeyboardInterrupt:
+            res["error"] = np.nan
     res["time"] = float(elapsed)
     res["init_time"] = float(init_time)
     res["n_evaluations"] = int(state.n_evaluations)

@@ -30,7 +30,9 @@ and the key).
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -174,6 +176,22 @@ def load_problem(path) -> LoadedProblem:
         raise ProblemFileError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ProblemFileError(f"{path}: is a directory, not a .npz problem file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        # a FIFO would block the read forever, a device never ends
+        raise ProblemFileError(f"{path}: not a regular file (a FIFO, socket or device); "
+                               "save the problem to a .npz file first")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise ProblemFileError(f"{path}: cannot read ({exc.strerror})") from None
+    if magic.startswith(b"\x93NUMPY"):
+        raise ProblemFileError(f"{path}: a single .npy array, not a .npz archive of named "
+                               "arrays")
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise ProblemFileError(f"{path}: not a readable .npz archive (no zip signature); "
+                               "write problem files with lowrank_core.problem_io.save_problem "
+                               "or numpy.savez")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -181,6 +199,17 @@ def load_problem(path) -> LoadedProblem:
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ProblemFileError(f"{path}: a single .npy array, not a .npz archive of named "
                                "arrays")
+    try:
+        return _read_archive(data, path)
+    except ProblemFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        # a damaged member (bad CRC, truncated data) is only read when accessed
+        raise ProblemFileError(f"{path}: damaged or unreadable archive member ({exc})") from None
+
+
+def _read_archive(data, path) -> LoadedProblem:
+    """The problem in the open archive ``data`` (errors name ``path``)."""
     with data:
         if "kind" not in data.files:
             raise ProblemFileError(f"{path}: missing key 'kind' (one of {', '.join(KINDS)})")
@@ -197,7 +226,7 @@ def load_problem(path) -> LoadedProblem:
             op = _build_operator(kind, data, path, y_dtype)
         except ProblemFileError:
             raise
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, MemoryError) as exc:
             raise ProblemFileError(f"{path}: invalid {kind} operator: {exc}") from None
         y = _get(data, "y", path, ndim=1).astype(op.dtype, copy=False)
         if y.shape[0] != op.m:

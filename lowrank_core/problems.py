@@ -15,6 +15,7 @@ import numpy as np
 from . import metrics
 from ._validation import check_dtype, check_positive_float, check_positive_int, check_random_state
 from .operators import ENSEMBLES, MeasurementOperator
+from .operators._base import _refuse_if_too_large
 
 __all__ = ["OPERATOR_BUILDERS", "Problem", "make_problem"]
 
@@ -129,6 +130,7 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
         raise ValueError(f"unknown operator {operator!r}; choose one of "
                          f"{', '.join(sorted(OPERATOR_BUILDERS))}")
     builder = OPERATOR_BUILDERS[operator]
+    _refuse_truth_if_too_large(n1, n2, rank, m, dtype)
     return _measured_problem(
         n1, n2, rank, psd, cond, noise, dtype, seed,
         lambda rng: builder(rng, n1, n2, m, psd, dtype, n_threads, **operator_options))
@@ -147,6 +149,17 @@ def _measured_problem(n1, n2, rank, psd, cond, noise, dtype, seed, build, info=N
     return Problem(operator=op, y=y, truth_factors=(L, R), rank=rank, psd=bool(psd),
                    cond=cond, noise=noise, singular_values=s, seed=seed,
                    info={} if info is None else info)
+
+
+def _refuse_truth_if_too_large(n1, n2, rank, m, dtype) -> None:
+    """MemoryError before drawing if the truth factors (float64 draws, their QR and the
+    dtype copies) and y cannot fit; the operator's own builder checks its arrays."""
+    _refuse_if_too_large((n1 + n2) * rank * (3 * 8 + dtype.itemsize),
+                         f"the rank-{rank} truth factors of a {n1:,} x {n2:,} problem",
+                         "use a smaller shape or rank")
+    if m is not None:
+        _refuse_if_too_large(m * dtype.itemsize, f"the y of m={m:,} measurements",
+                             "use fewer measurements (m)")
 
 
 def _check_problem(n1, n2, rank, psd, cond, noise, dtype):

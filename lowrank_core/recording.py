@@ -64,7 +64,8 @@ class Truth:
             L, R = truth
             self.rank = None
         else:
-            self.dense = as_float_array(truth, "truth", shape=(n1, n2))
+            self.dense = as_float_array(truth, "truth", shape=(n1, n2)).astype(
+                np.float64, copy=False)
             self.rank = int(np.linalg.matrix_rank(self.dense))
             self.norm = float(np.linalg.norm(self.dense))
         if self.dense is None:
@@ -89,12 +90,14 @@ class Truth:
         of R_A[:k, :k] R_B[:k, :k]^T. Cost O((n1 + n2)(k + r)^2).
         """
         k, r = F.shape[1], self.rank
+        # in float64 whatever the iterate's dtype: a diverged float32 run overflows
+        F, G = F.astype(np.float64, copy=False), G.astype(np.float64, copy=False)
         if self.dense is not None:
             err = float(np.linalg.norm(F @ G.T - self.dense)) / self.norm
             tail = float(metrics.singular_values(F, G)[r]) if k > r else 0.0
             return err, tail
-        A = np.hstack([F, -self.L.astype(F.dtype, copy=False)])
-        B = np.hstack([G, self.R.astype(G.dtype, copy=False)])
+        A = np.hstack([F, -self.L.astype(np.float64, copy=False)])
+        B = np.hstack([G, self.R.astype(np.float64, copy=False)])
         if A.shape[0] < A.shape[1] or B.shape[0] < B.shape[1]:  # tiny problems
             err = metrics.factored_distance(F, G, self.L, self.R) / self.norm
             tail = float(metrics.singular_values(F, G)[r]) if k > r else 0.0
@@ -108,8 +111,9 @@ class Truth:
         return err, tail
 
     def error(self, F: np.ndarray, G: np.ndarray) -> float:
-        """||F G^T - M*||_F / ||M*||_F."""
+        """||F G^T - M*||_F / ||M*||_F (computed in float64)."""
         if self.dense is not None:
+            F, G = F.astype(np.float64, copy=False), G.astype(np.float64, copy=False)
             return float(np.linalg.norm(F @ G.T - self.dense)) / self.norm
         return metrics.factored_distance(F, G, self.L, self.R) / self.norm
 
@@ -180,21 +184,31 @@ class Recorder:
     def __init__(self, names: tuple[str, ...], truth: Truth | None):
         self.names = names
         self.truth = truth
-        self.iterations: list[int] = []
-        self.values: dict[str, list[float]] = {name: [] for name in names}
+        # one tuple (iteration, values...) per row, appended in ONE list.append: a
+        # KeyboardInterrupt raised while a row's metrics are computed leaves no half row
+        self._rows: list[tuple] = []
         self._want_truth = truth is not None and any(n in names for n in _TRUTH_METRICS)
+
+    @property
+    def iterations(self) -> list[int]:
+        """Iteration of each row."""
+        return [row[0] for row in self._rows]
 
     @property
     def last(self) -> int:
         """Iteration of the last row, -1 if none."""
-        return self.iterations[-1] if self.iterations else -1
+        return self._rows[-1][0] if self._rows else -1
 
     def record(self, state, t: int, elapsed: float) -> None:
-        """Append the metrics of the state's current iterate as iteration ``t``."""
-        self.iterations.append(t)
+        """Append the metrics of the state's current iterate as iteration ``t``.
+
+        Atomic: every value is computed first, then the row is appended in one step, so
+        an interrupt (Ctrl-C) during the metrics leaves the history as it was.
+        """
         F, G = state.F, state.G
         if self._want_truth:
             err, tail = self.truth.error_and_tail(F, G)
+        values = []
         for name in self.names:
             if name == "loss":
                 v = state.loss
@@ -210,20 +224,20 @@ class Recorder:
                 v = err
             else:  # tail_sv
                 v = tail
-            self.values[name].append(float(v))
+            values.append(float(v))
+        self._rows.append((int(t), *values))
 
     def drop_last(self) -> None:
         """Remove the last row (divergence stepped back past it)."""
-        if self.iterations:
-            self.iterations.pop()
-            for values in self.values.values():
-                values.pop()
+        if self._rows:
+            self._rows.pop()
 
     def history(self) -> History:
         """The rows as a :class:`~lowrank_core.results.History` of arrays."""
-        history = History(iteration=np.asarray(self.iterations, dtype=np.int64))
-        for name in self.names:
-            history[name] = np.asarray(self.values[name], dtype=np.float64)
+        rows = list(self._rows)
+        history = History(iteration=np.asarray([r[0] for r in rows], dtype=np.int64))
+        for j, name in enumerate(self.names, start=1):
+            history[name] = np.asarray([r[j] for r in rows], dtype=np.float64)
         return history
 
 

@@ -566,3 +566,26 @@ def test_worker_killed_during_solve_is_recovered(fault_client):
     assert got.n_iter == ref.n_iter
     for a, b in zip(got.factors, ref.factors):
         assert rel(a, b) < 1e-10
+
+
+def test_solve_n_threads_reaches_the_shards(client):
+    # solve(n_threads=k) scopes k in the client process only (_threads.thread_limit); the
+    # scoped count is forwarded with every shard call, so the workers' kernels use it too.
+    p = local_problem("dense", np.float64)
+    with ShardedOperator.from_operator(p.operator, 2, client, n_threads=1,
+                                       timeout=60) as sop:
+        seen = []
+
+        def callback(intermediate):
+            seen.append([u["n_threads"] for u in sop.memory_usage()])
+
+        res = lc.solve(sop, p.y, 2, method="gd", max_iter=2, n_threads=3, seed=1,
+                       callback=callback)
+        assert seen == [[3, 3], [3, 3]]
+        assert res.options["n_threads"] == 3
+        # outside the solve the shards keep their own setting
+        assert [u["n_threads"] for u in sop.memory_usage()] == [1, 1]
+        assert sop.n_threads == 1
+        local = lc.solve(p.operator, p.y, 2, method="gd", max_iter=2, n_threads=3, seed=1)
+        for a, b in zip(res.factors, local.factors):
+            assert rel(a, b) < 1e-12

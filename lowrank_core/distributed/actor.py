@@ -107,10 +107,20 @@ class _ShardActor:
                 "rss": psutil.Process().memory_info().rss,
                 "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 "memory_limit": get_worker().memory_manager.memory_limit,
-                "shard_nbytes": int(self.op.nbytes)}
+                "shard_nbytes": int(self.op.nbytes),
+                # threads a kernel call made now (in this call's scope) would use
+                "n_threads": int(self.op.n_threads)}
 
     def operator(self) -> MeasurementOperator:
         return self.op
+
+    def scoped(self, n_threads: int, method: str, *args):
+        """``method(*args)`` with the kernels on ``n_threads`` threads (the client's
+        scoped count, e.g. of ``solve(n_threads=...)``); the shard's setting is kept."""
+        from .._threads import thread_limit
+
+        with thread_limit(n_threads):
+            return getattr(self, method)(*args)
 
     def set_n_threads(self, n_threads) -> int:
         """Set the shard's kernel threads (None: the worker's Dask thread count)."""

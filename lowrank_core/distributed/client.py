@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from .._threads import resolve_n_threads
+from .._threads import _CONTEXT_N_THREADS, resolve_n_threads
 from .._validation import (
     check_dtype,
     check_positive_float,
@@ -125,13 +125,18 @@ class ShardedOperator(MeasurementOperator):
         Seconds building (or, after a worker loss, rebuilding) the shards may take.
         Default 600.
     max_recoveries : int
-        Shard rebuilds allowed within one call before giving up with
-        :class:`ShardLostError`. Default 3.
+        Rebuilds allowed per shard within one call before giving up with
+        :class:`ShardLostError` (counted per shard: one worker death costs each shard it
+        held one rebuild, however many shards that worker held). Default 3.
     y_cache_size : int
         Distinct measurement vectors kept on the shards (default 4).
 
     Notes
     -----
+    Thread safety: unlike the in-process operators, a ShardedOperator must be used from
+    one Python thread at a time (its measurement cache and recovery bookkeeping are not
+    locked); run concurrent solves on separate ShardedOperators.
+
     Cost per ``residual_gradient`` with S shards: each shard runs its own operator's fused
     kernel on its m_s rows in parallel (for dense shards 4 m_s n1 n2 flops, m_s n1 n2
     itemsize bytes read), plus, on the client, an O(m) check of y and the sums of S
@@ -452,7 +457,11 @@ class ShardedOperator(MeasurementOperator):
 
     @property
     def n_threads(self) -> int:
-        """OpenMP threads of each shard's kernels (on its worker)."""
+        """Threads of the shards' kernels: the scoped count of an enclosing
+        ``solve(n_threads=...)`` (forwarded with every shard call), else the shards' own."""
+        scoped = _CONTEXT_N_THREADS.get()
+        if scoped is not None:
+            return int(scoped)
         return int(self._shards[0].info["n_threads"])
 
     @n_threads.setter
@@ -514,11 +523,19 @@ class ShardedOperator(MeasurementOperator):
         if self._closed:
             raise RuntimeError("this ShardedOperator was closed")
         deadline = _deadline(self.timeout)
-        pending = {sh.index: _call(sh.actor, method, make_args(sh, False))
-                   for sh in self._shards}
+        # solve(..., n_threads=k) scopes the thread count in THIS process
+        # (_threads.thread_limit); forward it so the shards' kernels honour it too
+        scoped = _CONTEXT_N_THREADS.get() if method != "set_n_threads" else None
+
+        def start(sh, args):
+            if scoped is None:
+                return _call(sh.actor, method, args)
+            return _call(sh.actor, "scoped", (scoped, method, *args))
+
+        pending = {sh.index: start(sh, make_args(sh, False)) for sh in self._shards}
         results: list = [None] * len(self._shards)
-        rebuilds = 0
         for sh in self._shards:
+            rebuilds = 0   # per shard: one worker loss costs each of its shards one rebuild
             while True:
                 try:
                     res = pending[sh.index].result(timeout=_remaining(deadline))
@@ -540,10 +557,10 @@ class ShardedOperator(MeasurementOperator):
                             **self._error_context(sh)) from exc
                     self._rebuild(sh, exc)
                     deadline = _deadline(self.timeout)  # a fresh timeout for the retry
-                    pending[sh.index] = _call(sh.actor, method, make_args(sh, True))
+                    pending[sh.index] = start(sh, make_args(sh, True))
                     continue
                 if isinstance(res, str) and res == _MISSING_MEASUREMENTS:
-                    pending[sh.index] = _call(sh.actor, method, make_args(sh, True))
+                    pending[sh.index] = start(sh, make_args(sh, True))
                     continue
                 results[sh.index] = res
                 break

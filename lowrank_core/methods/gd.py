@@ -23,6 +23,8 @@ the rebalance costs O((n1 + n2) k^2 + k^3) once.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .. import _steps
@@ -66,12 +68,16 @@ class OneStepGD(GradientDescent):
     def check_options(cls, options: dict) -> dict:
         opts = super().check_options(options)
         t = opts["trigger"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < np.inf:
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real) \
+                or not 0 < t < np.inf:
             raise ValueError(f"trigger must be a positive relative residual, got {t!r}")
+        opts["trigger"] = float(t)  # numpy scalars (np.float32(0.1)) accepted
         b = opts["beta"]
-        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+        if b is not None and (isinstance(b, (bool, np.bool_)) or not isinstance(b, numbers.Real)
                               or not 0 < b < np.inf):
             raise ValueError(f"beta must be None or a positive number, got {b!r}")
+        if b is not None:
+            opts["beta"] = float(b)
         return opts
 
     def __init__(self, state, step, options, context):

@@ -37,17 +37,42 @@ __all__ = ["MeasurementOperator", "available_memory"]
 
 # ------------------------------------------------------------------------- memory
 def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), or None."""
+    """Bytes of memory available to a new allocation, or None if unknown.
+
+    Linux MemAvailable, lowered to the room left under the process's address-space limit
+    (``RLIMIT_AS``, e.g. ``ulimit -v``) when one is set.
+    """
+    avail = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    room = _address_space_room()
+    if room is not None:
+        avail = room if avail is None else min(avail, room)
+    return avail
+
+
+def _address_space_room() -> int | None:
+    """Bytes left under RLIMIT_AS (soft limit minus the current virtual size), or None."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY or limit < 0:
+            return None
+        with open("/proc/self/statm") as fh:
+            vsize = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        return max(0, limit - vsize)
+    except (ImportError, OSError, ValueError, AttributeError):
         return None
 
 
@@ -59,14 +84,21 @@ def _format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _refuse_if_too_large(nbytes: int, what: str) -> None:
+_DEFAULT_FIX = ("use fewer measurements, a smaller problem, float32, a structured operator "
+                "(sparse, entries, rank-one) or lowrank_core.distributed.ShardedOperator")
+
+
+def _refuse_if_too_large(nbytes: int, what: str, fix: str = _DEFAULT_FIX) -> None:
+    """MemoryError (before anything is allocated) if ``what`` needs more than is available.
+
+    ``nbytes`` is the caller's estimate of what it is about to allocate; the message
+    states it, what is available and ``fix``.
+    """
     avail = available_memory()
     if avail is not None and nbytes > avail:
         raise MemoryError(
             f"{what} needs {nbytes:,} bytes ({_format_bytes(nbytes)}) but only "
-            f"{_format_bytes(avail)} is available; use fewer measurements, a smaller "
-            f"problem, float32, a structured operator (sparse, entries, rank-one) or "
-            f"lowrank_core.distributed.ShardedOperator"
+            f"{_format_bytes(avail)} is available; {fix}"
         )
 
 
@@ -142,6 +174,14 @@ class MeasurementOperator:
     Subclasses set ``shape``, ``m``, ``dtype`` and ``kind`` and implement the private
     kernels listed in the module docstring (no validation, no allocation beyond the
     operator's own cached workspace).
+
+    Thread safety: an operator's measurement data are immutable after construction, so
+    one operator object may be used from several Python threads at once (e.g. several
+    ``solve`` calls in a ThreadPoolExecutor): every public method returns exactly what
+    the same call made alone returns. The reusable scratch workspace is held by one call
+    at a time; a concurrent caller gets its own buffers (one extra allocation). Setting
+    ``n_threads`` while another thread is inside a call is not synchronized (that call
+    may use either count); ``solve(n_threads=...)`` never modifies the operator.
     """
 
     shape: tuple[int, int]

@@ -37,7 +37,9 @@ def check_shape(shape, name: str = "shape") -> tuple[int, int]:
 
 
 def as_index_array(x, name: str, bound: int, what: str) -> np.ndarray:
-    """Validate a 1-D integer index array with values in [0, bound)."""
+    """Validate a 1-D integer index array with values in [0, bound); returned
+    C-contiguous (a strided or reversed view, e.g. a column of an (m, 2) array, is
+    copied; the kernels read indices with unit stride)."""
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty (an operator needs at least one "
@@ -56,7 +58,7 @@ def as_index_array(x, name: str, bound: int, what: str) -> np.ndarray:
     if hi >= bound:
         raise ValueError(f"{name} contains index {hi} out of range: {what} indices must lie "
                          f"in [0, {bound}); check the operator shape")
-    return arr
+    return np.ascontiguousarray(arr)
 
 
 def grouping(keys: np.ndarray, nbins: int, itype: np.dtype):

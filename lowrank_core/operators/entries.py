@@ -17,7 +17,13 @@ from scipy.sparse.linalg import LinearOperator
 from .._kernels import load as _load_kernels
 from .._validation import as_float_array, check_dtype, check_positive_float, check_positive_int
 from . import _indexing as ix
-from ._base import MeasurementOperator, _FactoredLinearOperator, _file_array, _file_shape
+from ._base import (
+    MeasurementOperator,
+    _FactoredLinearOperator,
+    _file_array,
+    _file_shape,
+    _refuse_if_too_large,
+)
 from ._indexing import BoundsCache
 
 _entries = _load_kernels("_entries")
@@ -40,7 +46,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     dtype : float32 or float64
         Precision of the factors and measurements this operator works with.
     scale : float
-        Weight of every measurement (default 1: y_i is the entry itself).
+        Weight of every measurement (default 1: y_i is the entry itself). Must be a
+        normal number of ``dtype`` (float32: 1.2e-38 <= |scale| <= 3.4e38).
         :func:`~lowrank_core.make_problem` uses scale = 1/sqrt(p) with p = m/(n1 n2), which
         makes the operator near-isotropic, E||A(M)||^2 = ||M||_F^2.
     n_threads : int, optional
@@ -71,6 +78,14 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) \
                 or not np.isfinite(scale) or scale == 0:
             raise ValueError(f"scale must be a finite non-zero number, got {scale!r}")
+        info = np.finfo(self.dtype)
+        if not float(info.tiny) <= abs(float(scale)) <= float(info.max):
+            raise ValueError(
+                f"scale={float(scale)!r} is not representable in {self.dtype} (normal numbers "
+                f"have magnitude {float(info.tiny):.3g} to {float(info.max):.3g}): every "
+                f"measurement would be {'inf' if abs(float(scale)) > 1 else 'zero'}; rescale "
+                f"y and scale together (scale=1 measures the entries themselves) or use "
+                f"dtype=np.float64")
         rows = ix.as_index_array(rows, "rows", n1, "row")
         cols = ix.as_index_array(cols, "cols", n2, "column")
         if rows.shape != cols.shape:
@@ -78,6 +93,12 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                              f"and {cols.shape[0]}")
         m = int(rows.shape[0])
         itype = ix.index_dtype(n1, n2, m)
+        # pointers per matrix row, the row-grouped columns, the order and the index casts
+        _refuse_if_too_large(
+            itype.itemsize * (n1 + 1 + 4 * m),
+            f"EntryOperator with shape=({n1:,}, {n2:,}) and m={m:,} entries",
+            "its row pointers grow with n1 = shape[0] (pass the transposed problem if n1 is "
+            "the huge side) and its indices with m: check shape, rows and cols")
         self.shape = (n1, n2)
         self.m = m
         self.scale = float(scale)
@@ -200,6 +221,11 @@ class EntryOperator(BoundsCache, MeasurementOperator):
             raise ValueError("operator='entries' needs m (number of observed entries) or p")
         if m > total:
             raise ValueError(f"m={m} exceeds the {total} entries of a {n1} x {n2} matrix")
+        itype = ix.index_dtype(n1, n2, m)
+        _refuse_if_too_large(
+            itype.itemsize * (n1 + 1 + 6 * m),
+            f"a random completion operator with m={m:,} entries of a {n1:,} x {n2:,} matrix",
+            "use fewer entries (m or p) or a smaller shape")
         rows, cols = sample_entries(n1, n2, m, rng)
         return cls(rows, cols, (n1, n2), dtype=dtype, scale=1.0 / np.sqrt(m / total),
                    n_threads=n_threads)
@@ -310,14 +336,43 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         return self._products(y, 1.0 / (self.scale * p))
 
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+#: most positions one chunk of :func:`sample_entries` spans (its flat indices fit int64)
+_CHUNK_CAPACITY = 1 << 62
+
+
+def _chunk_counts(rng, sizes: np.ndarray, count: int, total: int) -> np.ndarray:
+    """Entries per chunk for n1 n2 >= 10^9: a multinomial draw with probabilities
+    size_j / total (exact integers turned into floats once), redrawn while a chunk exceeds
+    its capacity; after 100 redraws (only near-full sampling) chunk by chunk instead, each
+    a binomial draw conditioned on the remaining count and clipped so the rest still fits.
+    Always terminates."""
+    pvals = sizes.astype(np.float64) / float(total)
+    for _ in range(100):
+        counts = rng.multinomial(count, pvals)
+        if np.all(counts <= sizes):
+            return counts
+    counts = np.zeros(sizes.shape[0], np.int64)
+    remaining, room = count, total
+    for j, size in enumerate(sizes.tolist()):
+        room -= size
+        c = int(rng.binomial(remaining, min(1.0, size / (room + size)))) if room else remaining
+        c = min(size, max(remaining - room, c))
+        counts[j] = c
+        remaining -= c
+    return counts
+
+
 def sample_entries(n1: int, n2: int, count: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct entries of an n1 x n2 matrix, uniformly, sorted row-major.
 
-    Memory-efficient: rows are processed in chunks of about 2^18 expected entries; the
-    chunk counts come from a multivariate hypergeometric draw (exact uniform subset) or,
-    when n1 n2 >= 10^9, a multinomial draw (indistinguishable for sparse sampling; a
-    chunk count above its capacity is redrawn); inside a chunk, positions are drawn
-    without replacement. Peak extra memory is O(chunk), plus the two int32/int64 outputs.
+    Memory-efficient: rows are processed in chunks of about 2^18 expected entries (and at
+    most 2^62 positions, so a chunk's flat indices fit int64; the shape itself may have
+    n1 n2 beyond int64); the chunk counts come from a multivariate hypergeometric draw
+    (exact uniform subset) or, when n1 n2 >= 10^9, a multinomial draw (indistinguishable
+    for sparse sampling; a chunk count above its capacity is redrawn, see
+    :func:`_chunk_counts`); inside a chunk, positions are drawn without replacement.
+    Peak extra memory is O(chunk), plus the two int32/int64 outputs.
 
     Returns
     -------
@@ -326,22 +381,24 @@ def sample_entries(n1: int, n2: int, count: int, rng) -> tuple[np.ndarray, np.nd
     n1 = check_positive_int(n1, "n1")
     n2 = check_positive_int(n2, "n2")
     count = check_positive_int(count, "count")
-    total = n1 * n2
+    if max(n1, n2) > _INT64_MAX:
+        raise ValueError(f"a {n1} x {n2} matrix has indices beyond int64 (2**63 - 1); "
+                         "row and column indices must fit int64")
+    total = n1 * n2   # exact (Python int), may exceed int64
     if count > total:
         raise ValueError(f"cannot observe {count} distinct entries of a {n1} x {n2} matrix "
                          f"({total} entries)")
     itype = ix.index_dtype(n1, n2, count)
     density = count / total
-    rows_per_chunk = int(min(n1, max(1, round((1 << 18) / (density * n2)))))
-    starts = np.arange(0, n1, rows_per_chunk)
-    sizes = np.minimum(rows_per_chunk, n1 - starts) * n2
+    # a chunk's positions r * n2 + c must fit int64: at most _CHUNK_CAPACITY per chunk
+    rows_per_chunk = int(min(n1, max(1, round((1 << 18) / (density * n2))),
+                             max(1, _CHUNK_CAPACITY // n2)))
+    starts = np.arange(0, n1, rows_per_chunk, dtype=np.int64)
+    sizes = np.minimum(rows_per_chunk, n1 - starts) * np.int64(n2)
     if total < 10**9:
         counts = rng.multivariate_hypergeometric(sizes, count, method="marginals")
     else:
-        while True:
-            counts = rng.multinomial(count, sizes / total)
-            if np.all(counts <= sizes):
-                break
+        counts = _chunk_counts(rng, sizes, count, total)
     rows = np.empty(count, itype)
     cols = np.empty(count, itype)
     at = 0

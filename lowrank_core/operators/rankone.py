@@ -14,7 +14,12 @@ from scipy.sparse.linalg import LinearOperator
 
 from .._kernels import load as _load_kernels
 from .._validation import as_float_array, check_dtype, check_positive_int, check_random_state
-from ._base import MeasurementOperator, _FactoredLinearOperator, _file_array
+from ._base import (
+    MeasurementOperator,
+    _FactoredLinearOperator,
+    _file_array,
+    _refuse_if_too_large,
+)
 
 _rankone = _load_kernels("_rankone")
 
@@ -95,6 +100,9 @@ class RankOneOperator(MeasurementOperator):
         n1 = check_positive_int(n1, "n1")
         n2 = n1 if n2 is None else check_positive_int(n2, "n2")
         dtype = check_dtype(dtype)
+        _refuse_if_too_large(m * (n1 + (0 if symmetric else n2)) * dtype.itemsize,
+                             f"a Gaussian rank-one operator with m={m:,}, shape=({n1:,}, "
+                             f"{n2:,}), {dtype}")
         rng = check_random_state(seed)
         if symmetric:
             if n2 != n1:

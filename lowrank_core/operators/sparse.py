@@ -16,7 +16,13 @@ from scipy.sparse.linalg import LinearOperator
 from .. import _sparse
 from .._validation import as_float_array, check_positive_int
 from . import _indexing as ix
-from ._base import MeasurementOperator, _FactoredLinearOperator, _file_array, _file_shape
+from ._base import (
+    MeasurementOperator,
+    _FactoredLinearOperator,
+    _file_array,
+    _file_shape,
+    _refuse_if_too_large,
+)
 from ._indexing import BoundsCache
 
 __all__ = ["SparseOperator"]
@@ -90,7 +96,9 @@ class SparseOperator(BoundsCache, MeasurementOperator):
                             f"(meas, rows, cols, vals) of COO triplets, got {type(A).__name__}")
         if len(vals) == 0:
             raise ValueError("A has no nonzero entries: an operator needs at least one")
-        if m is None:
+        nnz = int(vals.shape[0])
+        inferred = m is None
+        if inferred:
             meas_arr = np.asarray(meas)
             if meas_arr.size and np.issubdtype(meas_arr.dtype, np.integer):
                 m = int(meas_arr.max()) + 1
@@ -100,14 +108,35 @@ class SparseOperator(BoundsCache, MeasurementOperator):
         meas = ix.as_index_array(meas, names[0], m, "measurement")
         rr = ix.as_index_array(rr, names[1], n1, "row")
         cc = ix.as_index_array(cc, names[2], n2, "column")
+        if inferred and m > 2 * nnz:
+            # nnz nonzeros touch at most nnz measurements: most of the inferred ones are empty
+            raise ValueError(
+                f"meas has maximum {m - 1}, so m = max(meas) + 1 = {m:,} measurements, but "
+                f"there are only {nnz:,} nonzeros: at least {m - nnz:,} measurements would be "
+                "empty (measure 0); check meas for a bad index, or pass m=... explicitly if "
+                "the empty measurements are intended")
+        itype = ix.index_dtype(n1, n2, m, nnz)
+        _refuse_if_too_large(
+            self._build_nbytes(n1, n2, m, nnz, itype, vals.dtype),
+            f"SparseOperator with m={m:,}, shape=({n1:,}, {n2:,}) and {nnz:,} nonzeros",
+            "the index arrays grow with m + n1 + n2 + nnz: check meas, rows, cols, m and "
+            "shape for a bad value, or split the operator (ShardedOperator)")
         self.m = m
         self.dtype = vals.dtype
-        nnz = int(vals.shape[0])
-        itype = ix.index_dtype(n1, n2, m, nnz)
         self._itype = itype
         self._build(meas.astype(itype, copy=False), rr.astype(itype, copy=False),
                     cc.astype(itype, copy=False), vals)
         self.symmetric = self._is_symmetric()
+
+    @staticmethod
+    def _build_nbytes(n1: int, n2: int, m: int, nnz: int, itype, vtype) -> int:
+        """Bytes :meth:`_build` allocates (three pointer arrays, three groupings of the
+        nonzeros and their temporaries, plus the symmetry check's CSR pair if square)."""
+        isz, vsz = np.dtype(itype).itemsize, np.dtype(vtype).itemsize
+        total = isz * (m + n1 + n2 + 3) + nnz * (12 * isz + 3 * vsz)
+        if n1 == n2:
+            total += 2 * (8 * (m + 1) + nnz * (8 + vsz)) + nnz * 24
+        return int(total)
 
     def _build(self, meas, rr, cc, vals):
         n1, n2 = self.shape
@@ -189,6 +218,13 @@ class SparseOperator(BoundsCache, MeasurementOperator):
         m = cls._require_m(m)
         s = check_positive_int(s, "s")
         nnz = m * s
+        copies = 2 if psd else 1
+        itype = ix.index_dtype(n1, n2, m, copies * nnz)
+        _refuse_if_too_large(
+            copies * nnz * (24 + dtype.itemsize)
+            + cls._build_nbytes(n1, n2, m, copies * nnz, itype, dtype),
+            f"a random sparse operator with m={m:,}, s={s}, shape=({n1:,}, {n2:,})",
+            "use fewer measurements (m), fewer nonzeros per measurement (s) or float32")
         meas = np.repeat(np.arange(m, dtype=np.int64), s)
         rows = rng.integers(0, n1, nnz)
         cols = rng.integers(0, n2, nnz)
