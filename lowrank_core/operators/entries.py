@@ -47,7 +47,7 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         Precision of the factors and measurements this operator works with.
     scale : float
         Weight of every measurement (default 1: y_i is the entry itself). Must be a
-        normal number of ``dtype`` (float32: 1.2e-38 <= |scale| <= 3.4e38).
+        normal number of ``dtype`` (float32: ``1.2e-38 <= abs(scale) <= 3.4e38``).
         :func:`~lowrank_core.make_problem` uses scale = 1/sqrt(p) with p = m/(n1 n2), which
         makes the operator near-isotropic, E||A(M)||^2 = ||M||_F^2.
     n_threads : int, optional
