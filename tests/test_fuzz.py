@@ -216,6 +216,7 @@ def test_kernel_products_on_adversarial_shapes_in_a_child_process(seed):
     # residual gradient of every kind against the dense numpy matrix of the same operator.
     n_cases = max(8, FUZZ_EXAMPLES)
     proc = subprocess.run([sys.executable, "-c", _KERNEL_SCRIPT, str(seed), str(n_cases)],
+                          cwd=__import__("tempfile").gettempdir(),
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, (f"child exited with {proc.returncode} (negative: killed "
                                   f"by a signal)\n{proc.stderr[-3000:]}")

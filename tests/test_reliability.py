@@ -12,6 +12,9 @@ import lowrank_core as lc
 from lowrank_core.initialization import top_singular_value
 from lowrank_core.operators import sample_entries
 
+# Child processes start outside the repository, so they import the installed package.
+_OUTSIDE = __import__("tempfile").gettempdir()
+
 
 def test_default_step_norm_never_forms_tall_completion_matrix():
     # A 10**6 x 300 completion problem: min(n1, n2) is small, but n1 * n2 is not. The
@@ -102,7 +105,7 @@ def _run_limited(code: str, limit_gib: float = 3.0, timeout: float = 120.0):
         except Exception as exc:
             print(type(exc).__name__ + ": " + str(exc))
     """)
-    proc = subprocess.run([sys.executable, "-c", prelude + body + tail], check=False,
+    proc = subprocess.run([sys.executable, "-c", prelude + body + tail], check=False, cwd=_OUTSIDE,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().splitlines()[-1]
@@ -149,6 +152,7 @@ def test_cli_tiny_npz_with_huge_shape_is_refused_naming_the_file(tmp_path):
             "from lowrank_core.cli import main\n"
             f"sys.exit(main(['solve', {str(path)!r}, '--out', {str(tmp_path / 'o.npz')!r}]))\n")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          cwd=_OUTSIDE,
                           text=True, timeout=120)
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert str(path) in proc.stderr and "available" in proc.stderr, proc.stderr
@@ -314,6 +318,7 @@ def test_sample_entries_huge_shapes_terminate_with_distinct_uniform_entries(shap
             f"r, c = sample_entries({n1}, {n2}, 2000, np.random.default_rng(7))\n"
             "np.save(sys.stdout.buffer, np.stack([r, c]).astype(np.int64))\n")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          cwd=_OUTSIDE,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     import io
@@ -475,7 +480,7 @@ def _cli(args, timeout=60):
     import subprocess
     import sys
     code = "import sys\nfrom lowrank_core.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    return subprocess.run([sys.executable, "-c", code, *args], check=False,
+    return subprocess.run([sys.executable, "-c", code, *args], check=False, cwd=_OUTSIDE,
                           capture_output=True, text=True, timeout=timeout)
 
 
