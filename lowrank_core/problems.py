@@ -96,7 +96,14 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
     * ``"sparse"`` (option ``s``, nonzeros per A_i, default 10): N(0, n1 n2/(m s)) values
       at uniform positions; symmetrized A_i for psd=True.
     * ``"entries"``: m distinct uniformly sampled entries (or option ``p``, a Bernoulli
-      fraction, with m=None), each scaled by 1/sqrt(p_eff), p_eff = m/(n1 n2).
+      fraction, with m=None), each scaled by 1/sqrt(p_eff), p_eff = m/(n1 n2). Option
+      ``min_per_line=t`` (default 0: no condition, the same draw as before) conditions
+      the sampled set on every row and column having >= t entries, uniformly among such
+      sets (rejection; see :func:`lowrank_core.operators.sample_entries`). With t = rank
+      this is the published experiments' protocol (GNMR, R2RILS, MatrixIRLS): a row or
+      column with fewer than r observed entries is not determined by the data, so no
+      method can recover it. Such sets exist iff t <= min(n1, n2) and
+      m >= t max(n1, n2).
     * ``"rank-one"``: a_i, b_i ~ N(0, I/sqrt(m)); psd=True gives y_i = a_i^T M a_i with
       a_i ~ N(0, I/sqrt(2m)) (E||A(M)||^2 = ||M||_F^2 + tr(M)^2/2).
 
@@ -130,6 +137,9 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
         raise ValueError(f"unknown operator {operator!r}; choose one of "
                          f"{', '.join(sorted(OPERATOR_BUILDERS))}")
     builder = OPERATOR_BUILDERS[operator]
+    if "min_per_line" in operator_options and operator != "entries":
+        raise ValueError(f"min_per_line (observed entries per row and column) applies to "
+                         f"operator='entries' only, got operator={operator!r}")
     _refuse_truth_if_too_large(n1, n2, rank, m, dtype)
     return _measured_problem(
         n1, n2, rank, psd, cond, noise, dtype, seed,

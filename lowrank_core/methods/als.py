@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import _kernels
 from ._base import StepFailure, StepRule
-from .gnmr import adjoint_products_into, forward_factored_into
+from .gnmr import adjoint_products_into, check_line_coverage, forward_factored_into
 
 
 def _entry_operator_class():
@@ -133,6 +133,7 @@ class AlternatingLeastSquares(StepRule):
         self.cg_iterations: list[int] = []
         op = s.operator
         self.rowwise = isinstance(op, _entry_operator_class())
+        self.short_lines = check_line_coverage(op, s.k, "als")
         if self.rowwise:
             self._setup_rowwise()
         else:
@@ -235,5 +236,7 @@ class AlternatingLeastSquares(StepRule):
 
     def info(self) -> dict:
         if self.rowwise:
-            return {"singular_rows": np.asarray(self.singular_rows, dtype=np.int64)}
-        return {"cg_iterations": np.asarray(self.cg_iterations, dtype=np.int64)}
+            return {"singular_rows": np.asarray(self.singular_rows, dtype=np.int64),
+                    "underdetermined_lines": self.short_lines}
+        return {"cg_iterations": np.asarray(self.cg_iterations, dtype=np.int64),
+                "underdetermined_lines": self.short_lines}

@@ -77,7 +77,9 @@ stopping rule ||r|| <= tol ||b|| + ... is kept by passing btol = tol ||b|| / ||z
 
 ``step`` eta (default 1, the paper) damps the update: X <- X + eta (X_GN - X).
 ``result.lsqr_iterations`` and ``result.lsqr_stop`` hold each outer iteration's inner
-iteration count and LSQR stop reason (``istop``).
+iteration count and LSQR stop reason (``istop``). On completion, rows and columns with
+fewer than k observed entries (not determined by the data) are counted in
+``result.underdetermined_lines`` and reported by a RuntimeWarning at the start.
 
 Cost per outer iteration: the driver's residual gradient, then per inner LSQR iteration
 one factored forward of width 2k and one adjoint-products pass (entries: about 8 m k
@@ -89,6 +91,7 @@ iterate stay in the operator's dtype (float32 stays float32).
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, lsqr
@@ -97,6 +100,26 @@ from ._base import StepRule
 
 #: variant name -> alpha of the paper's update.
 VARIANTS = {"setting": 1.0, "averaging": 0.0, "updating": -1.0}
+
+
+def check_line_coverage(operator, k: int, method: str) -> int:
+    """Warn (RuntimeWarning) when a completion problem has a row or column with fewer
+    than k observed entries, and return how many lines do (0 for other operators).
+
+    Such a line is not determined by the data: row i of a rank-k completion F G^T is
+    F_i G^T, and |Omega_i| < k equations leave F_i underdetermined whatever the method.
+    O(m + n1 + n2) once per solve.
+    """
+    from ..operators.entries import EntryOperator, line_counts, short_lines_message
+    if not isinstance(operator, EntryOperator):
+        return 0
+    rows, cols = operator.rows, operator.cols
+    message = short_lines_message(rows, cols, operator.shape, k)
+    if not message:
+        return 0
+    warnings.warn(f"{method}: {message}", RuntimeWarning, stacklevel=4)
+    per_row, per_col = line_counts(rows, cols, operator.shape)
+    return int(np.count_nonzero(per_row < k) + np.count_nonzero(per_col < k))
 
 
 def adjoint_products_into(op, w, F, G, SG, StF) -> None:
@@ -278,6 +301,7 @@ class GNMR(StepRule):
         self.alpha = VARIANTS[self.options["variant"]]
         self.tol_floor = 0.0 if state.dtype == np.float64 else 1e-7
         self.jac = _Jacobian(state)
+        self.short_lines = check_line_coverage(state.operator, state.k, "gnmr")
         self.relres = 1.0   # previous inner solve's ||b - J x|| / ||b|| (authors: 1 at start)
         self.rcond = 10.0 * state.k * float(np.finfo(state.dtype).eps)
         self.lsqr_iterations: list[int] = []
@@ -378,4 +402,5 @@ class GNMR(StepRule):
 
     def info(self) -> dict:
         return {"lsqr_iterations": np.asarray(self.lsqr_iterations, dtype=np.int64),
-                "lsqr_stop": np.asarray(self.lsqr_stop, dtype=np.int64)}
+                "lsqr_stop": np.asarray(self.lsqr_stop, dtype=np.int64),
+                "underdetermined_lines": self.short_lines}
