@@ -150,3 +150,48 @@ def test_bad_options_raise_clear_errors():
     with pytest.raises(ValueError, match="symmetric=False"):
         sq = lc.make_problem(8, rank=2, m=50, psd=True, seed=2)
         lc.solve(sq.operator, sq.y, 2, method="als", symmetric=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auto_ridge_row_solves_match_lstsq(dtype):
+    """damping='auto': lam = c rho^2 s^2 p ||fixed||^2 / k, then per-row lstsq as above."""
+    op, y, rows, cols, scale, F0, G0 = _entry_problem(dtype, True, seed=3)
+    n1, n2 = op.shape
+    k = 3
+    c = 0.7
+    res = lc.solve(op, y, k, method="als", init=(F0, G0), max_iter=1, record=False,
+                   damping_scale=c)
+    y64 = y.astype(np.float64)
+    fit = scale * np.einsum("ij,ij->i", F0[rows].astype(np.float64),
+                            G0[cols].astype(np.float64))
+    rho = np.linalg.norm(fit - y64) / np.linalg.norm(y64)
+    gram_scale = scale ** 2 * rows.size / (n1 * n2)
+    lam_F = c * rho ** 2 * gram_scale * np.sum(G0.astype(np.float64) ** 2) / k
+    F1 = completion_half_step(rows, cols, y, G0, n1, scale, lam_F)
+    lam_G = c * rho ** 2 * gram_scale * np.sum(res.F.astype(np.float64) ** 2) / k
+    G1 = completion_half_step(cols, rows, y, res.F, n2, scale, lam_G)
+    rtol = 2e-4 if dtype == np.float32 else 1e-9
+    assert res.ridge[0] == pytest.approx(lam_F, rel=rtol)
+    assert res.ridge[0] > 0
+    np.testing.assert_allclose(res.F, F1, rtol=rtol, atol=rtol * np.abs(F1).max())
+    np.testing.assert_allclose(res.G, G1, rtol=rtol, atol=rtol * np.abs(G1).max())
+    assert res.singular_rows[0] == 0          # the ridge makes every system definite
+
+
+def test_auto_ridge_recovers_where_plain_als_runs_away():
+    """Completion 300 x 350, r = 5, cond 10, OS 2.5 (the issue-13 cell), seed 0: plain ALS
+    (damping=0) sends one column of G to infinity (error > 1 after 300 iterations); the
+    vanishing ridge recovers to 1e-9 and its ridge goes to 0 with the residual."""
+    n1, n2, r = 300, 350, 5
+    prob = lc.make_problem(n1, n2, rank=r, m=round(2.5 * r * (n1 + n2 - r)),
+                           operator="entries", cond=10, seed=0)
+    op, y = prob.operator, prob.y
+    plain = lc.solve(op, y, r, method="als", damping=0.0, truth=prob, max_iter=300,
+                     tol=1e-10, record=False)
+    assert plain.error > 1.0
+    assert np.linalg.norm(plain.G, 2) > 10 * np.linalg.norm(plain.F, 2)
+    auto = lc.solve(op, y, r, method="als", truth=prob, max_iter=300, tol=1e-10,
+                    record=False)
+    assert auto.status == "converged"
+    assert auto.error < 1e-9
+    assert auto.ridge[-1] < 1e-15 * auto.ridge[0]

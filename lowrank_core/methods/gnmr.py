@@ -117,7 +117,7 @@ def check_line_coverage(operator, k: int, method: str) -> int:
     message = short_lines_message(rows, cols, operator.shape, k)
     if not message:
         return 0
-    warnings.warn(f"{method}: {message}", RuntimeWarning, stacklevel=4)
+    warnings.warn(f"{method}: {message}", RuntimeWarning, stacklevel=6)
     per_row, per_col = line_counts(rows, cols, operator.shape)
     return int(np.count_nonzero(per_row < k) + np.count_nonzero(per_col < k))
 
