@@ -8,6 +8,12 @@ in ``lowrank_core.methods.METHODS`` (or ``--methods``) runs ``solve(op, y, r, me
 at its defaults (step="auto", its own init) with an iteration cap and a time budget per
 solve. A run *recovers* when ||F G^T - M*||_F / ||M*||_F <= 1e-8 (``--success``).
 
+Completion sampling follows the published experiments (GNMR, R2RILS, MatrixIRLS): Omega is
+uniform among the m-subsets with at least r entries in every row and column
+(``make_problem(..., min_per_line=r)``; ``--min-per-line 0`` for plain uniform sampling,
+where a row or column with fewer than r entries makes the run unrecoverable for every
+method). The runs CSV counts such lines (``short_lines``).
+
 Outputs (``--out`` prefix, default ``phase``): ``<out>_runs.csv`` (one row per solve),
 ``<out>_summary.csv`` (per kind, method, kappa, OS: the fraction recovered, the median
 time and iterations, the statuses seen), and heat maps per method
@@ -28,14 +34,16 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
 
 import lowrank_core as lc
 from lowrank_core.methods import METHODS
+from lowrank_core.operators.entries import line_counts
 
 RUN_COLUMNS = ["kind", "n", "rank", "cond", "os", "m", "seed", "method", "status", "error",
-               "n_iter", "time", "recovered"]
+               "n_iter", "time", "recovered", "short_lines"]
 SUMMARY_COLUMNS = ["kind", "n", "rank", "cond", "os", "m", "method", "runs", "recovered",
                    "fraction", "median_time", "median_iter", "statuses"]
 
@@ -65,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--no-dense", action="store_true", help="completion only")
     p.add_argument("--no-completion", action="store_true", help="dense sensing only")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--min-per-line", type=int, default=None,
+                   help="completion: entries required in every row and column (default: "
+                        "the rank, the papers' protocol; 0: plain uniform sampling)")
     p.add_argument("--out", default="phase", help="prefix of the CSV files (phase)")
     p.add_argument("--figures", default=os.path.join(os.path.dirname(__file__), os.pardir,
                                                      "docs", "figures"))
@@ -108,19 +119,31 @@ def run(args, log=print):
     t_start = time.perf_counter()
     for kind, n, r, cond, os_, m, max_time in _cells(args):
         for seed in range(args.seeds):
-            prob = lc.make_problem(n, n, rank=r, m=m, cond=cond, seed=1000 * seed + 17,
-                                   operator="entries" if kind == "completion" else "gaussian",
-                                   n_threads=args.threads)
+            if kind == "completion":
+                t = r if args.min_per_line is None else args.min_per_line
+                prob = lc.make_problem(n, n, rank=r, m=m, cond=cond, seed=1000 * seed + 17,
+                                       operator="entries", n_threads=args.threads,
+                                       min_per_line=t)
+                per_row, per_col = line_counts(prob.operator.rows, prob.operator.cols,
+                                               (n, n))
+                short = int(np.sum(per_row < r) + np.sum(per_col < r))
+            else:
+                prob = lc.make_problem(n, n, rank=r, m=m, cond=cond, seed=1000 * seed + 17,
+                                       operator="gaussian", n_threads=args.threads)
+                short = 0
             for method in args.methods:
-                res = lc.solve(prob.operator, prob.y, r, method=method, truth=prob,
-                               record=False, max_iter=args.max_iter, max_time=max_time,
-                               seed=seed, n_threads=args.threads)
+                with warnings.catch_warnings():   # short lines: counted in the CSV
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    res = lc.solve(prob.operator, prob.y, r, method=method, truth=prob,
+                                   record=False, max_iter=args.max_iter, max_time=max_time,
+                                   seed=seed, n_threads=args.threads)
                 err = float(res.error)
                 rows.append({"kind": kind, "n": n, "rank": r, "cond": cond, "os": os_, "m": m,
                              "seed": seed, "method": method, "status": res.status,
                              "error": err, "n_iter": int(res.n_iter),
                              "time": float(res.time + res.init_time),
-                             "recovered": int(np.isfinite(err) and err <= args.success)})
+                             "recovered": int(np.isfinite(err) and err <= args.success),
+                             "short_lines": short})
         done = [x for x in rows if (x["kind"], x["cond"], x["os"]) == (kind, cond, os_)]
         summary = ", ".join(
             f"{meth} {sum(x['recovered'] for x in done if x['method'] == meth)}/{args.seeds}"

@@ -43,6 +43,8 @@ def test_runs_csv(phase):
         assert math.isfinite(err) and err >= 0
         assert int(row["recovered"]) == int(err <= 1e-8)
         assert float(row["time"]) > 0 and 0 <= int(row["n_iter"]) <= 150
+        # the papers' protocol (default): every row and column has >= r entries
+        assert int(row["short_lines"]) == 0
     assert {row["kind"] for row in runs} == {"completion", "dense"}
 
 
