@@ -48,6 +48,17 @@ factored forward and one adjoint-products pass per CG iteration, stopped when th
 normal-equations residual has dropped by ``cg_tol`` or after ``cg_max_iter`` iterations
 (counted in ``result.cg_iterations``).
 
+Why :class:`~lowrank_core.SparseOperator` stays on conjugate gradients: the F half-step
+separates into independent k x k row systems only when every A_i touches ONE row of F
+(A(F G^T)_i = sum over the nonzeros (j, l) of A_i of a_jl F_j . G_l couples every row j
+that A_i touches), and the G half-step only when every A_i touches one column. The sparse
+ensemble has ``s`` nonzeros per A_i at uniform positions (default 10), so with
+probability 1 - (1/n1)^(s-1) an A_i couples s distinct rows: the normal matrix of the
+half-step is block-sparse n1 k x n1 k with off-diagonal blocks wherever two rows share a
+measurement, not block-diagonal. The only sparse operators that separate both ways have
+one nonzero per A_i, i.e. weighted entries (y_i = a_i M[r_i, c_i]), which is completion
+with per-entry weights; the row kernel takes a single scale, so those also run CG.
+
 Asymmetric only: in the symmetric form X X^T the subproblem in X is quartic, not a
 least-squares problem. The default initialization is spectral (the AltMin analyses start
 there; a zero or tiny G makes the first half-step singular). ``step`` is unused.
