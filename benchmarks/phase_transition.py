@@ -80,6 +80,9 @@ def parse_args(argv=None):
     p.add_argument("--figures", default=os.path.join(os.path.dirname(__file__), os.pardir,
                                                      "docs", "figures"))
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--rst-from", metavar="SUMMARY_CSV", default=None,
+                   help="print the docs' list-tables (runs recovered / runs per cell and "
+                        "method) from a summary CSV and exit")
     p.add_argument("--quick", action="store_true",
                    help="tiny grid (n=30, r=2, 2 x 2 cells, 1 seed, dense n=10) for a smoke test")
     args = p.parse_args(argv)
@@ -224,8 +227,47 @@ def plot(summary, kind, methods, path):
     return path
 
 
+def read_summary(path):
+    """The rows of a summary CSV, numbers parsed."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for x in rows:
+        for c in ("n", "rank", "m", "runs", "recovered"):
+            x[c] = int(x[c])
+        for c in ("cond", "os", "fraction", "median_time", "median_iter"):
+            x[c] = float(x[c])
+    return rows
+
+
+def rst_table(summary, kind, title):
+    """An rst list-table: one row per (kappa, OS), one column per method."""
+    xs = [x for x in summary if x["kind"] == kind]
+    if not xs:
+        return ""
+    methods = list(dict.fromkeys(x["method"] for x in xs))
+    cells = sorted({(x["cond"], x["os"]) for x in xs})
+    by = {(x["cond"], x["os"], x["method"]): x for x in xs}
+    out = [f".. list-table:: {title}", "   :header-rows: 1", "",
+           "   * - κ", "     - OS"] + [f"     - {m}" for m in methods]
+    for cond, os_ in cells:
+        out += [f"   * - {cond:g}", f"     - {os_:g}"]
+        for m in methods:
+            x = by.get((cond, os_, m))
+            out.append(f"     - {x['recovered']}/{x['runs']}" if x else "     - ")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.rst_from:
+        summary = read_summary(args.rst_from)
+        x0 = {x["kind"]: x for x in summary}
+        for kind, what in (("completion", "completion, n1 = n2 = {n}, r = {r}"),
+                           ("dense", "dense Gaussian sensing, n = {n}, r = {r}")):
+            if kind in x0:
+                print(rst_table(summary, kind, what.format(n=x0[kind]["n"],
+                                                            r=x0[kind]["rank"])))
+        return 0
     rows = run(args, log=lambda s: print(s, flush=True))
     summary = summarize(rows)
     write_csv(f"{args.out}_runs.csv", RUN_COLUMNS, rows)

@@ -62,3 +62,22 @@ def test_summary_matches_runs(phase):
     # the easy dense cell (kappa 1, OS 5) is recovered by both methods
     easy = [s for s in summary if s["kind"] == "dense" and float(s["os"]) == 5]
     assert easy and all(float(s["fraction"]) == 1 for s in easy)
+
+
+def test_rst_tables_from_summary(phase, tmp_path):
+    mod, runs, summary = phase
+    path = tmp_path / "s.csv"
+    mod.write_csv(path, mod.SUMMARY_COLUMNS, mod.summarize(
+        [dict(r, n=int(r["n"]), rank=int(r["rank"]), cond=float(r["cond"]),
+              os=float(r["os"]), m=int(r["m"]), recovered=int(r["recovered"]),
+              time=float(r["time"]), n_iter=int(r["n_iter"])) for r in runs]))
+    table = mod.rst_table(mod.read_summary(path), "completion", "t")
+    lines = table.splitlines()
+    # header (kappa, OS, 2 methods) + 4 cells x (kappa, OS, 2 methods)
+    assert sum(line.startswith("   * - ") for line in lines) == 1 + 4
+    entries = [line.split("- ")[1] for line in lines if line.startswith("     - ")
+               and "/" in line]
+    expected = [f"{r['recovered']}/1" for r in sorted(
+        (r for r in runs if r["kind"] == "completion"),
+        key=lambda r: (float(r["cond"]), float(r["os"])))]
+    assert entries == expected
