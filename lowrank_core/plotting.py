@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import os
 import re
+import textwrap
 from collections.abc import Iterator
 
 import numpy as np
@@ -236,8 +237,17 @@ def convergence_figure(curves, path, *, title, ylabel=None, xlabel="iteration t"
     """
     fig, ax = new_figure()
     plot_curves(ax, curves, xlabel=xlabel,
-                ylabel=error_label(symmetric) if ylabel is None else ylabel, title=title)
+                ylabel=error_label(symmetric) if ylabel is None else ylabel,
+                title=_wrapped(title))
     save_figure(fig, path, dpi=dpi)
+
+
+def _wrapped(title, width: int = 52):
+    """``title`` with each line wrapped at ``width`` characters (one 5.2 in panel at
+    fontsize 10 holds about 55), so a long setting description is not clipped."""
+    if not title:
+        return title
+    return "\n".join(textwrap.fill(line, width) for line in str(title).splitlines())
 
 
 def history_curves(runs, *, metric: str = "error", x: str = "iteration") -> list:
@@ -298,7 +308,8 @@ def plot_results(runs, path=None, *, x: str = "iteration", metric: str = "error"
     symmetric = forms.pop() if len(forms) == 1 else None
     ylabel = error_label(symmetric) if metric == "error" else metric
     fig, ax = new_figure()
-    plot_curves(ax, curves, xlabel=X_AXES[x][1], ylabel=ylabel, title=title, logy=logy)
+    plot_curves(ax, curves, xlabel=X_AXES[x][1], ylabel=ylabel, title=_wrapped(title),
+                logy=logy)
     if path is not None:
         save_figure(fig, path, dpi=dpi)
     return fig
