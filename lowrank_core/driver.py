@@ -19,6 +19,7 @@ What is recorded along the way (history rows, truth metrics, the progress bar) l
 from __future__ import annotations
 
 import difflib
+import inspect
 import time as _time
 import warnings
 from collections.abc import Callable, Sequence
@@ -152,10 +153,12 @@ def _method_name(method) -> str:
                      f"{', '.join(map(repr, METHODS))})")
 
 
-#: Keyword arguments of solve itself (what a misspelled option may have meant).
-_SOLVE_KEYWORDS = ("operator", "y", "rank", "method", "symmetric", "init", "init_scale",
-                   "step", "max_iter", "tol", "max_time", "truth", "record", "callback",
-                   "seed", "n_threads", "progress")
+def _solve_keywords() -> tuple[str, ...]:
+    """Keyword arguments of solve itself (what a misspelled option may have meant), read
+    from its signature so that a new keyword is suggested without a second list."""
+    return tuple(name for name, par in inspect.signature(solve).parameters.items()
+                 if par.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+                 or par.kind is inspect.Parameter.KEYWORD_ONLY)
 
 #: Other libraries' names of solve's keywords (SciPy's minimize, scikit-learn).
 _KEYWORD_ALIASES = {"maxiter": "max_iter", "n_iter": "max_iter", "iterations": "max_iter",
@@ -173,9 +176,10 @@ def _check_option_names(options: dict, rule_cls) -> None:
     unknown = [name for name in options if name not in valid_options]
     if not unknown:
         return
+    keywords = _solve_keywords()
     hints = []
     for name in unknown:
-        near_solve = difflib.get_close_matches(name, _SOLVE_KEYWORDS, n=1, cutoff=0.6)
+        near_solve = difflib.get_close_matches(name, keywords, n=1, cutoff=0.6)
         if name in _KEYWORD_ALIASES:
             near_solve = [_KEYWORD_ALIASES[name]]
         near_option = difflib.get_close_matches(name, valid_options, n=1, cutoff=0.6)
@@ -187,7 +191,7 @@ def _check_option_names(options: dict, rule_cls) -> None:
     raise TypeError(f"solve() got unexpected option(s) {', '.join(unknown)} for method "
                     f"{rule_cls.name!r}" + (f" ({'; '.join(hints)})" if hints else "")
                     + f"; the options of {rule_cls.name!r} are: {valid}; solve's own "
-                    f"keywords: {', '.join(_SOLVE_KEYWORDS[2:])}")
+                    f"keywords: {', '.join(keywords[2:])}")
 
 
 def _resolved_init_scale(init, init_scale):
