@@ -160,6 +160,7 @@ def _solve_keywords() -> tuple[str, ...]:
                  if par.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
                  or par.kind is inspect.Parameter.KEYWORD_ONLY)
 
+
 #: Other libraries' names of solve's keywords (SciPy's minimize, scikit-learn).
 _KEYWORD_ALIASES = {"maxiter": "max_iter", "n_iter": "max_iter", "iterations": "max_iter",
                     "gtol": "tol", "ftol": "tol", "xtol": "tol", "x0": "init",
