@@ -414,6 +414,18 @@ def sample_entries(n1: int, n2: int, count: int, rng, *, min_per_line: int = 0,
     rejected draws. Measured acceptance at n1 = n2 = 300, t = 5 (OS = m / (t (n1 + n2 -
     t))): OS 1.2 1.0 % (exp(-lam) = 1.3 %), OS 1.5 62 % (63 %), OS >= 2 over 99 %.
 
+    Parameters
+    ----------
+    n1, n2 : int
+        Matrix shape.
+    count : int
+        Number of distinct entries, 1 <= count <= n1 n2.
+    rng : numpy Generator
+    min_per_line : int, default 0
+        Entries required in every row and every column (0: no condition).
+    max_tries : int, default 10000
+        Uniform draws tried before giving up (only with min_per_line > 0).
+
     Returns
     -------
     rows, cols : ndarray of int32 (int64 if an index or count exceeds int32), shape (count,)
