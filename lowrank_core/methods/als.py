@@ -36,7 +36,9 @@ Singular rows (lam = 0 and fewer than k observations, or a rank-deficient
 G_{Omega_i}; detected as a Cholesky pivot below ``rcond`` times the largest diagonal
 entry) get the minimal-norm least-squares solution from the k x k eigendecomposition
 (eigenvalues below ``rcond`` times the largest dropped); rows without observations get
-0. Their count per iteration is in ``result.singular_rows``. The column grouping is
+0. Their count per iteration is in ``result.singular_rows``; rows and columns with fewer
+than k observations (not determined by the data) are reported once by a RuntimeWarning
+and counted in ``result.underdetermined_lines``. The column grouping is
 built once per solve (O(m log m), 2 m index words). Cost per iteration:
 2 m k (k + 3) flops for the Gram matrices and right-hand sides plus (n1 + n2) k^3 / 3 for
 the factorizations.
