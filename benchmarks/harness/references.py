@@ -315,7 +315,9 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
       X <- (1 - alpha)/2 X + X~. J and J^T from ``rg`` alone: A(P Q^T) = z of rg(P, Q, 0) and
       (A^T(w) G, A^T(w)^T F) = the products of rg(F, G, A(F G^T) - w).
     * als: each half-step by CG on its normal equations, H(D) = A^T(A(D G^T)) G + lam D =
-      the S G of rg(D, G, 0) + lam D, to a relative residual of 1e-12.
+      the S G of rg(D, G, 0) + lam D, to a relative residual of 1e-12; lam = ``damping``,
+      or for damping="auto" lam = damping_scale * ridge_gram_scale * rho^2 ||fixed||^2 / k
+      with rho the relative residual at the iterate.
 
     Returns (F, G, n_iter, status); G is F for symmetric runs.
     """
@@ -403,10 +405,18 @@ def _second_order_solve(rg, y, F0, G0, method, options, *, symmetric, tol, max_i
         if t >= max_iter:
             return F, G, t, "max_iter"
         if method == "als":
-            lam = float(options.get("damping", 0.0))
-            F = _cg_half(lambda D, G=G: rg(D, G, zeros)[2], np.array(SG), F, lam)
+            damping = options.get("damping", 0.0)
+            if damping == "auto":   # lam = c rho^2 g(fixed), rho at the iterate (als.py)
+                c = float(options["damping_scale"]) * float(options["ridge_gram_scale"])
+
+                def ridge(fixed, c=c, res=res):
+                    return c * res * res * float(np.vdot(fixed, fixed)) / k
+            else:
+                def ridge(fixed, lam=float(damping)):
+                    return lam
+            F = _cg_half(lambda D, G=G: rg(D, G, zeros)[2], np.array(SG), F, ridge(G))
             StF = rg(F, G, y)[3]
-            G = _cg_half(lambda D, F=F: rg(F, D, zeros)[3], np.array(StF), G, lam)
+            G = _cg_half(lambda D, F=F: rg(F, D, zeros)[3], np.array(StF), G, ridge(F))
             t += 1
             continue
         alpha = {"setting": 1.0, "averaging": 0.0, "updating": -1.0}[options["variant"]]

@@ -8,7 +8,7 @@ One iteration (Gauss-Seidel order), with a ridge lam >= 0 (option ``damping``):
 The default ``damping="auto"`` is a ridge that vanishes with the residual, so the exact
 solution stays a fixed point: for the half-step with fixed factor G,
 
-    lam_t = c rho_t^2 g(G),   rho_t = ||A(F G^T) - y|| / ||y|| (latest evaluation),
+    lam_t = c rho_t^2 g(G),   rho_t = ||A(F_t G_t^T) - y|| / ||y|| (both half-steps),
     g(G) = s^2 p ||G||_F^2 / k (completion, p = m / (n1 n2)) or ||G||_F^2 / k (others),
 
 g the mean diagonal of the expected Gram matrix E[s^2 G_Omega_i^T G_Omega_i], so lam_t is
@@ -22,7 +22,8 @@ other. The vanishing ridge bounds that growth and recovers 5/5 in 67-71 iteratio
 (benchmarks in docs/benchmarks.rst). A ridge proportional to rho_t (not rho_t^2) stalls
 at a spurious fixed point (rho about 5e-2 at c = 1); a proximal term mu ||F - F_t||^2
 slows the growth but did not stop it on 1 seed of 5. ``damping=`` a number is the
-fixed ridge; ``result.ridge`` holds each iteration's lam (F half-step).
+fixed ridge; ``result.ridge`` holds each iteration's lam (F half-step) and
+``result.options["ridge_gram_scale"]`` the factor s^2 p (1 for other operators).
 
 Matrix completion (:class:`~lowrank_core.EntryOperator`, A(M)_e = s M[r_e, c_e]) separates
 by row: with Omega_i the observed columns of row i,
@@ -197,6 +198,7 @@ class AlternatingLeastSquares(StepRule):
         self.scale = float(op.scale)
         # E[C_i] = scale^2 p G^T G for uniform sampling (p = m / (n1 n2))
         self.gram_scale = self.scale ** 2 * op.m / (float(n1) * float(n2))
+        self.options["ridge_gram_scale"] = self.gram_scale   # resolved, for the record
         nt = op.n_threads
         self.bounds_r = _row_bounds(self.by_row.ptr, nt)
         self.bounds_c = _row_bounds(self.by_col.ptr, nt)
@@ -228,6 +230,7 @@ class AlternatingLeastSquares(StepRule):
     def _setup_cg(self):
         s = self.state
         self.gram_scale = 1.0   # near-isotropic operators: A^T A(D G^T) G ~ D G^T G
+        self.options["ridge_gram_scale"] = self.gram_scale
         n, k, dt = max(s.n1, s.n2), s.k, s.dtype
         self._cg = {name: np.empty((n, k), dt) for name in ("R", "P", "HP", "other")}
         self._w = np.empty(s.operator.m, dt)
