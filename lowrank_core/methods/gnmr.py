@@ -75,7 +75,8 @@ observations, cond 1000 OS 2.5 10/10), the default with 2-5x fewer inner iterati
 cond 10 (benchmarks/gnmr_reference.py). With the default, on the papers' sampling
 protocol (``make_problem(..., min_per_line=r)``), completion 300 x 300, r = 5: 20/20
 seeds at cond 10, OS 1.5 (median 42 iterations) and 20/20 at cond 1000, OS 2.5 (26).
-In the warm-started form the same absolute stopping rule ||r|| <= tol ||b|| + ... is kept by passing btol = tol ||b|| / ||z||.
+In the warm-started form the same absolute stopping rule ||r|| <= tol ||b|| + ... is kept
+by passing btol = tol ||b|| / ||z||.
 
 ``step`` eta (default 1, the paper) damps the update: X <- X + eta (X_GN - X).
 ``result.lsqr_iterations`` and ``result.lsqr_stop`` hold each outer iteration's inner
