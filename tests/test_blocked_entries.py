@@ -166,7 +166,7 @@ def test_repeatable_for_a_thread_count_and_independent_parts(many_threads):
 
 
 def test_solve_with_blocked_layout_reproduces_row_layout():
-    p = lc.make_problem(60, 45, rank=3, m=1500, seed=7, n_threads=1)
+    p = lc.make_problem(60, 45, rank=3, m=1500, operator="entries", seed=7, n_threads=1)
     rows, cols = p.operator.rows, p.operator.cols
     kw = {"method": "gd", "max_iter": 25, "seed": 1}
     blk = lc.EntryOperator(rows, cols, p.operator.shape, scale=p.operator.scale,

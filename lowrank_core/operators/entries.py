@@ -413,9 +413,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         else:
             l2 = self._cache_size or l2
             T = max(1, self.n_threads)
-            bc = l2 // (4 * k * item)
-            br = llc // (2 * T * (2 * k * item + 8))
-        return (int(min(max(br, 64), _MAX_BLOCK, n1)), int(min(max(bc, 64), _MAX_BLOCK, n2)))
+            bc = min(max(l2 // (4 * k * item), 64), _MAX_BLOCK)
+            br = min(max(llc // (2 * T * (2 * k * item + 8)), 64), _MAX_BLOCK)
+        return int(min(br, n1)), int(min(bc, n2))
 
     def _blocked_for(self, k: int):
         """The blocked layout for width k (built on first use, kept until the tile shape
