@@ -17,7 +17,8 @@ time of each layout, seconds per ``residual_gradient`` (median of alternating ru
 * ``numpy read``: ``rows.max(); cols.max(); y.max()``, one pass over the user's arrays
   (numpy, one thread), the memory floor the issue compares against,
 
-their ratios, the observations per second per thread, and the peak RSS (getrusage).
+their ratios, the CPU seconds (all threads; robust to waiting for a core on a loaded
+machine) and observations per CPU-second, and the peak RSS (getrusage).
 """
 
 from __future__ import annotations
@@ -36,17 +37,22 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # Linux: KiB
 
 
-def alternate(fns: dict, repeats: int) -> dict:
-    """Median seconds per named function, run in alternation after one warm-up each."""
-    times = {name: [] for name in fns}
+def alternate(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall-clock and CPU (process, all threads) seconds per named function, run
+    in alternation after one warm-up each. On a loaded machine the wall-clock time
+    includes waiting for a core; the CPU time does not."""
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for fn in fns.values():
         fn()
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return ({name: statistics.median(v) for name, v in wall.items()},
+            {name: statistics.median(v) for name, v in cpu.items()})
 
 
 def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
@@ -107,10 +113,10 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
             worst = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
             assert worst < 1e-12, worst
     del outs
-    t = alternate({"rows": rows_layout, "blocked": blocked_layout,
+    t, cpu = alternate({"rows": rows_layout, "blocked": blocked_layout,
                    "blocked, y permuted": blocked_y_permuted, "numpy read": numpy_read},
                   repeats)
-    return {"n": n, "nobs": nobs, "k": k, "threads": op.n_threads, "times": t,
+    return {"n": n, "nobs": nobs, "k": k, "threads": op.n_threads, "times": t, "cpu": cpu,
             "t_data": t_data, "t_rows": t_rows, "t_blocked": t_blocked, "t_perm": t_perm,
             "shape": shape, "nbytes": op.nbytes, "rss_data": rss_data,
             "rss": peak_rss_gib(), "load": os.getloadavg()}
@@ -123,12 +129,14 @@ def report(r: dict) -> str:
              f"{r['threads']} threads, observations in random order; tiles "
              f"{r['shape'][0]} x {r['shape'][1]}; load average at the end "
              f"{r['load'][0]:.1f}", "",
-             "| path | s per residual gradient | vs numpy read | vs rows | obs/s per thread |",
-             "|---|---:|---:|---:|---:|"]
+             "| path | s per residual gradient (wall) | vs numpy read | vs rows | CPU s "
+             "(all threads) | CPU vs numpy read | obs per CPU-second |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    c = r["cpu"]
     for name in ("rows", "blocked", "blocked, y permuted", "numpy read"):
-        per = r["nobs"] / t[name] / (1 if name == "numpy read" else r["threads"])
         lines.append(f"| {name} | {t[name]:.3f} | {t[name] / read:.1f}x | "
-                     f"{t['rows'] / t[name]:.1f}x | {per:.3g} |")
+                     f"{t['rows'] / t[name]:.1f}x | {c[name]:.3f} | "
+                     f"{c[name] / c['numpy read']:.1f}x | {r['nobs'] / c[name]:.3g} |")
     lines += ["", "| phase | value |", "|---|---|",
               f"| draw rows, cols, y | {r['t_data']:.1f} s |",
               f"| row layout build (EntryOperator constructor) | {r['t_rows']:.1f} s |",

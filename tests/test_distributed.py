@@ -665,7 +665,7 @@ def test_worker_lost_without_source_is_operator_failed(fault_client):
 
         t0 = time.monotonic()
         got = lc.solve(sop, p.y, 2, max_iter=20, callback=restart_at_3, **kw)
-        assert time.monotonic() - t0 < 60
+        assert time.monotonic() - t0 < 150   # bounded: timeout=30 per call, no hang
     assert got.status == "operator_failed"
     assert got.n_iter == 3
     assert "shard 1" in got.message and "keep_source=True" in got.message
