@@ -33,9 +33,9 @@ from ._validation import (
     check_positive_int,
     check_random_state,
 )
+from .distributed.errors import ShardError
 from .initialization import initial_factors, top_singular_value
 from .methods import METHODS, SolverState, StepFailure, StepRule
-from .distributed.errors import ShardError
 from .methods.linesearch import SearchStalled
 from .recording import METRICS, Progress, Recorder, Truth, parse_record
 from .results import STATUSES, SolveResult
