@@ -184,18 +184,20 @@ def test_solve_with_blocked_layout_reproduces_row_layout():
 def test_layout_choice_and_arguments():
     rows, cols, *_ = _problem(30, 20, 100, 2, np.float64, 0, sorted_input=False)
     auto = lc.EntryOperator(rows, cols, (30, 20))
-    assert auto.layout == "auto" and auto.block_shape(10) is None     # fits in cache
+    assert auto.layout == "auto" and auto.block_shape(10) is None      # rows
     blk = lc.EntryOperator(rows, cols, (30, 20), layout="blocked")
     br, bc = blk.block_shape(10)
     assert 1 <= br <= 30 and 1 <= bc <= 20
     l2, llc = entries_mod.cache_sizes()
     assert l2 >= 1 and llc >= l2
-    # the auto rule: blocked exactly when 2 (n1 + n2) k itemsize exceeds the LLC
-    big = llc // (2 * 8 * 10) + 1
-    op = lc.EntryOperator([0, big - 1], [0, 3], (big, 4), layout="auto", cache_size=1 << 16)
-    shape = op.block_shape(10)
-    assert shape is not None and shape[1] == 4
-    assert shape[0] == min(max(llc // (2 * op.n_threads * (2 * 10 * 8 + 8)), 64), 65536)
+    # the default tile shape: G and S^T F slices in half of cache_size, F and S G slices
+    # in half a thread's share of the last-level cache
+    big = 10**6
+    op = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), layout="blocked",
+                          cache_size=1 << 20, n_threads=2)
+    assert op.block_shape(10) == (min(llc // (2 * 2 * (2 * 10 * 8 + 8)), 65536),
+                                  (1 << 20) // (4 * 10 * 8))
+    assert lc.EntryOperator([0, big - 1], [0, big - 1], (big, big)).block_shape(10) is None
     with pytest.raises(ValueError, match="layout must be"):
         lc.EntryOperator(rows, cols, (30, 20), layout="tiles")
     with pytest.raises(ValueError, match="exceeds 65536"):
@@ -207,3 +209,23 @@ def test_layout_choice_and_arguments():
     # take_rows keeps the layout options
     part = blk.take_rows(0, 50)
     assert part.layout == "blocked"
+
+
+def test_scale_benchmark_smoke(many_threads):
+    """benchmarks/scale.py at a tiny size: its three kernels agree (checked inside run())
+    and the report has every row."""
+    import os
+    import sys
+
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+    sys.path.insert(0, here)
+    try:
+        import scale as bench
+    finally:
+        sys.path.remove(here)
+    r = bench.run(3000, 40000, 4, 2, 1, 0, block_shape=(256, 128))
+    assert r["shape"] == (256, 128)
+    text = bench.report(r)
+    for name in ("| rows |", "| blocked |", "| blocked, y permuted |", "| numpy read |",
+                 "peak RSS"):
+        assert name in text
