@@ -2,7 +2,7 @@
 (today's kernel, kept as the reference path) and a numpy streaming read, in one run.
 
     python benchmarks/scale.py --scale                 # n1 = n2 = 1e6, |Omega| = 5e7, k = 10
-    python benchmarks/scale.py --scale --nobs 1e8      # the size (about 6.5 GiB RSS)
+    python benchmarks/scale.py --scale --nobs 1e8      # the size (about 7 GiB RSS)
     python benchmarks/scale.py --n 2e5 --nobs 4e6      # a smoke run (seconds)
 
 The observations are drawn uniformly (repeats allowed) and handed over in random order
@@ -103,10 +103,11 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
         return rows.max(), cols.max(), y.max()
 
     # agreement before timing: the three kernels give the same loss, z and gradients
+    # (z compared on every 7th entry, so that no full copy of z is held)
     outs = []
     for fn in (rows_layout, blocked_layout, blocked_y_permuted):
         loss = fn()
-        outs.append((loss, z.copy(), SG.copy(), StF.copy()))
+        outs.append((loss, z[::7].copy(), SG.copy(), StF.copy()))
     for other in outs[1:]:
         assert abs(other[0] - outs[0][0]) <= 1e-12 * outs[0][0]
         for a, b in zip(other[1:], outs[0][1:]):
