@@ -54,7 +54,7 @@ def _float_dtype(dt, requested):
 
 def _check_values(values, name):
     if np.iscomplexobj(values):
-        raise ValueError(f"{name} is complex: complex data is not supported (pass the real "
+        raise ValueError(f"{name} is complex: Complex data not supported (pass the real "
                          f"part or the modulus)")
     return values
 
@@ -101,13 +101,13 @@ def _observations(X, requested_dtype=None, name="X"):
             try:
                 arr = arr.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name} must hold numbers (NaN for missing entries): "
-                                 f"{exc}") from exc
+                raise TypeError(f"{name} must hold numbers (NaN for missing entries): "
+                                f"{exc}") from exc
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
         if arr.ndim != 2:
             raise ValueError(f"{name} must be 2-D (rows x columns, NaN for missing entries), "
-                             f"got shape {arr.shape}; reshape a single row with "
+                             f"got shape {arr.shape}. Reshape your data: a single row is "
                              f"X.reshape(1, -1)")
         dt = _float_dtype(arr.dtype, requested_dtype)
         arr = arr.astype(dt, copy=False)
@@ -117,7 +117,8 @@ def _observations(X, requested_dtype=None, name="X"):
         values = np.ascontiguousarray(arr[observed])
     if n1 < 1 or n2 < 1:
         raise ValueError(f"{name} has shape ({n1}, {n2}): it needs at least one row and "
-                         f"one column")
+                         f"one column (found array with {n2} feature(s) (shape=({n1}, {n2})) "
+                         f"while a minimum of 1 is required)")
     if values.size and not np.isfinite(values).all():
         raise ValueError(f"{name} contains infinity (or NaN as a stored value): only a NaN "
                          f"in a dense array marks a missing entry; replace the infinite "
@@ -161,8 +162,10 @@ class MatrixCompletion:
     max_iter : int
         Maximum iterations of the solver.
     tol : float
-        Stop (status "converged") when the objective decreases by less than tol times its
-        value over one iteration; also the solver's relative-residual tolerance.
+        Stop (status "converged") when one iteration moves the estimate by less than tol
+        relative, ||F_t G_t^T - F_{t-1} G_{t-1}^T||_F <= tol ||F_{t-1} G_{t-1}^T||_F
+        (computed from the factors, O((n1 + n2) k^2)), or when the solver's
+        relative residual reaches its own default tolerance.
     validation_fraction : float in (0, 1), optional
         Hold out this share of the observations (uniformly at random), record their RMSE
         in ``history_["validation_rmse"]``, keep the iterate with the smallest one.
@@ -210,6 +213,8 @@ class MatrixCompletion:
         the numerical rank of the fit, useful with an over-parameterized rank.
     n_features_in_ : int
         n2.
+    validation_entries_ : (rows, cols, values) or None
+        The held-out observations (``validation_fraction``).
 
     Notes
     -----
@@ -372,7 +377,8 @@ class MatrixCompletion:
         self.singular_values_ = _factored_singular_values(F, G)
         s = self.singular_values_
         self.effective_rank_ = int(np.sum(s > EFFECTIVE_RANK_RTOL * s[0])) if s[0] > 0 else 0
-        self._train = (rows, cols, values) if val is None else None
+        self.validation_entries_ = None if val is None else \
+            (np.asarray(val[0].rows), np.asarray(val[0].cols), val[1])
         return self
 
     # --------------------------------------------------------------- outputs
@@ -446,7 +452,8 @@ class MatrixCompletion:
                 finally:
                     self.keep_observed = keep
             raise ValueError(f"predict needs (rows, cols) index arrays, or one 2-D matrix "
-                             f"of new rows; got a single argument of shape {np.shape(rows)}")
+                             f"of new rows; got a single argument of shape {np.shape(rows)}. "
+                             f"Reshape your data: X.reshape(1, -1) for a single row")
         rows = np.asarray(rows)
         cols = np.asarray(cols)
         if rows.shape != cols.shape or rows.ndim != 1 or not (
@@ -481,6 +488,7 @@ class MatrixCompletion:
         if isinstance(X, tuple) and len(X) == 3:
             return -self.rmse(*X)
         rows, cols, values, shape = _observations(X, self.row_factors_.dtype)
+        self._check_features(shape[1])
         if shape != self.shape_:
             raise ValueError(f"score(X) compares entries of the fitted matrix: X must have "
                              f"its shape {self.shape_}, got {shape} (for new rows use "
@@ -503,7 +511,7 @@ class _Monitor:
         self.best_value = np.nan
         self.best_iteration = None
         self.best = None
-        self.previous_loss = None
+        self.previous = None
         self.reason = None
 
     def _validation(self, F, G):
@@ -527,9 +535,9 @@ class _Monitor:
             if t - self.best_iteration >= self.patience:
                 self.reason = "early_stopped"
                 raise StopIteration
-        loss = float(res["loss"])
-        prev, self.previous_loss = self.previous_loss, loss
-        if prev is not None and np.isfinite(loss) and prev - loss <= self.tol * abs(prev):
+        F, G = res["F"], res["G"]
+        prev, self.previous = self.previous, (F, G)
+        if prev is not None and _relative_change(prev, (F, G)) <= self.tol:
             self.reason = "converged"
             raise StopIteration
 
@@ -557,8 +565,25 @@ class _Monitor:
                               f"{self.best_value:.4g})")
         elif res.status == "callback" and self.reason == "converged":
             res["status"] = "converged"
-            res["message"] = (f"converged at iteration {t}: the objective decreased by "
+            res["message"] = (f"converged at iteration {t}: the estimate F G^T moved by "
                               f"less than tol = {self.tol:g} relative")
+
+
+def _relative_change(old, new):
+    """||F1 G1^T - F0 G0^T||_F / ||F0 G0^T||_F from the factors, O((n1 + n2) k^2):
+    F1 G1^T - F0 G0^T = [F1, -F0] [G1, G0]^T, so with thin QRs [F1, -F0] = Qa Ra,
+    [G1, G0] = Qb Rb its norm is ||Ra Rb^T||_F (no cancellation: accurate to rounding
+    of the factors); the denominator likewise from F0 = Qc Rc, G0 = Qd Rd."""
+    (F0, G0), (F1, G1) = old, new
+    F0, G0, F1, G1 = (a.astype(np.float64, copy=False) for a in (F0, G0, F1, G1))
+    if not all(np.isfinite(a).all() for a in (F0, G0, F1, G1)):
+        return np.inf
+    Ra = np.linalg.qr(np.hstack([F1, -F0]), mode="r")
+    Rb = np.linalg.qr(np.hstack([G1, G0]), mode="r")
+    Rc = np.linalg.qr(F0, mode="r")
+    Rd = np.linalg.qr(G0, mode="r")
+    base = float(np.linalg.norm(Rc @ Rd.T))
+    return float(np.linalg.norm(Ra @ Rb.T)) / base if base > 0 else np.inf
 
 
 def _factored_singular_values(F, G):
