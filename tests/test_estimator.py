@@ -199,7 +199,6 @@ SKIPPED_CHECKS = {
 
 
 def test_check_estimator():
-    pytest.importorskip("sklearn")
     from sklearn.base import clone
     from sklearn.utils.estimator_checks import check_estimator
 
@@ -213,3 +212,28 @@ def test_check_estimator():
     assert {"check_transformer_general", "check_fit_idempotent", "check_estimators_pickle",
             "check_n_features_in_after_fitting", "check_transformer_preserve_dtypes",
             "check_dtype_object", "check_complex_data"} <= ran
+
+
+# ------------------------------------------------------------------- real data
+def test_soft_impute_is_singular_value_thresholding_when_fully_observed():
+    from lowrank_core.experiments.realdata import soft_impute
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 15))
+    U, s, Vt = np.linalg.svd(X, full_matrices=False)
+    lam = float(s[4])
+    (lam_out, Z, rank, its), = soft_impute(X, np.ones(X.shape, bool), [lam])
+    np.testing.assert_allclose(Z, (U * np.maximum(s - lam, 0)) @ Vt, atol=1e-12)
+    assert rank == 4 and its == 2   # the second iterate repeats the first
+
+
+def test_inpainting_beats_soft_impute_on_a_small_camera():
+    """camera resized to 128 x 128, 70 % of the pixels removed: ALS at rank 20, reg 0.3,
+    against softImpute at its best lambda on a 36-value path (chosen by the PSNR on the
+    removed pixels themselves, which favours the baseline). Measured: 19.96 vs 19.75 dB."""
+    from lowrank_core.experiments.realdata import inpainting_run
+    run = inpainting_run(size=128, rank=20, reg=0.3, methods=("als",), n_lambdas=36,
+                         max_iter=300)
+    (method, value, _, _, _), = run["rows"]
+    si = run["soft_impute"]
+    assert si["psnr"] > 18.0          # the baseline works (column means give ~12 dB)
+    assert value > si["psnr"], (value, si["psnr"])
