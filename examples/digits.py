@@ -13,9 +13,10 @@ from lowrank_core.experiments.realdata import digits_run
 
 def main():
     run = digits_run(log=None)
-    print(f"{'rank':>4} {'held-out RMSE':>13} {'validation RMSE':>15} {'iterate':>7}  status")
-    for rank, held, val, best, status in run["rows"]:
-        print(f"{rank:4d} {held:13.4f} {val:15.4f} {best:7d}  {status}")
+    print(f"{'rank':>4} {'reg':>5} {'held-out RMSE':>13} {'validation RMSE':>15} "
+          f"{'iterate':>7}  status")
+    for rank, held, val, best, status, reg in run["rows"]:
+        print(f"{rank:4d} {reg:5g} {held:13.4f} {val:15.4f} {best:7d}  {status}")
     print(f"column-mean imputation: held-out RMSE {run['column_mean_rmse']:.4f}")
 
 
