@@ -157,8 +157,13 @@ class MatrixCompletion:
     reg : float
         lam >= 0, the ridge weight (``solve(reg=)``); lam > 0 for noisy data.
     center : bool
-        Only False is implemented (a jointly fitted mean is not done yet; True raises a
-        ValueError at fit).
+        True: fit a global mean mu jointly, (F G^T)_ij + mu for every entry (not a
+        precomputed mean, which would add a rank to an exactly low-rank matrix).
+        mu is eliminated exactly: for fixed factors the best mu is the mean residual,
+        so the solver runs on the centered operator C A, C = I - 1 1^T / m, with
+        y' = C y (one forward and one adjoint pass per evaluation instead of the fused
+        one; ALS then uses its conjugate-gradient half-steps). ``intercept_`` is mu.
+        Row/column biases (``center="biases"``) are not implemented (ValueError).
     max_iter : int
         Maximum iterations of the solver.
     tol : float
@@ -213,6 +218,8 @@ class MatrixCompletion:
         the numerical rank of the fit, useful with an over-parameterized rank.
     n_features_in_ : int
         n2.
+    intercept_ : float
+        The jointly fitted global mean mu (``center=True``), else 0.
     validation_entries_ : (rows, cols, values) or None
         The held-out observations (``validation_fraction``).
 
@@ -294,9 +301,9 @@ class MatrixCompletion:
         if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real) \
                 or not np.isfinite(reg) or reg < 0:
             raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
-        if self.center is not False:
-            raise ValueError(f"center={self.center!r} is not implemented yet (only "
-                             f"center=False); subtract a mean yourself meanwhile")
+        if not isinstance(self.center, (bool, np.bool_)):
+            raise ValueError(f"center must be True or False (center='biases', row and "
+                             f"column biases, is not implemented yet), got {self.center!r}")
         max_iter = _check_int(self.max_iter, "max_iter", 0)
         tol = self.tol
         if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) \
@@ -353,18 +360,23 @@ class MatrixCompletion:
                                  n_threads=self.n_threads), values[held])
             rows, cols, values = rows[kept], cols[kept], values[kept]
         op = EntryOperator(rows, cols, shape, dtype=dt, n_threads=self.n_threads)
+        y = values
+        if self.center:
+            op = _CenteredEntries(op)
+            y = values - values.mean(dtype=np.float64).astype(dt)
         init = self.init
         if self.warm_start and hasattr(self, "components_") \
                 and self.row_factors_.shape == (n1, rank) \
                 and self.components_.shape == (rank, n2) and self.row_factors_.dtype == dt:
             init = (self.row_factors_.copy(), self.components_.T.copy())
 
-        monitor = _Monitor(val, tol, patience)
-        res = solve(op, values, rank, method=self.method, init=init, max_iter=max_iter,
+        monitor = _Monitor(val, tol, patience, op if self.center else None, values)
+        res = solve(op, y, rank, method=self.method, init=init, max_iter=max_iter,
                     record=["loss", "residual", "time"], callback=monitor, seed=rng,
                     n_threads=self.n_threads, progress=bool(self.verbose), reg=reg)
         monitor.finish(res)
         F, G = res.factors
+        self.intercept_ = op.intercept(F, G, values) if self.center else 0.0
         self.row_factors_ = F
         self.components_ = np.ascontiguousarray(G.T)
         self.n_iter_ = int(res.n_iter)
@@ -395,6 +407,8 @@ class MatrixCompletion:
         self.fit(X, y)
         rows, cols, values, shape = _observations(X, self.row_factors_.dtype)
         out = self.row_factors_ @ self.components_
+        if self.intercept_:
+            out += out.dtype.type(self.intercept_)
         if self.keep_observed:
             out[rows, cols] = values
         return out
@@ -430,8 +444,12 @@ class MatrixCompletion:
         G = np.ascontiguousarray(self.components_.T)
         rows, cols, values, shape = _observations(X, G.dtype)
         self._check_features(shape[1])
-        Fn = _ridge_rows(rows, cols, values, shape[0], G, float(self.reg), self.n_threads)
+        mu = G.dtype.type(self.intercept_)
+        Fn = _ridge_rows(rows, cols, values - mu if mu else values, shape[0], G,
+                         float(self.reg), self.n_threads)
         out = Fn @ self.components_
+        if mu:
+            out += mu
         if self.keep_observed:
             out[rows, cols] = values
         return (out, Fn) if return_factors else out
@@ -466,7 +484,10 @@ class MatrixCompletion:
         if rows.min() < 0 or rows.max() >= n1 or cols.min() < 0 or cols.max() >= n2:
             raise ValueError(f"rows and cols must index the fitted {n1} x {n2} matrix")
         op = EntryOperator(rows, cols, (n1, n2), dtype=F.dtype, n_threads=self.n_threads)
-        return op.forward_factored(F, G)
+        out = op.forward_factored(F, G)
+        if self.intercept_:
+            out += out.dtype.type(self.intercept_)
+        return out
 
     def rmse(self, rows, cols, values):
         """sqrt(mean(((F G^T)[rows, cols] - values)^2)), the RMSE on the given entries."""
@@ -505,8 +526,9 @@ class _Monitor:
     turns that into "converged" / "early_stopped" and restores the best iterate.
     """
 
-    def __init__(self, val, tol, patience):
+    def __init__(self, val, tol, patience, centered=None, values=None):
         self.val, self.tol, self.patience = val, tol, patience
+        self.centered, self.values = centered, values
         self.scores = {}
         self.best_value = np.nan
         self.best_iteration = None
@@ -516,7 +538,10 @@ class _Monitor:
 
     def _validation(self, F, G):
         op, values = self.val
-        diff = op.forward_factored(F, G).astype(np.float64) - values
+        pred = op.forward_factored(F, G).astype(np.float64)
+        if self.centered is not None:
+            pred += self.centered.intercept(F, G, self.values)
+        diff = pred - values
         return float(np.sqrt(np.mean(diff * diff)))
 
     def _see(self, res):
@@ -567,6 +592,57 @@ class _Monitor:
             res["status"] = "converged"
             res["message"] = (f"converged at iteration {t}: the estimate F G^T moved by "
                               f"less than tol = {self.tol:g} relative")
+
+
+class _CenteredEntries:
+    r"""The operator C A for an EntryOperator A, C = I - 1 1^T / m (mean removal).
+
+    min over mu of 1/2 ||A(F G^T) + mu 1 - y||^2 is 1/2 ||C (A(F G^T) - y)||^2 at
+    mu = mean(y - A(F G^T)), so solving with C A and C y fits the global mean jointly
+    with the factors. C A(F G^T) is one factored forward pass and a mean; A^T C is the
+    adjoint. C is a projection, so A^T(C z) = A^T(z) for a mean-free residual z.
+    """
+
+    kind = "entries-centered"
+
+    def __init__(self, base):
+        self.base = base
+        self.shape, self.m, self.dtype = base.shape, base.m, base.dtype
+        self.n_threads = base.n_threads
+        self.symmetric = False
+
+    def _forward_factored_into(self, F, G, out):
+        self.base._forward_factored_into(F, G, out)
+        out -= out.mean(dtype=np.float64).astype(out.dtype)
+
+    def forward_factored(self, F, G):
+        out = np.empty(self.m, self.dtype)
+        self._forward_factored_into(F, G, out)
+        return out
+
+    def _residual_gradient_into(self, F, G, y, z, SG, StF):
+        self._forward_factored_into(F, G, z)
+        z -= y
+        self.base._adjoint_products_into(z, F, G, SG, StF)
+        zd = z.astype(np.float64, copy=False)
+        return 0.5 * float(np.dot(zd, zd))
+
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        self.base._adjoint_products_into(w - w.mean(dtype=np.float64).astype(w.dtype),
+                                         F, G, SG, StF)
+
+    def adjoint_operator(self, z):
+        z = np.asarray(z)
+        return self.base.adjoint_operator(z - z.mean(dtype=np.float64).astype(z.dtype))
+
+    def spectral_operator(self, y):
+        y = np.asarray(y)
+        return self.base.spectral_operator(y - y.mean(dtype=np.float64).astype(y.dtype))
+
+    def intercept(self, F, G, values) -> float:
+        """mu = mean(values - A(F G^T)), the optimal global mean for these factors."""
+        fit = self.base.forward_factored(F, G)
+        return float(np.mean(values.astype(np.float64) - fit))
 
 
 def _relative_change(old, new):

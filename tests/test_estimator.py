@@ -164,8 +164,6 @@ def test_params_clone_pickle_and_errors():
     X = np.where(mask, M, np.nan)
     with pytest.raises(ValueError, match="rank=70 exceeds"):
         lc.MatrixCompletion(rank=70).fit(X)
-    with pytest.raises(ValueError, match="center"):
-        lc.MatrixCompletion(center=True).fit(X)
     with pytest.raises(ValueError, match="infinity"):
         lc.MatrixCompletion(rank=2).fit(np.where(mask, np.inf, np.nan))
     with pytest.raises(ValueError, match="method"):
@@ -237,3 +235,29 @@ def test_inpainting_beats_soft_impute_on_a_small_camera():
     si = run["soft_impute"]
     assert si["psnr"] > 18.0          # the baseline works (column means give ~12 dB)
     assert value > si["psnr"], (value, si["psnr"])
+
+
+@pytest.mark.parametrize("method", ["als", "scaledgd", "gnmr"])
+def test_center_fits_the_mean_jointly(method):
+    """M = rank-3 + 5: with center=True rank 3 recovers it exactly and the intercept is 5
+    (a rank-3 fit without the mean cannot: M itself has rank 4)."""
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((60, 3)) @ rng.standard_normal((3, 40)) + 5.0
+    assert np.linalg.svd(M, compute_uv=False)[3] > 1.0
+    X = np.where(rng.random(M.shape) < 0.5, M, np.nan)
+    est = lc.MatrixCompletion(rank=3, method=method, center=True, tol=1e-12, max_iter=500,
+                              random_state=0)
+    out = est.fit_transform(X)
+    assert est.result_.status == "converged"
+    assert np.linalg.norm(out - M) / np.linalg.norm(M) < 1e-9
+    assert est.intercept_ == pytest.approx(5.0, abs=1e-9)
+    rows, cols = np.nonzero(np.isnan(X))
+    np.testing.assert_allclose(est.predict(rows, cols), M[rows, cols], atol=1e-7)
+    new = M[:3].copy()
+    new[:, ::2] = np.nan
+    np.testing.assert_allclose(est.transform(new), M[:3], atol=1e-7)
+    plain = lc.MatrixCompletion(rank=3, method=method, tol=1e-12, max_iter=500,
+                                random_state=0).fit_transform(X)
+    assert np.linalg.norm(plain - M) / np.linalg.norm(M) > 1e-2
+    with pytest.raises(ValueError, match="biases"):
+        lc.MatrixCompletion(center="biases").fit(X)
