@@ -25,6 +25,9 @@ STATUSES: dict[str, str] = {
                "method's direction: a stationary point of the method, or rounding level",
     "early_stopped": "MatrixCompletion: the validation RMSE did not improve for "
                      "n_iter_no_change iterations; the best validation iterate is returned",
+    "operator_failed": "the operator failed for good (a shard of a ShardedOperator lost "
+                       "and not rebuildable, or not answering within its timeout); the last "
+                       "evaluated iterate and the history so far are returned",
     "running": "intermediate result handed to a callback (never a final status)",
 }
 
