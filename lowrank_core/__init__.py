@@ -61,6 +61,7 @@ from ._kernels import simd_variant
 from ._threads import openmp_enabled
 from .distributed import ShardedOperator
 from .driver import solve
+from .estimator import MatrixCompletion
 from .operators import (
     DenseOperator,
     EntryOperator,
@@ -77,6 +78,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DenseOperator",
     "EntryOperator",
+    "MatrixCompletion",
     "MeasurementOperator",
     "Problem",
     "RankOneOperator",

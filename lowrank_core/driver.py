@@ -104,6 +104,7 @@ class _Settings:
     options: dict = field(default_factory=dict)
     seed: Any = None
     n_threads: int | None = None
+    reg: float = 0.0
 
 
 def _check_operator(operator):
@@ -222,12 +223,14 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
           tol: float | None = None, max_time: float | None = None, truth: TruthSpec = None,
           record: RecordSpec = None, callback: Callable[[SolveResult], Any] | None = None,
           seed: int | np.random.Generator | None = None, n_threads: int | None = None,
-          progress: bool = False, **method_options: Any) -> SolveResult:
+          progress: bool = False, reg: float = 0.0,
+          **method_options: Any) -> SolveResult:
     r"""Recover a low-rank matrix from y = A(M*) by a factored gradient method.
 
     Minimizes f(X) = 1/4 ||A(X X^T) - y||^2 over X (n, k) (``symmetric=True``, M* PSD)
     or f(F, G) = 1/2 ||A(F G^T) - y||^2 over F (n1, k), G (n2, k), with k = ``rank``
-    (k = rank(M*) exact, k > rank(M*) over-parameterized).
+    (k = rank(M*) exact, k > rank(M*) over-parameterized), plus with ``reg`` = lam > 0
+    the ridge lam/2 (||F||_F^2 + ||G||_F^2), resp. lam/2 ||X||_F^2 (symmetric).
 
     Parameters
     ----------
@@ -305,6 +308,19 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         operator's own setting). The operator itself is not modified.
     progress : bool
         Show a progress bar with the current residual (tqdm if installed).
+    reg : float
+        lam >= 0 (default 0), the ridge (Tikhonov) weight for noisy data: every method
+        minimizes f + lam/2 (||F||_F^2 + ||G||_F^2) (asymmetric) or
+        1/4 ||A(X X^T) - y||^2 + lam/2 ||X||_F^2 (symmetric, half the asymmetric ridge at
+        F = G = X, like the data term). The gradients, the exact line search (its quartic
+        gains lam (<F, D_F> + <G, D_G>) in the linear and lam (||D_F||^2 + ||D_G||^2) in
+        the quadratic coefficient) and therefore every preconditioned direction include
+        it; AGN's half-steps use (G^T G + lam I)^{-1}, ALS's half-steps are the exact
+        ridge solves (its ``damping`` is lam; passing both with different values is an
+        error), GNMR solves the regularized linearized least squares (LSQR ``damp``;
+        variant "setting" without warm start only). ``loss`` and the history include the
+        ridge; ``residual`` and ``tol`` stay the data residual (with lam > 0 it need not
+        reach tol). lam = 0 gives bit for bit the unregularized iterates.
     **method_options
         Method-specific options: onestep ``trigger`` (0.1), ``beta`` (sqrt ||F G^T||_2);
         scaledgd-lambda ``damping`` (0.01 ||A^T y||_2); precgd ``damping``
@@ -386,6 +402,14 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
     _check_option_names(method_options, rule_cls)
+    if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, (int, float, np.integer,
+                                                                  np.floating)) \
+            or not np.isfinite(reg) or reg < 0:
+        raise ValueError(f"reg (the ridge weight lambda) must be a finite number >= 0, "
+                         f"got {reg!r}")
+    reg = float(reg)
+    if reg:
+        method_options = rule_cls.check_reg(reg, dict(method_options))
     options = rule_cls.check_options(method_options)
     truth_obj = Truth(truth, operator.shape) if truth is not None else None
     names, every = parse_record(record, symmetric, truth_obj is not None)
@@ -394,7 +418,7 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
                          init_scale=init_scale, step=step, max_iter=max_iter, tol=tol,
                          max_time=max_time, truth=truth_obj, names=names, every=every,
                          callback=callback, progress=bool(progress), options=options,
-                         seed=seed, n_threads=n_threads)
+                         seed=seed, n_threads=n_threads, reg=reg)
     # The operator is not modified: its kernels resolve their thread count through
     # lowrank_core._threads, which honours this block.
     with thread_limit(n_threads):
@@ -415,7 +439,7 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
                                 f"(init={init if isinstance(init, str) else 'array'!r}); "
                                 "no iterate exists yet") from None
     try:
-        state = SolverState(operator, y, F0, G0, s.symmetric)
+        state = SolverState(operator, y, F0, G0, s.symmetric, s.reg)
         step = rule_cls.resolve_step(context) if s.step == "fixed" else s.step
         rule = rule_cls(state, step, s.options, context)
     except KeyboardInterrupt:
@@ -552,6 +576,8 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
             "max_time": max_time, "seed": seed if not isinstance(seed, np.random.Generator)
             else "Generator", "record": {"metrics": list(s.names), "every": s.every},
             "n_threads": getattr(operator, "n_threads", None)}
+    if s.reg:
+        used["reg"] = s.reg
     used.update(rule.options)
     history = recorder.history()
     for name, taken in rule.step_log.items():  # the step from iterate t to t + 1
@@ -585,7 +611,7 @@ class _SetupRule:
 def _interrupted_during_setup(operator, y, F0, G0, s: _Settings, t_init) -> SolveResult:
     """Status "interrupted" at the initial point (n_iter 0): Ctrl-C came after the initial
     factors but during the default step (or damping) computation."""
-    state = SolverState(operator, y, F0, G0, s.symmetric)
+    state = SolverState(operator, y, F0, G0, s.symmetric, s.reg)
     evaluated = False
     try:
         state.evaluate()

@@ -23,6 +23,8 @@ STATUSES: dict[str, str] = {
     "callback": "the callback raised StopIteration",
     "stalled": "the exact line search (step=\"auto\") found no decrease along the "
                "method's direction: a stationary point of the method, or rounding level",
+    "early_stopped": "MatrixCompletion: the validation RMSE did not improve for "
+                     "n_iter_no_change iterations; the best validation iterate is returned",
     "operator_failed": "the operator failed for good (a shard of a ShardedOperator lost "
                        "and not rebuildable, or not answering within its timeout); the last "
                        "evaluated iterate and the history so far are returned",

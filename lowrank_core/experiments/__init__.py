@@ -17,9 +17,11 @@ One module per paper (see ALGORITHMS.md of the project for what is confirmed abo
 * :mod:`.precgd` — seed 002, Zhang, Fattahi, Zhang, "Preconditioned gradient descent for
   over-parameterized nonconvex matrix factorization", NeurIPS 2021 / JMLR 24 (2023);
 
-plus :mod:`.demo` and the shared types and fits in :mod:`._common`. A new experiment is a
-function with ``@register(EXPERIMENTS, name, paper, summary)`` in its paper's module; a new
-paper is a module with its own ``EXPERIMENTS`` list and one entry in :data:`_PAPERS`.
+plus :mod:`.realdata` (camera inpainting against softImpute, digits with validation
+early stopping: data shipped by scikit-image and scikit-learn), :mod:`.demo` and the
+shared types and fits in :mod:`._common`. A new experiment is a function with
+``@register(EXPERIMENTS, name, paper, summary)`` in its paper's module; a new paper is
+a module with its own ``EXPERIMENTS`` list and one entry in :data:`_PAPERS`.
 
 Where the papers leave a constant unstated (m, eta, T, the alpha grid) the values here are
 ours and are listed in each experiment's ``setting``. Every run is seeded: the same command
@@ -31,7 +33,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import precgd, soltanolkotabi, xiong
+from . import precgd, realdata, soltanolkotabi, xiong
 from ._common import (
     Experiment,
     ExperimentResult,
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 #: The paper modules, in the order ``reproduce --list`` shows them.
-_PAPERS = (xiong, soltanolkotabi, precgd)
+_PAPERS = (xiong, soltanolkotabi, precgd, realdata)
 
 #: name -> :class:`Experiment`, every experiment of every paper.
 EXPERIMENTS: dict[str, Experiment] = {

@@ -36,9 +36,16 @@ class SolverState:
       (S G, S^T F) with S = A^T(z). Symmetric f = 1/4 ||A(X X^T) - y||^2:
       grad_F = grad_G = (S X + S^T X) / 2;
     * ``gram_F`` = F^T F and ``gram_G`` = G^T G when ``want_grams``.
+
+    With the ridge ``reg`` = lam > 0 the objective gains lam/2 (||F||_F^2 + ||G||_F^2)
+    (asymmetric) or lam/2 ||X||_F^2 (symmetric, i.e. half the asymmetric term at
+    F = G = X, as the data term 1/4 ||z||^2 is half of 1/2 ||z||^2), stored in
+    ``penalty``; :meth:`evaluate` adds lam F, lam G (lam X) to the gradients, so ``SG``
+    and ``StF`` then hold S G + lam F and S^T F + lam G. :meth:`residual_gradient` stays
+    the bare data term. lam = 0 leaves every operation as without the ridge.
     """
 
-    def __init__(self, operator, y, F0, G0, symmetric: bool):
+    def __init__(self, operator, y, F0, G0, symmetric: bool, reg: float = 0.0):
         self.operator = operator
         self.y = y
         self.symmetric = bool(symmetric)
@@ -65,6 +72,10 @@ class SolverState:
         self.gram_G = self.gram_F if symmetric else np.empty((k, k), dt)
         self.want_grams = False
         self.half_sq = np.nan
+        self.reg = float(reg)
+        self.penalty = 0.0
+        # scratch of the ridge's lam F / lam G (no allocation per iteration)
+        self._ridge = np.empty((max(self.n1, self.n2), k), dt) if self.reg else None
         self.n_evaluations = 0
         rg = getattr(operator, "_residual_gradient_into", None)
         if rg is None:  # duck-typed operator with only the public method
@@ -130,16 +141,41 @@ class SolverState:
         self.half_sq = self.residual_gradient(F, G)
         if self.symmetric:
             _steps.average(self.SG, self.StF, self.grad_sym)
+        if self.reg:
+            self.add_ridge(F, G)
         if self.want_grams:
             _steps.gram(F, self.gram_F)
             if not self.symmetric:
                 _steps.gram(G, self.gram_G)
         return self.half_sq
 
+    def add_ridge(self, F, G) -> None:
+        """Add the ridge's gradient and set ``penalty`` (lam > 0 only), O((n1 + n2) k).
+
+        Asymmetric: SG += lam F, StF += lam G, penalty = lam/2 (||F||^2 + ||G||^2).
+        Symmetric: grad_sym += lam X, penalty = lam/2 ||X||^2.
+        """
+        lam = self.reg
+        if self.symmetric:
+            self._add_scaled(self.grad_sym, F)
+            self.penalty = 0.5 * lam * _steps.norm(F) ** 2
+        else:
+            self._add_scaled(self.SG, F)
+            self._add_scaled(self.StF, G)
+            self.penalty = 0.5 * lam * (_steps.norm(F) ** 2 + _steps.norm(G) ** 2)
+
+    def _add_scaled(self, out, X) -> None:
+        """out += lam X through the preallocated scratch."""
+        tmp = self._ridge[: X.shape[0]]
+        np.multiply(X, self.reg, out=tmp)
+        np.add(out, tmp, out=out)
+
     @property
     def loss(self) -> float:
-        """The method's objective: 1/4 ||z||^2 (symmetric) or 1/2 ||z||^2 (asymmetric)."""
-        return 0.5 * self.half_sq if self.symmetric else self.half_sq
+        """The method's objective: 1/4 ||z||^2 (symmetric) or 1/2 ||z||^2 (asymmetric),
+        plus the ridge ``penalty`` when reg > 0."""
+        data = 0.5 * self.half_sq if self.symmetric else self.half_sq
+        return data + self.penalty if self.reg else data
 
     @property
     def residual(self) -> float:
@@ -287,6 +323,15 @@ class StepRule:
         out = dict(cls.option_defaults)
         out.update(options)
         return out
+
+    @classmethod
+    def check_reg(cls, reg: float, options: dict) -> dict:
+        """Reconcile ``solve(reg=lam)`` (lam > 0) with the method's raw options.
+
+        Gradient-based methods need nothing (the ridge enters through the gradient and
+        the line search); ALS and GNMR override this.
+        """
+        return options
 
     @classmethod
     def resolve_step(cls, context) -> float:

@@ -19,6 +19,9 @@ depend on F_{t+1}, so there is no joint direction to search, and the two quadrat
 searches cost one forward pass of width k each (less than one quartic search of width
 3k). History keeps both steps ("step" and "step_G"). ``step="fixed"`` is eta = 0.5 (their
 code), used for both half-steps. Default init: spectral.
+Ridge (``solve(reg=lam)``): the gradients carry lam F, lam G, the Gram matrices are
+damped, (G^T G + lam I)^{-1} (the Gauss-Newton step of the regularized half-problem), and
+the half-step searches include the ridge's quadratic; lam = 0 is the method above.
 Cost per iteration beyond the two residual gradients: O((n1 + n2) k^2 + k^3), compiled.
 """
 
@@ -61,12 +64,14 @@ class AlternatingGaussNewton(StepRule):
             self._searched_step()
             return
         s, eta, pre = self.state, self.step_size, self.pre
-        F_next = s.F_next
-        pre.step(s.F, s.SG, s.gram_G, 0.0, eta, F_next, pinv=True)
+        F_next, lam = s.F_next, s.reg
+        pre.step(s.F, s.SG, s.gram_G, lam, eta, F_next, pinv=True)
         # Second residual gradient at (F_{t+1}, G_t); overwrites z, SG, StF.
         s.residual_gradient(F_next, s.G)
+        if lam:
+            s.add_ridge(F_next, s.G)
         _steps.gram(F_next, s.gram_F)
-        pre.step(s.G, s.StF, s.gram_F, 0.0, eta, s.G_next, pinv=True)
+        pre.step(s.G, s.StF, s.gram_F, lam, eta, s.G_next, pinv=True)
         self.record_steps(eta, eta)
         s.advance()
 
@@ -75,13 +80,15 @@ class AlternatingGaussNewton(StepRule):
         D_F = S G (G^T G)^+, eta_F = <z, u> / <u, u> with u = A(D_F G^T); then at
         (F_{t+1}, G_t) D_G = S'^T F_{t+1} (F_{t+1}^T F_{t+1})^+, u' = A(F_{t+1} D_G^T)."""
         s, pre, ls = self.state, self.pre, self.line_search
-        F, G, F_next = s.F, s.G, s.F_next
-        pre.direction(s.SG, s.gram_G, 0.0, self._dir_F, pinv=True)
+        F, G, F_next, lam = s.F, s.G, s.F_next, s.reg
+        pre.direction(s.SG, s.gram_G, lam, self._dir_F, pinv=True)
         eta_F = self.searched(ls.search_first(F, G, self._dir_F), "F half-step")
         _steps.gd_step(F, self._dir_F, eta_F, F_next)
         s.residual_gradient(F_next, G)  # z, SG, StF at (F_{t+1}, G_t)
+        if lam:
+            s.add_ridge(F_next, G)
         _steps.gram(F_next, s.gram_F)
-        pre.direction(s.StF, s.gram_F, 0.0, self._dir_G, pinv=True)
+        pre.direction(s.StF, s.gram_F, lam, self._dir_G, pinv=True)
         eta_G = ls.search_second(F_next, G, self._dir_G)
         # A zero G step after a productive F step is not a stall: the F step moved.
         _steps.gd_step(G, self._dir_G, eta_G, s.G_next)

@@ -62,6 +62,12 @@ measurement, not block-diagonal. The only sparse operators that separate both wa
 one nonzero per A_i, i.e. weighted entries (y_i = a_i M[r_i, c_i]), which is completion
 with per-entry weights; the row kernel takes a single scale, so those also run CG.
 
+Ridge: ``solve(reg=lam)`` is this ``damping``: the half-steps above are then the exact
+block minimizations of the regularized objective 1/2 ||A(F G^T) - y||^2 + lam/2 (||F||^2 +
+||G||^2) that ``loss`` reports (``damping`` alone, the older spelling, damps the
+half-steps but leaves the reported loss unregularized; passing both with different values
+is an error).
+
 Asymmetric only: in the symmetric form X X^T the subproblem in X is quartic, not a
 least-squares problem. The default initialization is spectral (the AltMin analyses start
 there; a zero or tiny G makes the first half-step singular). ``step`` is unused.
@@ -165,6 +171,16 @@ class AlternatingLeastSquares(StepRule):
         opts["cg_max_iter"] = int(mi)
         return opts
 
+    @classmethod
+    def check_reg(cls, reg, options):
+        """reg is the ridge of the half-steps: damping = reg (a different damping: error)."""
+        d = options.get("damping")
+        if d is not None and not (isinstance(d, numbers.Real) and float(d) == reg):
+            raise ValueError(f"ALS got reg={reg!r} and damping={d!r}: both are the ridge "
+                             f"lambda of the half-steps; pass only reg")
+        options["damping"] = reg
+        return options
+
     def __init__(self, state, step, options, context):
         super().__init__(state, step, options, context)
         s = state
@@ -249,14 +265,15 @@ class AlternatingLeastSquares(StepRule):
         if lam:
             out += lam * D
 
-    def _cg_half_step(self, X, gradient, fixed, left, out) -> int:
-        """out <- argmin over the unknown factor, CG from X; gradient = H(X) - A^T(y) fixed."""
+    def _cg_half_step(self, X, gradient, fixed, left, out, ridged=False) -> int:
+        """out <- argmin over the unknown factor, CG from X; gradient = H(X) - A^T(y) fixed
+        (``ridged``: the gradient already holds lam X, the driver's regularized one)."""
         n = X.shape[0]
         R, P, HP = (self._cg[name][:n] for name in ("R", "P", "HP"))
         self.lam = lam = self.ridge_weight(fixed)
         out[...] = X
         np.negative(gradient, out=R)
-        if lam:
+        if lam and not ridged:
             R -= lam * X
         P[...] = R
         rr = float(np.vdot(R, R))
@@ -292,7 +309,7 @@ class AlternatingLeastSquares(StepRule):
             self.singular_rows.append(n_sing)
         else:
             # the driver's evaluation holds S G at (F, G): the F half-step's gradient
-            its = self._cg_half_step(s.F, s.SG, s.G, True, F_next)
+            its = self._cg_half_step(s.F, s.SG, s.G, True, F_next, ridged=bool(s.reg))
             self.ridge.append(self.lam)
             s.residual_gradient(F_next, s.G)          # S^T F_next at (F_next, G)
             its += self._cg_half_step(s.G, s.StF, F_next, False, G_next)

@@ -116,6 +116,8 @@ class OneStepGD(GradientDescent):
         G[...] = G @ Pg
         s.SG[...] = s.SG @ Pg      # S G_new
         s.StF[...] = s.StF @ Pf    # S^T F_new
+        if s.reg:  # the ridge's gradient and penalty change with F and G: re-evaluate
+            s.evaluate()
         self.rebalance_iteration = self._steps_done
         self.beta_used = beta
 

@@ -78,6 +78,13 @@ seeds at cond 10, OS 1.5 (median 42 iterations) and 20/20 at cond 1000, OS 2.5 (
 In the warm-started form the same absolute stopping rule ||r|| <= tol ||b|| + ... is kept
 by passing btol = tol ||b|| / ||z||.
 
+Ridge (``solve(reg=lam)``): the linearized problem gains the ridge of the new factors,
+min 1/2 ||J(U~, V~) - b||^2 + lam/2 (||U~||^2 + ||V~||^2) (symmetric: 1/4 ||.||^2 +
+lam/2 ||X~||^2), i.e. LSQR with ``damp`` = sqrt(lam) (symmetric sqrt(2 lam)); that is the
+Gauss-Newton step of the regularized objective only where the unknowns ARE the new
+factors: variant "setting" (alpha = 1) without ``warm_start``. Other variants and the
+warm start raise a ValueError with lam > 0.
+
 ``step`` eta (default 1, the paper) damps the update: X <- X + eta (X_GN - X).
 ``result.lsqr_iterations`` and ``result.lsqr_stop`` hold each outer iteration's inner
 iteration count and LSQR stop reason (``istop``). On completion, rows and columns with
@@ -299,6 +306,16 @@ class GNMR(StepRule):
                              f"'factors' (U' V'^T), got {opts['estimate']!r}")
         return opts
 
+    @classmethod
+    def check_reg(cls, reg, options):
+        """The ridge needs the unknowns to be the new factors: "setting", no warm start."""
+        if options.get("variant", "setting") != "setting" or options.get("warm_start"):
+            raise ValueError("GNMR with reg > 0 supports only variant='setting' with "
+                             "warm_start=False (the regularized linearized least squares in "
+                             "the new factors, LSQR damp = sqrt(reg)); drop variant/warm_start "
+                             "or use another method")
+        return options
+
     def __init__(self, state, step, options, context):
         super().__init__(state, step, options, context)
         self.alpha = VARIANTS[self.options["variant"]]
@@ -360,7 +377,8 @@ class GNMR(StepRule):
                 else:
                     F_gn, G_gn = F + dF, G + dG
         else:
-            sol, istop, itn, r1 = lsqr(jac.linear_operator, b, atol=tol, btol=tol,
+            damp = float(np.sqrt((2.0 if s.symmetric else 1.0) * s.reg))
+            sol, istop, itn, r1 = lsqr(jac.linear_operator, b, damp=damp, atol=tol, btol=tol,
                                        iter_lim=maxit)[:4]
             keep = 0.5 * (1.0 - alpha)
             F_gn = keep * F + sol[:nF].reshape(s.n1, k)

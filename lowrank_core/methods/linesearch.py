@@ -16,6 +16,13 @@ Symmetric X - eta D: the same with u = A(D X^T + X D^T), v = A(D D^T) (the 1/4
 normalization of the symmetric loss scales f, not its minimizer). One factor only
 (AGN's half-steps): v = 0 and f is a quadratic, minimized at eta = z.u / u.u.
 
+Ridge (``solve(reg=lam)``, :class:`~lowrank_core.methods.SolverState`): the loss gains
+lam/2 (||F - eta D_F||^2 + ||G - eta D_G||^2), a quadratic in eta, so the quartic keeps its
+form with z.u + lam (<F, D_F> + <G, D_G>) in place of z.u and u.u + lam (||D_F||^2 +
+||D_G||^2) in place of u.u (symmetric, in the normalization 1/2 ||.||^2 of the data term:
+2 lam <X, D> and 2 lam ||D||^2; one factor: lam <F, D_F> and lam ||D_F||^2). lam = 0 adds
+nothing (the same floats as without the ridge).
+
 The step is the minimizer of f over [0, eta_max] (the real roots of the cubic f' inside
 the interval and the end point eta_max, compared by f), with the **cap**
 
@@ -241,7 +248,16 @@ class LineSearch:
             factor_sq, direction_sq = _sq(F), _sq(D_F)
         else:
             factor_sq, direction_sq = _sq(F) + _sq(G), _sq(D_F) + _sq(D_G)
-        return quartic_step(float(zu), float(uu), float(zv), float(uv), float(vv),
+        zu, uu = float(zu), float(uu)
+        lam = self.state.reg
+        if lam:  # the ridge's quadratic in eta (module docstring)
+            if self.state.symmetric:
+                zu += 2.0 * lam * _dot(F, D_F)
+                uu += 2.0 * lam * direction_sq
+            else:
+                zu += lam * (_dot(F, D_F) + _dot(G, D_G))
+                uu += lam * direction_sq
+        return quartic_step(zu, uu, float(zv), float(uv), float(vv),
                             self._eta_max(factor_sq, direction_sq))
 
     def search_first(self, F, G, D_F) -> float:
@@ -252,13 +268,23 @@ class LineSearch:
         """
         zu, uu = self._quadratic_products(F, G, D_F, None)
         self.n_searches += 1
+        zu, uu = self._ridge_terms(zu, uu, F, D_F)
         return quadratic_step(zu, uu, self._eta_max(_sq(F), _sq(D_F)))
 
     def search_second(self, F, G, D_G) -> float:
         """Exact step along G - eta D_G with F fixed: u = A(F D_G^T), f quadratic."""
         zu, uu = self._quadratic_products(F, G, None, D_G)
         self.n_searches += 1
+        zu, uu = self._ridge_terms(zu, uu, G, D_G)
         return quadratic_step(zu, uu, self._eta_max(_sq(G), _sq(D_G)))
+
+    def _ridge_terms(self, zu, uu, X, D):
+        """One factor X - eta D under the ridge: z.u + lam <X, D>, u.u + lam ||D||^2."""
+        lam = self.state.reg
+        if lam:
+            zu += lam * _dot(X, D)
+            uu += lam * _sq(D)
+        return zu, uu
 
     def _quadratic_products(self, F, G, D_F, D_G) -> tuple:
         """(z.u, u.u) for u = A(D_F G^T) (D_G None) or u = A(F D_G^T) (D_F None)."""
@@ -272,6 +298,11 @@ class LineSearch:
         else:
             self._fwd(F, D_G, u)
         return float(np.dot(z, u)), float(np.dot(u, u))
+
+
+def _dot(A, B) -> float:
+    """<A, B> (BLAS dot on the flat views; both C-contiguous)."""
+    return float(np.dot(A.reshape(-1), B.reshape(-1)))
 
 
 def _sq(A) -> float:

@@ -1,0 +1,694 @@
+r"""Matrix completion as an estimator: :class:`MatrixCompletion`.
+
+A thin scikit-learn-style layer over :func:`lowrank_core.solve` on an
+:class:`~lowrank_core.EntryOperator` with unit scale: it fits rank-k factors F (n1, k),
+G (n2, k) to the observed entries Omega of a matrix X by minimizing
+
+    1/2 sum_{(i, j) in Omega} ((F G^T)_ij - X_ij)^2 + reg/2 (||F||_F^2 + ||G||_F^2),
+
+optionally holding out a share of the observations to stop on the validation RMSE, and
+completes new rows with G fixed (fold-in). scikit-learn is not needed; when it is
+installed the estimator follows its conventions (``get_params``/``set_params``,
+``clone``, ``check_estimator``; see docs/estimator.rst for the checks that apply).
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _kernels
+from ._validation import check_random_state
+from .driver import solve
+from .methods import METHODS
+from .methods.als import _Grouping, _index_type, _row_bounds
+from .operators import EntryOperator
+
+__all__ = ["EFFECTIVE_RANK_RTOL", "MatrixCompletion", "NotFittedError"]
+
+#: ``effective_rank_`` counts the singular values of F G^T above this times the largest.
+EFFECTIVE_RANK_RTOL = 1e-3
+
+try:  # scikit-learn's NotFittedError when it is installed (its checks expect that class)
+    from sklearn.exceptions import NotFittedError
+except ImportError:  # pragma: no cover - depends on the environment
+    class NotFittedError(ValueError, AttributeError):
+        """The estimator is used before ``fit``."""
+
+
+# ---------------------------------------------------------------------- input parsing
+def _float_dtype(dt, requested):
+    """The working dtype: ``requested`` if given, float32 for float32 (and float16) input,
+    else float64 (integers, bools, float64)."""
+    if requested is not None:
+        requested = np.dtype(requested)
+        if requested not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be None, float32 or float64, got {requested}")
+        return requested
+    return np.dtype(np.float32) if dt in (np.float16, np.float32) else np.dtype(np.float64)
+
+
+def _check_values(values, name):
+    if np.iscomplexobj(values):
+        raise ValueError(f"{name} is complex: Complex data not supported (pass the real "
+                         f"part or the modulus)")
+    return values
+
+
+def _observations(X, requested_dtype=None, name="X"):
+    """(rows, cols, values, shape) of the observations in X; values in the working dtype.
+
+    X: dense array-like with NaN for missing entries, a scipy.sparse matrix/array (every
+    stored entry is an observation, explicit zeros included), or a tuple
+    (rows, cols, values, shape).
+    """
+    if isinstance(X, tuple):
+        if len(X) != 4:
+            raise ValueError(f"{name} as a tuple must be (rows, cols, values, shape), got a "
+                             f"tuple of length {len(X)}")
+        rows, cols, values, shape = X
+        try:
+            n1, n2 = (int(s) for s in shape)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: shape must be a pair (n1, n2), got {shape!r}") from exc
+        values = _check_values(np.asarray(values), f"{name} values")
+        if values.dtype == object:
+            values = values.astype(np.float64)
+        dt = _float_dtype(values.dtype, requested_dtype)
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        if not (rows.ndim == cols.ndim == values.ndim == 1
+                and rows.shape == cols.shape == values.shape):
+            raise ValueError(f"{name}: rows, cols and values must be 1-D of one length, got "
+                             f"shapes {rows.shape}, {cols.shape}, {values.shape}")
+        values = values.astype(dt, copy=True)
+    elif sp.issparse(X):
+        coo = X.tocoo()
+        values = _check_values(coo.data, f"{name}.data")
+        dt = _float_dtype(values.dtype, requested_dtype)
+        rows, cols, values = coo.row, coo.col, values.astype(dt, copy=True)
+        n1, n2 = coo.shape
+    else:
+        if isinstance(X, (str, bytes)) or X is None:
+            raise TypeError(f"{name} must be a 2-D array with NaN for missing entries, a "
+                            f"scipy.sparse matrix or (rows, cols, values, shape); got "
+                            f"{type(X).__name__}")
+        arr = _check_values(np.asarray(X), name)
+        if arr.dtype == object:
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} must hold numbers (NaN for missing entries): "
+                                f"{exc}") from exc
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (rows x columns, NaN for missing entries), "
+                             f"got shape {arr.shape}. Reshape your data: a single row is "
+                             f"X.reshape(1, -1)")
+        dt = _float_dtype(arr.dtype, requested_dtype)
+        arr = arr.astype(dt, copy=False)
+        n1, n2 = arr.shape
+        observed = ~np.isnan(arr)
+        rows, cols = np.nonzero(observed)
+        values = np.ascontiguousarray(arr[observed])
+    if n1 < 1 or n2 < 1:
+        raise ValueError(f"{name} has shape ({n1}, {n2}): it needs at least one row and "
+                         f"one column (found array with {n2} feature(s) (shape=({n1}, {n2})) "
+                         f"while a minimum of 1 is required)")
+    if values.size and not np.isfinite(values).all():
+        raise ValueError(f"{name} contains infinity (or NaN as a stored value): only a NaN "
+                         f"in a dense array marks a missing entry; replace the infinite "
+                         f"values")
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n1 or cols.min() < 0
+                      or cols.max() >= n2):
+        raise ValueError(f"{name}: row/column indices must lie in [0, {n1}) x [0, {n2})")
+    return rows, cols, values, (int(n1), int(n2))
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+            or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------- estimator
+class MatrixCompletion:
+    r"""Low-rank matrix completion with an estimator interface (fit / transform / predict).
+
+    Fits F (n1, k), G (n2, k) minimizing
+    1/2 sum_Omega ((F G^T)_ij - X_ij)^2 + reg/2 (||F||_F^2 + ||G||_F^2) over the observed
+    entries Omega (the training share of them when ``validation_fraction`` is set) with
+    :func:`lowrank_core.solve` on an :class:`~lowrank_core.EntryOperator` of unit scale.
+
+    Parameters
+    ----------
+    rank : int
+        k, the number of factor columns (1 <= k <= min(n1, n2)).
+    method : str
+        Any method of :func:`lowrank_core.solve` (default "als": exact ridge half-steps,
+        one k x k solve per row and column).
+    reg : float
+        lam >= 0, the ridge weight (``solve(reg=)``); lam > 0 for noisy data.
+    center : bool
+        True: fit a global mean mu jointly, (F G^T)_ij + mu for every entry (not a
+        precomputed mean, which would add a rank to an exactly low-rank matrix).
+        mu is eliminated exactly: for fixed factors the best mu is the mean residual,
+        so the solver runs on the centered operator C A, C = I - 1 1^T / m, with
+        y' = C y (one forward and one adjoint pass per evaluation instead of the fused
+        one; ALS then uses its conjugate-gradient half-steps). ``intercept_`` is mu.
+        Row/column biases (``center="biases"``) are not implemented (ValueError).
+    max_iter : int
+        Maximum iterations of the solver.
+    tol : float
+        Stop (status "converged") when one iteration moves the estimate by less than tol
+        relative, ||F_t G_t^T - F_{t-1} G_{t-1}^T||_F <= tol ||F_{t-1} G_{t-1}^T||_F
+        (computed from the factors, O((n1 + n2) k^2)), or when the solver's
+        relative residual reaches its own default tolerance.
+    validation_fraction : float in (0, 1), optional
+        Hold out this share of the observations (uniformly at random), record their RMSE
+        in ``history_["validation_rmse"]``, keep the iterate with the smallest one.
+    n_iter_no_change : int
+        With validation: stop (status "early_stopped") after this many iterations
+        without a new smallest validation RMSE.
+    init : None, str, (F, G)
+        Initialization of :func:`lowrank_core.solve` (None: the method's own).
+    dtype : None, float32 or float64
+        Working precision; None follows the input (float32 stays float32, other input
+        becomes float64).
+    n_threads : int, optional
+        OpenMP threads of the kernels.
+    random_state : None, int or numpy Generator
+        Seeds the validation split and the initialization.
+    verbose : bool
+        Show the solver's progress bar.
+    warm_start : bool
+        Start ``fit`` from the previous fit's factors when the shape and rank match.
+    keep_observed : bool
+        ``transform``/``fit_transform`` return the observed entries as given (True,
+        imputation) or replaced by the fit (False).
+
+    Attributes
+    ----------
+    components_ : ndarray (k, n2)
+        G^T, the column factors (``transform`` projects new rows on them).
+    row_factors_ : ndarray (n1, k)
+        F, the training rows' factors.
+    n_iter_ : int
+        Iterations done.
+    history_ : History
+        The solver's history (loss, residual, time) plus ``validation_rmse``.
+    result_ : SolveResult
+        The solver's result (status "early_stopped" when validation stopped it); its
+        factors are the returned (best) iterate.
+    best_iteration_ : int
+        Iteration of the returned iterate (the best validation one, or the last).
+    validation_rmse_ : float
+        Validation RMSE of the returned iterate (NaN without validation).
+    singular_values_ : ndarray (k,)
+        Singular values of F G^T (from thin QRs of F and G and a k x k SVD).
+    effective_rank_ : int
+        Number of singular values above ``EFFECTIVE_RANK_RTOL`` (1e-3) times the largest:
+        the numerical rank of the fit, useful with an over-parameterized rank.
+    n_features_in_ : int
+        n2.
+    intercept_ : float
+        The jointly fitted global mean mu (``center=True``), else 0.
+    validation_entries_ : (rows, cols, values) or None
+        The held-out observations (``validation_fraction``).
+
+    Notes
+    -----
+    Cost: the solver's per iteration (ALS: about 2 m k (k + 3) + (n1 + n2) k^3 / 3 flops);
+    ``predict`` O(k) per entry; ``fold_in`` O(m_new k^2 + n_new k^3).
+    """
+
+    def __init__(self, rank=10, method="als", reg=0.0, center=False, max_iter=100,
+                 tol=1e-6, validation_fraction=None, n_iter_no_change=10, init=None,
+                 dtype=None, n_threads=None, random_state=None, verbose=False,
+                 warm_start=False, keep_observed=True):
+        self.rank = rank
+        self.method = method
+        self.reg = reg
+        self.center = center
+        self.max_iter = max_iter
+        self.tol = tol
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.init = init
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.keep_observed = keep_observed
+
+    # ------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep=True):
+        """The constructor parameters as a dict (scikit-learn's convention)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Set constructor parameters; unknown names are a ValueError. Returns self."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for MatrixCompletion; valid "
+                                 f"parameters: {', '.join(sorted(valid))}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = []
+        for name in self._param_names():
+            value = getattr(self, name)
+            default = defaults[name].default
+            same = value is default
+            if not same:
+                try:
+                    same = bool(value == default)
+                except Exception:
+                    same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"MatrixCompletion({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(preserves_dtype=["float64", "float32"]),
+                    input_tags=InputTags(allow_nan=True, sparse=True))
+
+    # ------------------------------------------------------------ validation
+    def _checked(self):
+        if not isinstance(self.method, str) or self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got "
+                             f"{self.method!r}")
+        rank = _check_int(self.rank, "rank", 1)
+        reg = self.reg
+        if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real) \
+                or not np.isfinite(reg) or reg < 0:
+            raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+        if not isinstance(self.center, (bool, np.bool_)):
+            raise ValueError(f"center must be True or False (center='biases', row and "
+                             f"column biases, is not implemented yet), got {self.center!r}")
+        max_iter = _check_int(self.max_iter, "max_iter", 0)
+        tol = self.tol
+        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) \
+                or not 0 < tol < 1:
+            raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+        vf = self.validation_fraction
+        if vf is not None and (isinstance(vf, (bool, np.bool_))
+                               or not isinstance(vf, numbers.Real) or not 0 < vf < 1):
+            raise ValueError(f"validation_fraction must be None or in (0, 1), got {vf!r}")
+        patience = _check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        return rank, float(reg), max_iter, float(tol), vf, patience
+
+    def _check_fitted(self):
+        if not hasattr(self, "components_"):
+            raise NotFittedError("this MatrixCompletion instance is not fitted yet; call "
+                                 "fit(X) first")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Fit the factors to the observed entries of X.
+
+        Parameters
+        ----------
+        X : ndarray (n1, n2) with NaN for missing entries, scipy.sparse matrix (stored
+            entries are the observations, explicit zeros included) or
+            (rows, cols, values, shape)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        rank, reg, max_iter, tol, vf, patience = self._checked()
+        rows, cols, values, shape = _observations(X, self.dtype)
+        n1, n2 = shape
+        if rank > min(n1, n2):
+            raise ValueError(f"rank={rank} exceeds min(n_rows, n_columns) = {min(n1, n2)} "
+                             f"of X with shape {shape} (n_samples = {n1}, n_features = "
+                             f"{n2}); pass a smaller rank")
+        if values.size == 0:
+            raise ValueError("X has no observed entries (all NaN / no stored entries)")
+        dt = values.dtype
+        rng = check_random_state(self.random_state)
+        val = None
+        if vf is not None:
+            n_val = int(round(vf * values.size))
+            if not 1 <= n_val < values.size:
+                raise ValueError(f"validation_fraction={vf} of {values.size} observations "
+                                 f"holds out {n_val}: need at least one validation and one "
+                                 f"training entry")
+            perm = rng.permutation(values.size)
+            held, kept = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            val = (EntryOperator(rows[held], cols[held], shape, dtype=dt,
+                                 n_threads=self.n_threads), values[held])
+            rows, cols, values = rows[kept], cols[kept], values[kept]
+        op = EntryOperator(rows, cols, shape, dtype=dt, n_threads=self.n_threads)
+        y = values
+        if self.center:
+            op = _CenteredEntries(op)
+            y = values - values.mean(dtype=np.float64).astype(dt)
+        init = self.init
+        if self.warm_start and hasattr(self, "components_") \
+                and self.row_factors_.shape == (n1, rank) \
+                and self.components_.shape == (rank, n2) and self.row_factors_.dtype == dt:
+            init = (self.row_factors_.copy(), self.components_.T.copy())
+
+        monitor = _Monitor(val, tol, patience, op if self.center else None, values)
+        res = solve(op, y, rank, method=self.method, init=init, max_iter=max_iter,
+                    record=["loss", "residual", "time"], callback=monitor, seed=rng,
+                    n_threads=self.n_threads, progress=bool(self.verbose), reg=reg)
+        monitor.finish(res)
+        F, G = res.factors
+        self.intercept_ = op.intercept(F, G, values) if self.center else 0.0
+        self.row_factors_ = F
+        self.components_ = np.ascontiguousarray(G.T)
+        self.n_iter_ = int(res.n_iter)
+        self.best_iteration_ = monitor.best_iteration
+        self.validation_rmse_ = monitor.best_value
+        self.history_ = res.history
+        self.result_ = res
+        self.n_features_in_ = n2
+        self.shape_ = shape
+        self.singular_values_ = _factored_singular_values(F, G)
+        s = self.singular_values_
+        self.effective_rank_ = int(np.sum(s > EFFECTIVE_RANK_RTOL * s[0])) if s[0] > 0 else 0
+        self.validation_entries_ = None if val is None else \
+            (np.asarray(val[0].rows), np.asarray(val[0].cols), val[1])
+        return self
+
+    # --------------------------------------------------------------- outputs
+    def _check_features(self, n2):
+        if n2 != self.n_features_in_:
+            raise ValueError(f"X has {n2} features, but MatrixCompletion is expecting "
+                             f"{self.n_features_in_} features as input")
+
+    def fit_transform(self, X, y=None):
+        """Fit, then return the completed training matrix F G^T (n1, n2).
+
+        Observed entries keep their given values when ``keep_observed`` (all of them,
+        validation entries included)."""
+        self.fit(X, y)
+        rows, cols, values, shape = _observations(X, self.row_factors_.dtype)
+        out = self.row_factors_ @ self.components_
+        if self.intercept_:
+            out += out.dtype.type(self.intercept_)
+        if self.keep_observed:
+            out[rows, cols] = values
+        return out
+
+    def transform(self, X):
+        """Complete the rows of X (n_new, n2) with G fixed: :meth:`fold_in`.
+
+        At a fitted point (F minimizes the objective for its G) ``transform`` of the
+        training matrix equals ``fit_transform``'s output."""
+        return self.fold_in(X)
+
+    def fold_in(self, X, return_factors=False):
+        """Complete new rows with the fitted column factors G held fixed.
+
+        Row i's factor is the ridge least-squares solution over its observed columns O_i,
+        f_i = (G_Oi^T G_Oi + reg I)^{-1} G_Oi^T x_Oi (minimal-norm pseudo-inverse solution
+        when singular, 0 for a row without observations), computed by the same compiled
+        row-solve kernel as alternating least squares (``lowrank_core._als.solve_rows``).
+
+        Parameters
+        ----------
+        X : ndarray (n_new, n2) with NaN, scipy.sparse or (rows, cols, values, shape)
+        return_factors : bool
+            Also return the new rows' factors (n_new, k).
+
+        Returns
+        -------
+        completed : ndarray (n_new, n2)
+            f_i G^T, with the observed entries as given when ``keep_observed``.
+        factors : ndarray (n_new, k), only with ``return_factors``
+        """
+        self._check_fitted()
+        G = np.ascontiguousarray(self.components_.T)
+        rows, cols, values, shape = _observations(X, G.dtype)
+        self._check_features(shape[1])
+        mu = G.dtype.type(self.intercept_)
+        Fn = _ridge_rows(rows, cols, values - mu if mu else values, shape[0], G,
+                         float(self.reg), self.n_threads)
+        out = Fn @ self.components_
+        if mu:
+            out += mu
+        if self.keep_observed:
+            out[rows, cols] = values
+        return (out, Fn) if return_factors else out
+
+    def predict(self, rows, cols=None):
+        """Entries of the fit, (F G^T)[rows, cols], in O(k) each (no matrix formed).
+
+        With one 2-D argument X (n_new, n2) instead: the model's completion of X's rows,
+        fold-in with every entry predicted (observed ones replaced by the fit).
+        """
+        self._check_fitted()
+        if cols is None:
+            if isinstance(rows, tuple) or sp.issparse(rows) or np.ndim(rows) == 2:
+                keep = self.keep_observed
+                try:
+                    self.keep_observed = False
+                    return self.fold_in(rows)
+                finally:
+                    self.keep_observed = keep
+            raise ValueError(f"predict needs (rows, cols) index arrays, or one 2-D matrix "
+                             f"of new rows; got a single argument of shape {np.shape(rows)}. "
+                             f"Reshape your data: X.reshape(1, -1) for a single row")
+        rows = np.asarray(rows)
+        cols = np.asarray(cols)
+        if rows.shape != cols.shape or rows.ndim != 1 or not (
+                np.issubdtype(rows.dtype, np.integer) and np.issubdtype(cols.dtype, np.integer)):
+            raise ValueError("rows and cols must be 1-D integer arrays of one length")
+        F, G = self.row_factors_, np.ascontiguousarray(self.components_.T)
+        n1, n2 = F.shape[0], G.shape[0]
+        if rows.size == 0:
+            return np.empty(0, F.dtype)
+        if rows.min() < 0 or rows.max() >= n1 or cols.min() < 0 or cols.max() >= n2:
+            raise ValueError(f"rows and cols must index the fitted {n1} x {n2} matrix")
+        op = EntryOperator(rows, cols, (n1, n2), dtype=F.dtype, n_threads=self.n_threads)
+        out = op.forward_factored(F, G)
+        if self.intercept_:
+            out += out.dtype.type(self.intercept_)
+        return out
+
+    def rmse(self, rows, cols, values):
+        """sqrt(mean(((F G^T)[rows, cols] - values)^2)), the RMSE on the given entries."""
+        pred = self.predict(rows, cols)
+        values = np.asarray(values, dtype=pred.dtype)
+        if values.shape != pred.shape:
+            raise ValueError("values must have the length of rows and cols")
+        diff = pred.astype(np.float64) - values
+        return float(np.sqrt(np.mean(diff * diff)))
+
+    def score(self, X, y=None):
+        """MINUS the RMSE of the fit on the observed entries of X (greater is better,
+        scikit-learn's convention; :meth:`rmse` gives the RMSE itself).
+
+        X is indexed like the training matrix: a (rows, cols, values) or
+        (rows, cols, values, shape) tuple, a scipy.sparse matrix or a dense array with
+        NaN, of the training shape (e.g. held-out entries)."""
+        self._check_fitted()
+        if isinstance(X, tuple) and len(X) == 3:
+            return -self.rmse(*X)
+        rows, cols, values, shape = _observations(X, self.row_factors_.dtype)
+        self._check_features(shape[1])
+        if shape != self.shape_:
+            raise ValueError(f"score(X) compares entries of the fitted matrix: X must have "
+                             f"its shape {self.shape_}, got {shape} (for new rows use "
+                             f"transform / fold_in)")
+        return -self.rmse(rows, cols, values)
+
+
+# ---------------------------------------------------------------------- helpers
+class _Monitor:
+    """solve's callback: objective-decrease stopping and the validation early stopping.
+
+    Records the validation RMSE of every iterate it sees, keeps a copy of the best one's
+    factors, raises StopIteration (solve's status "callback") on a stop; :meth:`finish`
+    turns that into "converged" / "early_stopped" and restores the best iterate.
+    """
+
+    def __init__(self, val, tol, patience, centered=None, values=None):
+        self.val, self.tol, self.patience = val, tol, patience
+        self.centered, self.values = centered, values
+        self.scores = {}
+        self.best_value = np.nan
+        self.best_iteration = None
+        self.best = None
+        self.previous = None
+        self.reason = None
+
+    def _validation(self, F, G):
+        op, values = self.val
+        pred = op.forward_factored(F, G).astype(np.float64)
+        if self.centered is not None:
+            pred += self.centered.intercept(F, G, self.values)
+        diff = pred - values
+        return float(np.sqrt(np.mean(diff * diff)))
+
+    def _see(self, res):
+        t = int(res["n_iter"])
+        F, G = res["F"], res["G"]
+        v = self._validation(F, G)
+        self.scores[t] = v
+        if self.best_iteration is None or v < self.best_value:
+            self.best_value, self.best_iteration = v, t
+            self.best = (F.copy(), G.copy(), float(res["loss"]), float(res["residual"]))
+
+    def __call__(self, res):
+        t = int(res["n_iter"])
+        if self.val is not None:
+            self._see(res)
+            if t - self.best_iteration >= self.patience:
+                self.reason = "early_stopped"
+                raise StopIteration
+        F, G = res["F"], res["G"]
+        prev, self.previous = self.previous, (F, G)
+        if prev is not None and _relative_change(prev, (F, G)) <= self.tol:
+            self.reason = "converged"
+            raise StopIteration
+
+    def finish(self, res):
+        t = int(res.n_iter)
+        if self.val is not None:
+            if t not in self.scores and np.all(np.isfinite(res.factors[0])):
+                self._see(res)
+            it = np.asarray(res.history["iteration"], dtype=np.int64)
+            res.history["validation_rmse"] = np.array(
+                [self.scores.get(int(i), np.nan) for i in it], dtype=np.float64)
+            if self.best is not None and self.best_iteration != t:
+                F, G, loss, residual = self.best
+                res["F"], res["G"] = F, G
+                res["loss"], res["residual"] = loss, residual
+            res["best_iteration"] = self.best_iteration
+            res["validation_rmse"] = self.best_value
+        else:
+            self.best_iteration = t
+        if res.status == "callback" and self.reason == "early_stopped":
+            res["status"] = "early_stopped"
+            res["message"] = (f"early stopped at iteration {t}: no smaller validation RMSE "
+                              f"for {self.patience} iterations; returning iterate "
+                              f"{self.best_iteration} (validation RMSE "
+                              f"{self.best_value:.4g})")
+        elif res.status == "callback" and self.reason == "converged":
+            res["status"] = "converged"
+            res["message"] = (f"converged at iteration {t}: the estimate F G^T moved by "
+                              f"less than tol = {self.tol:g} relative")
+
+
+class _CenteredEntries:
+    r"""The operator C A for an EntryOperator A, C = I - 1 1^T / m (mean removal).
+
+    min over mu of 1/2 ||A(F G^T) + mu 1 - y||^2 is 1/2 ||C (A(F G^T) - y)||^2 at
+    mu = mean(y - A(F G^T)), so solving with C A and C y fits the global mean jointly
+    with the factors. C A(F G^T) is one factored forward pass and a mean; A^T C is the
+    adjoint. C is a projection, so A^T(C z) = A^T(z) for a mean-free residual z.
+    """
+
+    kind = "entries-centered"
+
+    def __init__(self, base):
+        self.base = base
+        self.shape, self.m, self.dtype = base.shape, base.m, base.dtype
+        self.n_threads = base.n_threads
+        self.symmetric = False
+
+    def _forward_factored_into(self, F, G, out):
+        self.base._forward_factored_into(F, G, out)
+        out -= out.mean(dtype=np.float64).astype(out.dtype)
+
+    def forward_factored(self, F, G):
+        out = np.empty(self.m, self.dtype)
+        self._forward_factored_into(F, G, out)
+        return out
+
+    def _residual_gradient_into(self, F, G, y, z, SG, StF):
+        self._forward_factored_into(F, G, z)
+        z -= y
+        self.base._adjoint_products_into(z, F, G, SG, StF)
+        zd = z.astype(np.float64, copy=False)
+        return 0.5 * float(np.dot(zd, zd))
+
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        self.base._adjoint_products_into(w - w.mean(dtype=np.float64).astype(w.dtype),
+                                         F, G, SG, StF)
+
+    def adjoint_operator(self, z):
+        z = np.asarray(z)
+        return self.base.adjoint_operator(z - z.mean(dtype=np.float64).astype(z.dtype))
+
+    def spectral_operator(self, y):
+        y = np.asarray(y)
+        return self.base.spectral_operator(y - y.mean(dtype=np.float64).astype(y.dtype))
+
+    def intercept(self, F, G, values) -> float:
+        """mu = mean(values - A(F G^T)), the optimal global mean for these factors."""
+        fit = self.base.forward_factored(F, G)
+        return float(np.mean(values.astype(np.float64) - fit))
+
+
+def _relative_change(old, new):
+    """||F1 G1^T - F0 G0^T||_F / ||F0 G0^T||_F from the factors, O((n1 + n2) k^2):
+    F1 G1^T - F0 G0^T = [F1, -F0] [G1, G0]^T, so with thin QRs [F1, -F0] = Qa Ra,
+    [G1, G0] = Qb Rb its norm is ||Ra Rb^T||_F (no cancellation: accurate to rounding
+    of the factors); the denominator likewise from F0 = Qc Rc, G0 = Qd Rd."""
+    (F0, G0), (F1, G1) = old, new
+    F0, G0, F1, G1 = (a.astype(np.float64, copy=False) for a in (F0, G0, F1, G1))
+    if not all(np.isfinite(a).all() for a in (F0, G0, F1, G1)):
+        return np.inf
+    Ra = np.linalg.qr(np.hstack([F1, -F0]), mode="r")
+    Rb = np.linalg.qr(np.hstack([G1, G0]), mode="r")
+    Rc = np.linalg.qr(F0, mode="r")
+    Rd = np.linalg.qr(G0, mode="r")
+    base = float(np.linalg.norm(Rc @ Rd.T))
+    return float(np.linalg.norm(Ra @ Rb.T)) / base if base > 0 else np.inf
+
+
+def _factored_singular_values(F, G):
+    """Singular values of F G^T from thin QRs F = Qf Rf, G = Qg Rg: svd(Rf Rg^T)."""
+    Rf = np.linalg.qr(F.astype(np.float64), mode="r")
+    Rg = np.linalg.qr(G.astype(np.float64), mode="r")
+    return np.linalg.svd(Rf @ Rg.T, compute_uv=False)
+
+
+def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads):
+    """Row factors f_i = (G_Oi^T G_Oi + reg I)^{-1} G_Oi^T x_Oi through the compiled ALS
+    row-solve kernel (minimal-norm solution when singular; 0 for empty rows)."""
+    als = _kernels.load("_als")
+    from . import _steps
+    from ._threads import resolve_n_threads
+    k, dt = G.shape[1], G.dtype
+    itype = _index_type(n_rows, G.shape[0], max(1, values.size))
+    grouping = _Grouping(rows.astype(itype), cols.astype(itype), n_rows, itype)
+    nt = resolve_n_threads(n_threads)
+    bounds = _row_bounds(grouping.ptr, nt)
+    lwork = int(_steps.eigen_workspace_size(k, dt))
+    work = np.empty((bounds.shape[0] - 1, als.scratch_size(k, lwork)), dt)
+    F = np.zeros((n_rows, k), dt)
+    y = np.ascontiguousarray(values, dtype=dt)
+    if y.size == 0:
+        return F
+    rcond = 10.0 * k * float(np.finfo(dt).eps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        als.solve_rows(grouping.ptr, grouping.idx, grouping.pos, grouping.has_pos, y, G, F,
+                       1.0, reg, rcond, work, bounds, lwork)
+    return F
