@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time as _time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,8 @@ from .methods.linesearch import SearchStalled
 from .recording import METRICS, Progress, Recorder, Truth, parse_record
 from .results import STATUSES, SolveResult
 
-__all__ = ["DIVERGENCE_FACTOR", "METRICS", "UnobservedAntisymmetryWarning", "solve"]
+__all__ = ["DIVERGENCE_FACTOR", "METRICS", "STALL_TOL", "STALL_WINDOW",
+           "UnobservedAntisymmetryWarning", "solve"]
 
 
 class UnobservedAntisymmetryWarning(UserWarning):
@@ -49,6 +51,13 @@ class UnobservedAntisymmetryWarning(UserWarning):
 #: A run is declared diverged when the relative residual exceeds this factor times
 #: max(1, the initial relative residual), or any value is non-finite.
 DIVERGENCE_FACTOR = 1e6
+
+#: Default stalled-progress stop (``step="auto"``): stop with status "stalled" at
+#: iteration t >= STALL_WINDOW when f_{t - W} - f_t <= STALL_TOL * f_{t - W}, i.e. the loss
+#: fell by less than a relative 1e-6 over the last W = 100 iterations (noisy data: the
+#: loss has reached its floor; tol on the residual can never be met there).
+STALL_TOL = 1e-6
+STALL_WINDOW = 100
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -82,6 +91,8 @@ class _Settings:
     step: float | str
     max_iter: int
     tol: float
+    stall_tol: float
+    stall_window: int
     max_time: float | None
     truth: Truth | None
     names: tuple[str, ...]
@@ -127,9 +138,9 @@ def _optional_positive(value, name):
 
 # ------------------------------------------------------------------------------ solve
 def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale=None,
-          step="auto", max_iter=1000, tol=None, max_time=None, truth=None, record=None,
-          callback=None, seed=None, n_threads=None, progress=False,
-          **method_options) -> SolveResult:
+          step="auto", max_iter=None, tol=None, max_time=None, truth=None, record=None,
+          callback=None, seed=None, n_threads=None, progress=False, stall_tol=None,
+          stall_window=STALL_WINDOW, **method_options) -> SolveResult:
     r"""Recover a low-rank matrix from y = A(M*) by a factored gradient method.
 
     Minimizes f(X) = 1/4 ||A(X X^T) - y||^2 over X (n, k) (``symmetric=True``, M* PSD)
@@ -184,11 +195,24 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
         2k and k per iteration. "fixed": the method's fixed step (list above, the
         papers' values). A number: that fixed step, exactly as given. The steps taken
         are in ``history["step"]`` (AGN also ``history["step_G"]``).
-    max_iter : int
-        Maximum number of iterations (default 1000); 0 evaluates the initial point only.
+    max_iter : int, optional
+        Maximum number of iterations; 0 evaluates the initial point only. Default: the
+        method's ``StepRule.default_max_iter`` (gd, onestep 10000; scaledgd,
+        scaledgd-lambda, precgd 5000; agn 3000; gnmr, als 1000), large enough for the
+        slow but converging runs since the stalled-progress stop ends the ones that no
+        longer progress.
     tol : float, optional
         Stop when ||A(F G^T) - y|| / ||y|| <= tol. Default 1e-10 (float64), 1e-5
         (float32).
+    stall_tol : float, optional
+        Stalled-progress stop: at iteration t >= ``stall_window`` the run stops with
+        status "stalled" when f_{t-W} - f_t <= stall_tol * f_{t-W} (f the loss, W =
+        ``stall_window``): the loss fell by less than the relative ``stall_tol`` over the
+        last W iterations, as on noisy data where the residual tolerance cannot be met.
+        Default 1e-6 with ``step="auto"`` and 0 (off) with a fixed step, whose runs
+        reproduce the papers' experiments iteration for iteration.
+    stall_window : int
+        W of the stalled-progress stop (default 100).
     max_time : float, optional
         Wall-time budget in seconds for the iterations.
     truth : Problem, (L, R) or ndarray, optional
@@ -287,7 +311,18 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
     tol = _optional_positive(tol, "tol")
     if tol is None:
         tol = 1e-5 if operator.dtype == np.float32 else 1e-10
-    max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
+    max_iter = rule_cls.default_max_iter if max_iter is None else \
+        check_positive_int(max_iter, "max_iter", minimum=0)
+    if stall_tol is None:
+        stall_tol = STALL_TOL if step == "auto" else 0.0
+    elif isinstance(stall_tol, (bool, np.bool_)) or not isinstance(stall_tol, (int, float,
+                                                                              np.floating,
+                                                                              np.integer)) \
+            or not 0 <= float(stall_tol) < 1:
+        raise ValueError(f"stall_tol must be a relative decrease in [0, 1) (0 turns the "
+                         f"stalled-progress stop off), got {stall_tol!r}")
+    stall_tol = float(stall_tol)
+    stall_window = check_positive_int(stall_window, "stall_window")
     max_time = _optional_positive(max_time, "max_time")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
@@ -297,6 +332,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
     rng = check_random_state(seed)
     settings = _Settings(rank=rank, rule=rule_cls, symmetric=symmetric, init=init,
                          init_scale=init_scale, step=step, max_iter=max_iter, tol=tol,
+                         stall_tol=stall_tol, stall_window=stall_window,
                          max_time=max_time, truth=truth_obj, names=names, every=every,
                          callback=callback, progress=bool(progress), options=options,
                          seed=seed, n_threads=n_threads)
@@ -312,8 +348,11 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     t_init = _time.perf_counter()
     context = _Context(operator, y, rng)
     init = rule_cls.default_init if s.init is None else s.init
+    init_scale = s.init_scale
+    if s.init is None and init_scale is None and init == "small":
+        init_scale = rule_cls.default_init_scale  # the method's own start (None: global)
     try:
-        F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, s.init_scale, rng)
+        F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, init_scale, rng)
     except KeyboardInterrupt:
         # no iterate exists yet: nothing to return, so the interrupt goes on (with a message)
         raise KeyboardInterrupt(f"solve interrupted while computing the initial factors "
@@ -332,6 +371,7 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     recorder = Recorder(s.names, truth)
     progress_bar = Progress(s.progress, s.max_iter, rule_cls.name)
     max_iter, tol, max_time, callback = s.max_iter, s.tol, s.max_time, s.callback
+    stall = _StallCheck(s.stall_tol, s.stall_window)
 
     status = None
     message = ""
@@ -381,6 +421,13 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
             if max_time is not None and elapsed >= max_time:
                 status = "max_time"
                 message = f"max_time = {max_time:g} s elapsed after {t} iterations"
+                break
+            if stall.update(state.loss):
+                status = "stalled"
+                message = (f"stalled: the loss fell by {stall.decrease:.2g} (relative) over the "
+                           f"last {stall.window} iterations, <= stall_tol = {stall.tol:g}, at "
+                           f"iteration {t} (relative residual {residual:.3g} > tol = {tol:g}): "
+                           f"no more progress, e.g. the noise level of the data")
                 break
             if callback is not None:
                 intermediate = _result(state, rule, "running", "", elapsed, init_time,
@@ -440,8 +487,9 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     seed = s.seed
     used = {"method": rule_cls.name, "symmetric": s.symmetric, "rank": s.rank,
             "init": init if isinstance(init, str) else "array",
-            "init_scale": s.init_scale, "step": step if step == "auto" else float(step),
-            "max_iter": max_iter, "tol": tol,
+            "init_scale": init_scale, "step": step if step == "auto" else float(step),
+            "max_iter": max_iter, "tol": tol, "stall_tol": s.stall_tol,
+            "stall_window": s.stall_window,
             "max_time": max_time, "seed": seed if not isinstance(seed, np.random.Generator)
             else "Generator", "record": {"metrics": list(s.names), "every": s.every},
             "n_threads": getattr(operator, "n_threads", None)}
@@ -452,6 +500,30 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
                                   for i in recorder.iterations], dtype=np.float64)
     return _result(state, rule, status, message, elapsed, init_time, history, truth,
                    options=used, evaluated=evaluated_ok)
+
+
+class _StallCheck:
+    """The stalled-progress rule of :func:`solve` on the sequence of losses f_0, f_1, ...
+
+    :meth:`update` takes f_t (in iteration order) and returns True when t >= W and
+    f_{t-W} - f_t <= tol * f_{t-W}; ``tol = 0`` never fires. Keeps the last W + 1 losses.
+    """
+
+    def __init__(self, tol: float, window: int):
+        self.tol, self.window = float(tol), int(window)
+        self._losses: deque = deque(maxlen=self.window + 1)
+        self.decrease = np.nan
+
+    def update(self, loss: float) -> bool:
+        if not self.tol > 0:
+            return False
+        self._losses.append(float(loss))
+        if len(self._losses) <= self.window:
+            return False
+        old = self._losses[0]
+        drop = old - self._losses[-1]
+        self.decrease = drop / old if old > 0 else 0.0
+        return drop <= self.tol * old
 
 
 def _attach_partial_result(exc: BaseException, result: SolveResult) -> None:

@@ -39,6 +39,10 @@ class GradientDescent(StepRule):
     summary = "factored gradient descent"
     forms = ("symmetric", "asymmetric")
     default_step = None
+    #: GD is the slowest family (sublinear when over-parameterized symmetric, an
+    #: alpha-dependent linear rate asymmetric): 10000 iterations, cut short by the
+    #: stalled-progress stop.
+    default_max_iter = 10000
     option_defaults: dict = {}
 
     @classmethod

@@ -49,12 +49,19 @@ from .. import _steps
 from ._base import Preconditioner, StepRule
 
 
+#: ScaledGD(lambda)'s fixed damping per unit of ||A^T(y)||_2 (``step="fixed"``) and the
+#: cap lambda_0 of its schedule
+FIXED_DAMPING = 0.01
+
+
 def _default_rcond(state) -> float:
     return 10.0 * state.k * float(np.finfo(state.dtype).eps)
 
 
 class _Preconditioned(StepRule):
     default_step = 0.5
+    #: converging runs on real completion data take 1200-1500 iterations (issue 18)
+    default_max_iter = 5000
     needs_grams = True
     option_defaults = {"rcond": None}
 
@@ -162,19 +169,38 @@ class ScaledGDLambda(_Preconditioned):
         opts = super().check_options(options)
         _check_rcond(opts)
         d = opts["damping"]
-        if d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Real)
-                              or not 0 < d < np.inf):
-            raise ValueError(f"damping must be None or a positive number, got {d!r}")
+        if isinstance(d, str):
+            if d != "schedule":
+                raise ValueError(f"damping must be None, 'schedule' or a positive number, "
+                                 f"got {d!r}")
+        elif d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Real)
+                                or not 0 < d < np.inf):
+            raise ValueError(f"damping must be None, 'schedule' or a positive number, "
+                             f"got {d!r}")
         return opts
 
     def __init__(self, state, step, options, context):
         super().__init__(state, step, options, context)
-        if self.options["damping"] is None:
-            self.options["damping"] = 0.01 * context.spectral_norm()
-        self._lam = float(self.options["damping"])
+        d = self.options["damping"]
+        if d is None:
+            d = "schedule" if self.auto else FIXED_DAMPING * context.spectral_norm()
+            self.options["damping"] = d
+        #: lambda_0 = 0.01 ||A^T(y)||_2: the fixed damping, and the schedule's cap
+        self._lam0 = FIXED_DAMPING * context.spectral_norm() if d == "schedule" else float(d)
+        self._schedule = d == "schedule"
+        #: the operator's gain, which puts ||z|| in the units of M (see PrecGD)
+        self.gain = _operator_gain(state) if self._schedule else 1.0
+        self.last_damping = self._lam0
 
     def damping(self) -> float:
-        return self._lam
+        if self._schedule:
+            return min(self._lam0, self.state.residual_norm / self.gain)
+        return self._lam0
+
+    def info(self) -> dict:
+        out = super().info()
+        out["damping_final"] = float(self.last_damping)
+        return out
 
 
 class PrecGD(_Preconditioned):
