@@ -123,7 +123,7 @@ def case_gd(args):
 
 def case_stall(args):
     prob = lc.make_problem(60, rank=3, m=1500, noise=1e-3, seed=args.seed)
-    for meth in ("precgd", "gd", "scaledgd", "agn"):
+    for meth in ("precgd", "scaledgd", "gd"):
         for label, kw in (("before: stall_tol=0, max_iter=5000",
                            {"stall_tol": 0, "max_iter": 5000}),
                           ("after: default (max_iter=5000)", {"max_iter": 5000})):

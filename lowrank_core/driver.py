@@ -238,7 +238,9 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
         Show a progress bar with the current residual (tqdm if installed).
     **method_options
         Method-specific options: onestep ``trigger`` (0.1), ``beta`` (sqrt ||F G^T||_2);
-        scaledgd-lambda ``damping`` (0.01 ||A^T y||_2); precgd ``damping``
+        scaledgd-lambda ``damping`` (``step="auto"``: "schedule", lam_t =
+        min(0.01 ||A^T y||_2, ||A(F G^T) - y|| / g); fixed step: 0.01 ||A^T y||_2);
+        precgd ``damping``
         ("residual", "gradient" or a number) and ``damping_scale`` (1); all
         preconditioned methods ``rcond`` (10 k eps, pseudo-inverse cutoff).
 
@@ -246,7 +248,8 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
     -------
     SolveResult
         ``status`` is one of "converged", "max_iter", "max_time", "diverged",
-        "stalled" (step="auto" found no decrease along the method's direction),
+        "stalled" (step="auto" found no decrease along the method's direction, or
+        the stalled-progress stop of ``stall_tol``),
         "interrupted" (Ctrl-C: the partial result), "callback"; see
         :data:`lowrank_core.results.STATUSES`.
 
@@ -351,6 +354,8 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     init_scale = s.init_scale
     if s.init is None and init_scale is None and init == "small":
         init_scale = rule_cls.default_init_scale  # the method's own start (None: global)
+        if isinstance(init_scale, dict):
+            init_scale = init_scale["symmetric" if s.symmetric else "asymmetric"]
     try:
         F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, init_scale, rng)
     except KeyboardInterrupt:

@@ -95,7 +95,10 @@ def test_gd_default_start_scale():
     explicit init="small" keeps the global 1e-3 (the papers' experiments)."""
     n, k = 400, 8
     prob = lc.make_problem(n, rank=2, m=50, operator="entries", seed=0)
-    alpha = METHODS["gd"].default_init_scale
+    alpha = METHODS["gd"].default_init_scale["asymmetric"]
+    assert alpha > 1e-3
+    sym = lc.solve(prob.operator, prob.y, k, method="gd", symmetric=True, max_iter=0, seed=2)
+    assert np.isclose(sym.X.std() * np.sqrt(n), 1e-3, rtol=0.05)
     res = lc.solve(prob.operator, prob.y, k, method="gd", max_iter=0, seed=2)
     assert res.options["init_scale"] == alpha
     for A in (res.F, res.G):
