@@ -69,8 +69,12 @@ def _cmd_demo(args) -> int:
     from .experiments import run_demo
 
     if args.plot:
-        from .plotting import require_matplotlib
+        from .plotting import figure_format, require_matplotlib
         require_matplotlib()
+        try:
+            figure_format(args.plot)
+        except ValueError as exc:
+            raise CLIError(f"--plot: {exc}") from None
         _check_writable(args.plot)
     demo = run_demo(quick=args.quick, seed=args.seed, n_threads=args.threads,
                     max_iter=args.max_iter)
@@ -84,10 +88,8 @@ def _cmd_demo(args) -> int:
     print()
     print(f"total {demo.seconds:.1f} s; relative error = ||F G^T - M*||_F / ||M*||_F")
     if args.plot:
-        from .plotting import convergence_figure
-        curves = [(label, res.history["iteration"], res.history["error"])
-                  for label, res in demo.runs]
-        convergence_figure(curves, args.plot, title=demo.title)
+        from .plotting import plot_results
+        plot_results(demo.runs, args.plot, x=args.x, title=demo.title, dpi=args.dpi)
         print(f"convergence plot written to {args.plot}")
     return 0
 
@@ -276,7 +278,9 @@ def _cmd_reproduce(args) -> int:
               + (" [quick]" if args.quick else ""), flush=True)
         res = run_experiment(name, quick=args.quick, seed=args.seed, n_threads=args.threads,
                              log=_log if args.verbose else None)
-        paths = write_outputs(res, args.out, plot=plot)
+        from .plotting import figure_dpi
+        with figure_dpi(args.dpi):
+            paths = write_outputs(res, args.out, plot=plot)
         print(f"setting: {res.setting}")
         for v in res.verdicts:
             print("verdict: " + v.line())
@@ -366,7 +370,7 @@ def _cmd_bench(argv: list) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-_SOLVE_DEFAULTS = {"n1": 50, "n2": None, "m": 1500, "true_rank": 3, "operator": "gaussian",
+_SOLVE_DEFAULTS = {"n1": 50, "n2": None, "m": 1500, "true_rank": 3, "operator": "dense",
                    "psd": False, "cond": 1.0, "noise": 0.0, "dtype": "float64",
                    "problem_seed": 0}
 
@@ -388,6 +392,32 @@ def _nonneg_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _operator_name(text):
+    from .problems import operator_name
+    try:
+        return operator_name(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _method_choice(text):
+    from .driver import _method_name
+    try:
+        return _method_name(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dpi(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer dpi, got {text!r}") from None
+    if not 20 <= v <= 2400:
+        raise argparse.ArgumentTypeError(f"dpi must be between 20 and 2400, got {v}")
     return v
 
 
@@ -434,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .initialization import INITS
     from .methods import METHODS
     from .problem_io import FORMAT_HELP
-    from .problems import OPERATOR_BUILDERS
+    from .problems import OPERATOR_NAMES
 
     fmt = argparse.RawDescriptionHelpFormatter
     ap = _Parser(prog=PROG, formatter_class=fmt,
@@ -456,8 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "GD, asymmetric GD, onestep, PrecGD and AGN from the same "
                                    "small random initialization; prints iterations, time, "
                                    "final relative error and status per method.")
-    d.add_argument("--plot", metavar="FILE.png",
-                   help="save the convergence plot (relative error vs iteration, log scale)")
+    d.add_argument("--plot", metavar="FILE",
+                   help="save the convergence plot (relative error, log scale): .png, or "
+                        ".pdf/.svg for vector output")
+    d.add_argument("--dpi", type=_dpi, default=None,
+                   help="resolution of a PNG plot (default 150)")
+    d.add_argument("--x", choices=("iteration", "time"), default="iteration",
+                   help="horizontal axis of the plot: iteration (default) or wall-clock "
+                        "time [s] (history['time'])")
     d.add_argument("--quick", action="store_true",
                    help="a small problem (n=20, 150 iterations; seconds)")
     d.add_argument("--max-iter", type=_nonneg_int, default=None,
@@ -489,8 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measurements (default 1500)")
     g.add_argument("--true-rank", type=_positive_int, default=_SOLVE_DEFAULTS["true_rank"],
                    help="rank of the truth (default 3)")
-    g.add_argument("--operator", choices=sorted(OPERATOR_BUILDERS), default="gaussian",
-                   help="operator kind (default gaussian)")
+    g.add_argument("--operator", type=_operator_name, default=_SOLVE_DEFAULTS["operator"],
+                   metavar="{" + ",".join(OPERATOR_NAMES) + "}",
+                   help="operator kind, as in make_problem and the file format (default "
+                        "dense: Gaussian A_i; 'gaussian' is accepted for dense)")
     g.add_argument("--psd", action="store_true",
                    help="PSD truth (symmetric A_i for the gaussian operator)")
     g.add_argument("--cond", type=_positive_float, default=1.0,
@@ -503,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-problem", metavar="FILE.npz",
                    help="also write the generated problem in the file format")
     m = s.add_argument_group("solver")
-    m.add_argument("--method", choices=list(METHODS), default="gd", help="(default gd)")
+    m.add_argument("--method", type=_method_choice, default="gd",
+                   metavar="{" + ",".join(METHODS) + "}",
+                   help="(default gd; case-insensitive, '_' for '-' accepted)")
     m.add_argument("--rank", "-k", type=_positive_int, default=None,
                    help="factor width k (default: the truth's rank)")
     m.add_argument("--symmetric", action="store_true", help="factor as X X^T (PSD target)")
@@ -554,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=_nonneg_int, default=0, help="(default 0)")
     r.add_argument("--threads", type=_threads, default=None, help=threads_help)
     r.add_argument("--no-plot", action="store_true", help="CSV only (no matplotlib needed)")
+    r.add_argument("--dpi", type=_dpi, default=None,
+                   help="resolution of the PNG figures (default 150)")
     r.add_argument("--verbose", "-v", action="store_true", help="one line per run on stderr")
     r.set_defaults(func=_cmd_reproduce)
 

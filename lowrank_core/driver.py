@@ -18,14 +18,17 @@ What is recorded along the way (history rows, truth metrics, the progress bar) l
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import time as _time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._threads import thread_limit
 from ._validation import (
@@ -34,11 +37,20 @@ from ._validation import (
     check_positive_int,
     check_random_state,
 )
-from .initialization import initial_factors, top_singular_value
+from .initialization import DEFAULT_INIT_SCALE, initial_factors, top_singular_value
 from .methods import METHODS, SolverState, StepFailure, StepRule
 from .methods.linesearch import SearchStalled
+from .operators import MeasurementOperator
+from .problems import Problem
 from .recording import METRICS, Progress, Recorder, Truth, parse_record
 from .results import STATUSES, SolveResult
+
+#: What ``init=`` accepts: None, a name, X, (F, G) or a previous result (warm start).
+InitSpec = str | np.ndarray | tuple[ArrayLike, ArrayLike] | SolveResult | None
+#: What ``truth=`` accepts: a Problem, factors (L, R) with M* = L R^T, or M* itself.
+TruthSpec = Problem | tuple[ArrayLike, ArrayLike] | np.ndarray | None
+#: What ``record=`` accepts (see :func:`solve`).
+RecordSpec = bool | str | Sequence[str] | int | dict[str, Any] | None
 
 __all__ = ["DIVERGENCE_FACTOR", "METRICS", "STALL_TOL", "STALL_WINDOW",
            "UnobservedAntisymmetryWarning", "solve"]
@@ -130,6 +142,82 @@ def _smaller_step_hint(step) -> str:
     return "" if isinstance(step, str) else f" (try a smaller step than {step:g})"
 
 
+def _method_key(name: str) -> str:
+    """Case-, "-"/"_"- and space-insensitive spelling of a method name."""
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def _method_name(method) -> str:
+    """The key of :data:`METHODS` that ``method`` names: case-insensitive, "-" and "_"
+    interchangeable ("ScaledGD_lambda" is "scaledgd-lambda"); an unknown name is a
+    ValueError with the nearest method names (difflib)."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, one of {', '.join(map(repr, METHODS))}; "
+                        f"got {method!r}")
+    by_key = {_method_key(name): name for name in METHODS}
+    key = _method_key(method)
+    if key in by_key:
+        return by_key[key]
+    near = [by_key[k] for k in difflib.get_close_matches(key, list(by_key), n=2, cutoff=0.6)]
+    hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
+    raise ValueError(f"unknown method {method!r}{hint} (methods: "
+                     f"{', '.join(map(repr, METHODS))})")
+
+
+def _solve_keywords() -> tuple[str, ...]:
+    """Keyword arguments of solve itself (what a misspelled option may have meant), read
+    from its signature so that a new keyword is suggested without a second list."""
+    return tuple(name for name, par in inspect.signature(solve).parameters.items()
+                 if par.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+                 or par.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+#: Other libraries' names of solve's keywords (SciPy's minimize, scikit-learn).
+_KEYWORD_ALIASES = {"maxiter": "max_iter", "n_iter": "max_iter", "iterations": "max_iter",
+                    "gtol": "tol", "ftol": "tol", "xtol": "tol", "x0": "init",
+                    "random_state": "seed", "verbose": "progress", "disp": "progress",
+                    "n_jobs": "n_threads", "num_threads": "n_threads", "k": "rank",
+                    "lr": "step", "learning_rate": "step", "step_size": "step",
+                    "maxtime": "max_time", "timeout": "max_time"}
+
+
+def _check_option_names(options: dict, rule_cls) -> None:
+    """TypeError for keyword arguments that neither solve nor the method takes, naming
+    the nearest keyword of solve and of the method's options (difflib)."""
+    valid_options = list(rule_cls.option_defaults)
+    unknown = [name for name in options if name not in valid_options]
+    if not unknown:
+        return
+    keywords = _solve_keywords()
+    hints = []
+    for name in unknown:
+        near_solve = difflib.get_close_matches(name, keywords, n=1, cutoff=0.6)
+        if name in _KEYWORD_ALIASES:
+            near_solve = [_KEYWORD_ALIASES[name]]
+        near_option = difflib.get_close_matches(name, valid_options, n=1, cutoff=0.6)
+        near = ([f"solve's {near_solve[0]}="] if near_solve else []) + \
+               ([f"{rule_cls.name}'s option {near_option[0]}="] if near_option else [])
+        if near:
+            hints.append(f"{name}: did you mean {' or '.join(near)}?")
+    valid = ", ".join(sorted(valid_options)) or "none"
+    raise TypeError(f"solve() got unexpected option(s) {', '.join(unknown)} for method "
+                    f"{rule_cls.name!r}" + (f" ({'; '.join(hints)})" if hints else "")
+                    + f"; the options of {rule_cls.name!r} are: {valid}; solve's own "
+                    f"keywords: {', '.join(keywords[2:])}")
+
+
+def _resolved_init_scale(init, init_scale):
+    """The alpha the initialization used (its default filled in), as recorded in the
+    result's ``options``; None where no scale applies (spectral start, given factors)."""
+    if not isinstance(init, str) or init not in DEFAULT_INIT_SCALE:
+        return None
+    if init_scale is None:
+        return DEFAULT_INIT_SCALE[init]
+    if isinstance(init_scale, (tuple, list, np.ndarray)):
+        return tuple(float(a) for a in init_scale)
+    return float(init_scale)
+
+
 def _optional_positive(value, name):
     if value is None:
         return None
@@ -137,10 +225,15 @@ def _optional_positive(value, name):
 
 
 # ------------------------------------------------------------------------------ solve
-def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale=None,
-          step="auto", max_iter=None, tol=None, max_time=None, truth=None, record=None,
-          callback=None, seed=None, n_threads=None, progress=False, stall_tol=None,
-          stall_window=STALL_WINDOW, **method_options) -> SolveResult:
+def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = "gd",
+          symmetric: bool = False, init: InitSpec = None,
+          init_scale: float | tuple[float, float] | None = None,
+          step: Literal["auto", "fixed"] | float | None = "auto", max_iter: int | None = None,
+          tol: float | None = None, max_time: float | None = None, truth: TruthSpec = None,
+          record: RecordSpec = None, callback: Callable[[SolveResult], Any] | None = None,
+          seed: int | np.random.Generator | None = None, n_threads: int | None = None,
+          progress: bool = False, stall_tol: float | None = None,
+          stall_window: int = STALL_WINDOW, **method_options: Any) -> SolveResult:
     r"""Recover a low-rank matrix from y = A(M*) by a factored gradient method.
 
     Minimizes f(X) = 1/4 ||A(X X^T) - y||^2 over X (n, k) (``symmetric=True``, M* PSD)
@@ -281,9 +374,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
     """
     # ---------------------------------------------------------------- validation
     _check_operator(operator)
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of "
-                         f"{', '.join(repr(m) for m in METHODS)}")
+    method = _method_name(method)
     rule_cls = METHODS[method]
     n1, n2 = operator.shape
     rank = check_positive_int(rank, "rank")
@@ -329,6 +420,7 @@ def solve(operator, y, rank, method="gd", symmetric=False, init=None, init_scale
     max_time = _optional_positive(max_time, "max_time")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
+    _check_option_names(method_options, rule_cls)
     options = rule_cls.check_options(method_options)
     truth_obj = Truth(truth, operator.shape) if truth is not None else None
     names, every = parse_record(record, symmetric, truth_obj is not None)
@@ -492,7 +584,8 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     seed = s.seed
     used = {"method": rule_cls.name, "symmetric": s.symmetric, "rank": s.rank,
             "init": init if isinstance(init, str) else "array",
-            "init_scale": init_scale, "step": step if step == "auto" else float(step),
+            "init_scale": _resolved_init_scale(init, init_scale),
+            "step": step if step == "auto" else float(step),
             "max_iter": max_iter, "tol": tol, "stall_tol": s.stall_tol,
             "stall_window": s.stall_window,
             "max_time": max_time, "seed": seed if not isinstance(seed, np.random.Generator)

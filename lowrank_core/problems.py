@@ -7,17 +7,21 @@ y = A(M*) + noise. Operators are built by the ``random_ensemble`` of the registe
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import metrics
 from ._validation import check_dtype, check_positive_float, check_positive_int, check_random_state
 from .operators import ENSEMBLES, MeasurementOperator
 from .operators._base import _refuse_if_too_large
 
-__all__ = ["OPERATOR_BUILDERS", "Problem", "make_problem"]
+__all__ = ["OPERATOR_ALIASES", "OPERATOR_BUILDERS", "OPERATOR_NAMES", "Problem",
+           "make_problem", "operator_name"]
 
 
 @dataclass
@@ -57,6 +61,25 @@ class Problem:
     def shape(self) -> tuple[int, int]:
         return self.operator.shape
 
+    def __repr__(self) -> str:
+        """One line: shape, rank, m, operator kind, dtype, psd/cond/noise, seed (no arrays)."""
+        op = self.operator
+        n1, n2 = op.shape
+        kind = getattr(op, "kind", None) or type(op).__name__
+        parts = [f"shape=({n1}, {n2})", f"rank={self.rank}", f"m={op.m}",
+                 f"operator={kind!r}", f"dtype={np.dtype(op.dtype).name}"]
+        if self.psd:
+            parts.append("psd=True")
+        if self.cond != 1:
+            parts.append(f"cond={self.cond:g}")
+        if self.noise:
+            parts.append(f"noise={self.noise:g}")
+        if self.seed is not None:
+            seed = self.seed
+            parts.append(f"seed={seed!r}" if isinstance(seed, (int, np.integer))
+                         else f"seed=<{type(seed).__name__}>")
+        return f"Problem({', '.join(parts)})"
+
     @property
     def truth(self) -> np.ndarray:
         """The truth M* as a dense n1 x n2 array (formed on each access)."""
@@ -77,14 +100,46 @@ OPERATOR_BUILDERS: dict[str, Callable[..., MeasurementOperator]] = {
 }
 
 
+#: The public operator names of make_problem (and ``lowrank-core solve --operator``):
+#: the operators' ``kind`` names, "dense" for the Gaussian ensemble's DenseOperator.
+OPERATOR_NAMES = tuple(["dense"] + sorted(n for n in OPERATOR_BUILDERS if n != "gaussian"))
+
+#: Accepted other spellings -> public name ("gaussian", the ensemble's name, stays valid).
+OPERATOR_ALIASES = {"gaussian": "dense", "rankone": "rank-one", "rank_one": "rank-one"}
+
+
+def operator_name(operator) -> str:
+    """The public name (:data:`OPERATOR_NAMES`) of a make_problem ``operator``: case-
+    insensitive, aliases (:data:`OPERATOR_ALIASES`) resolved; ValueError otherwise."""
+    if not isinstance(operator, str):
+        raise TypeError(f"operator must be a string, one of {', '.join(OPERATOR_NAMES)}; "
+                        f"got {operator!r}")
+    key = operator.strip().lower()
+    key = OPERATOR_ALIASES.get(key, key)
+    if key not in OPERATOR_NAMES:
+        near = difflib.get_close_matches(key, OPERATOR_NAMES + tuple(OPERATOR_ALIASES), n=1)
+        hint = f"; did you mean {OPERATOR_ALIASES.get(near[0], near[0])!r}?" if near else ""
+        raise ValueError(f"unknown operator {operator!r}{hint} (choose one of "
+                         f"{', '.join(OPERATOR_NAMES)}; 'gaussian' = 'dense')")
+    return key
+
+
+def _builder_name(operator) -> str:
+    """The OPERATOR_BUILDERS key (ensemble name) of a make_problem ``operator``."""
+    name = operator_name(operator)
+    return "gaussian" if name == "dense" else name
+
+
 def _orthonormal(rng, n, r, dtype):
     q, _ = np.linalg.qr(rng.standard_normal((n, r)))
     return q.astype(dtype)
 
 
-def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1.0,
-                 noise=0.0, dtype=np.float64, seed=None, n_threads=None,
-                 **operator_options) -> Problem:
+def make_problem(n1: int, n2: int | None = None, *, rank: int, m: int | None,
+                 operator: str = "dense", psd: bool = False, cond: float = 1.0,
+                 noise: float = 0.0, dtype: DTypeLike = np.float64,
+                 seed: int | np.random.Generator | None = None, n_threads: int | None = None,
+                 **operator_options: Any) -> Problem:
     r"""Draw a rank-``rank`` truth and measure it.
 
     The truth is M* = U diag(s) V^T with U, V random orthonormal (Haar) and singular values
@@ -112,8 +167,10 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
     m : int
         Number of measurements (None only for operator="entries" with option ``p``).
     operator : str
-        Operator kind, one of ``OPERATOR_BUILDERS``: "gaussian", "sparse", "entries",
-        "rank-one".
+        Operator kind: "dense" (Gaussian A_i, a :class:`DenseOperator`, or for psd=True a
+        packed :class:`SymmetricDenseOperator`; "gaussian" is accepted as an alias),
+        "sparse", "entries" or "rank-one" -- the ``kind`` names of the operators and of
+        the problem file format.
     psd, cond, noise : see :class:`Problem`.
     dtype : float32 or float64
         dtype of the operator, the measurements and the truth factors.
@@ -126,10 +183,7 @@ def make_problem(n1, n2=None, *, rank, m, operator="gaussian", psd=False, cond=1
     n1, n2, rank, psd, cond, noise, dtype = _check_problem(n1, n2, rank, psd, cond, noise,
                                                            dtype)
     m = None if m is None else check_positive_int(m, "m")
-    if operator not in OPERATOR_BUILDERS:
-        raise ValueError(f"unknown operator {operator!r}; choose one of "
-                         f"{', '.join(sorted(OPERATOR_BUILDERS))}")
-    builder = OPERATOR_BUILDERS[operator]
+    builder = OPERATOR_BUILDERS[_builder_name(operator)]
     _refuse_truth_if_too_large(n1, n2, rank, m, dtype)
     return _measured_problem(
         n1, n2, rank, psd, cond, noise, dtype, seed,

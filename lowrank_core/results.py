@@ -1,8 +1,9 @@
 """The result of :func:`lowrank_core.solve`: a dict with attribute access and a readable repr.
 
 Same contract as SciPy's optimize results (a mapping whose keys are also attributes,
-an ordered repr), plus the factored iterate's helpers (:meth:`SolveResult.matrix`,
-:attr:`SolveResult.factors`).
+an ordered repr, and SciPy's :class:`~scipy.optimize.OptimizeResult` names ``success``,
+``nit`` and ``fun`` beside ours), plus the factored iterate's helpers
+(:meth:`SolveResult.matrix`, :attr:`SolveResult.factors`).
 """
 
 from __future__ import annotations
@@ -70,10 +71,21 @@ class History(_AttrDict):
     initial point), so thinned recordings (``record={"every": 10}``) stay unambiguous.
     """
 
+    #: Entries every run keeps whatever ``record`` says (the steps taken).
+    _ALWAYS = ("iteration", "step", "step_G")
+
     def _summary(self) -> str:
         n = len(self["iteration"]) if "iteration" in self else 0
-        names = ", ".join(k for k in self if k != "iteration")
-        return f"<{n} entries: {names}>"
+        entries = "1 entry" if n == 1 else f"{n} entries"
+        if n:
+            first, last = int(self["iteration"][0]), int(self["iteration"][-1])
+            entries += f" (iteration {first})" if n == 1 else f" (iterations {first}..{last})"
+        names = [k for k in self if k != "iteration"]
+        if not any(k not in self._ALWAYS for k in names):
+            # record=False: only the final iterate's row (and the steps) are kept
+            kept = f": {', '.join(names)}" if names else ""
+            return f"<{entries}{kept}; no metrics recorded (record=False)>"
+        return f"<{entries}: {', '.join(names)}>"
 
     def __repr__(self) -> str:
         return f"History{self._summary()}"
@@ -112,13 +124,48 @@ class SolveResult(_AttrDict):
     n_evaluations : int
         Calls of the operator's residual_gradient (AGN makes two per iteration).
     options : dict
-        Every setting the run used, defaults resolved (step, tol, damping, ...).
+        Every setting the run used, defaults resolved (step, tol, init_scale, damping,
+        rcond, ...); None only where a setting does not apply to the run (``init_scale``
+        of a spectral or given start) or is decided later in the run (onestep's
+        ``beta``, taken when the rebalance fires).
     history : History
         Per-iteration arrays (see :func:`lowrank_core.solve`, ``record``).
+    success : bool
+        SciPy's name: ``status == "converged"`` (tol reached).
+    nit : int
+        SciPy's name for ``n_iter``.
+    fun : float
+        SciPy's name for ``loss``, the objective at the returned iterate.
+
+    Notes
+    -----
+    ``success``, ``nit`` and ``fun`` are computed from ``status``, ``n_iter`` and ``loss``
+    on access (``res.nit``, ``res["nit"]``), so they always agree with them; they are not
+    separate keys (``res.keys()``, the repr and the command line's JSON summary list
+    ours only). There is no ``x``: the estimate is factored (``X``, or ``F`` and ``G``;
+    :meth:`matrix` forms it).
     """
 
     _ORDER = ("method", "status", "message", "n_iter", "X", "F", "G", "loss", "residual",
               "error", "time", "init_time", "n_evaluations", "options", "history")
+
+    #: SciPy OptimizeResult name -> how it is computed from our keys
+    _SCIPY_NAMES = {
+        "success": lambda res: res["status"] == "converged",
+        "nit": lambda res: res["n_iter"],
+        "fun": lambda res: res["loss"],
+    }
+
+    def __missing__(self, key):
+        # dict.__getitem__ calls this for absent keys: the SciPy names are derived, never
+        # stored, so they cannot disagree with status / n_iter / loss
+        derive = self._SCIPY_NAMES.get(key)
+        if derive is None:
+            raise KeyError(key)
+        return derive(self)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._SCIPY_NAMES))
 
     @property
     def symmetric(self) -> bool:

@@ -368,3 +368,49 @@ def test_problem_file_round_trip_every_kind(tmp_path, operator, psd):
     L, R = loaded.truth_factors
     np.testing.assert_array_equal(L @ R.T, prob.truth)
     assert loaded.psd == psd
+
+
+# ---------------------------------------------------- names, did-you-mean, figures (#17)
+def test_operator_dense_with_gaussian_alias_and_case_insensitive_method(tmp_path):
+    outs = {}
+    for operator, method in (("dense", "precgd"), ("gaussian", "PrecGD")):
+        summary = tmp_path / f"{operator}.json"
+        proc = run("solve", "--n1", "12", "--m", "200", "--true-rank", "2", "--operator",
+                   operator, "--method", method, "--max-iter", "30", "--out",
+                   str(tmp_path / f"{operator}.npz"), "--summary", str(summary))
+        assert proc.returncode == 0, proc.stderr
+        assert "generated: dense, n1=12" in proc.stdout
+        doc = json.loads(summary.read_text())
+        assert doc["method"] == "precgd"
+        outs[operator] = np.load(tmp_path / f"{operator}.npz")["F"]
+    np.testing.assert_array_equal(outs["dense"], outs["gaussian"])  # the same problem
+
+
+def test_did_you_mean_on_the_command_line():
+    assert_one_line_error(run("solve", "--method", "precdg"), "--method",
+                          "did you mean 'precgd'")
+    assert_one_line_error(run("solve", "--operator", "entires"), "--operator",
+                          "did you mean 'entries'")
+    assert_one_line_error(run("solve", "--n1", "8", "--m", "60", "--true-rank", "1",
+                              "--max-iter", "2", "-o", "maxiter=5"),
+                          "unexpected option(s) maxiter", "did you mean solve's max_iter=")
+
+
+def test_demo_plot_dpi_vector_and_time_axis(tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "d.png"
+    proc = run("demo", "--quick", "--max-iter", "20", "--plot", str(png), "--dpi", "200",
+               "--x", "time")
+    assert proc.returncode == 0, proc.stderr
+    check_png(png)
+    with Image.open(png) as img:
+        assert img.info["dpi"] == pytest.approx((200, 200), abs=0.03)
+        assert img.size == (round(5.2 * 200), round(3.9 * 200))  # one 5.2 x 3.9 in panel
+    svg = tmp_path / "d.svg"
+    proc = run("demo", "--quick", "--max-iter", "20", "--plot", str(svg))
+    assert proc.returncode == 0, proc.stderr
+    assert "<svg" in svg.read_text()
+    assert_one_line_error(run("demo", "--quick", "--plot", str(tmp_path / "d.gif")),
+                          ".png, .pdf, .svg")
+    assert_one_line_error(run("demo", "--quick", "--dpi", "5"), "--dpi")

@@ -165,6 +165,15 @@ class _ShardActor:
         op._adjoint_products_into(np.ascontiguousarray(w), F, G, SG, StF)
         return SG, StF
 
+    def line_search_products(self, z, F, G, D_F, D_G, same_direction):
+        """This shard's five line-search products (z_s.u_s, u_s.u_s, z_s.v_s, u_s.v_s,
+        v_s.v_s) for its slice z_s; G None means F, ``same_direction`` means D_G = D_F."""
+        G = F if G is None else G
+        if same_direction:
+            D_G = D_F
+        return tuple(float(x) for x in self.op._line_search_products(
+            F, G, D_F, D_G, np.ascontiguousarray(z)))
+
     def forward_factored(self, F, G, token=None):
         """A_s(F G^T); kept as measurements under ``token`` when one is given."""
         G = F if G is None else G

@@ -649,6 +649,19 @@ class ShardedOperator(MeasurementOperator):
                 SG += SG_s
                 StF += StF_s
 
+    def _line_search_products(self, F, G, D_F, D_G, z):
+        # the five products are sums over the measurements, so over the shards: each
+        # shard gets its slice of z and the four factors and answers five floats (one
+        # round trip; u and v never travel), summed here in shard order
+        G_send = None if G is F else G
+        same = D_G is D_F
+        results = self._run("line_search_products", lambda sh, missing: (
+            z[sh.rows[0]:sh.rows[1]], F, G_send, D_F, None if same else D_G, same))
+        total = [0.0] * 5
+        for part in results:
+            total = [a + float(b) for a, b in zip(total, part)]
+        return tuple(total)
+
     def forward_factored(self, F, G=None) -> np.ndarray:
         """A(F G^T) computed on the shards (G = F if omitted, square only).
 

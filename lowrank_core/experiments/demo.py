@@ -60,7 +60,7 @@ def run_demo(*, quick=False, seed=0, n_threads=None, max_iter=None, log=None) ->
     t0 = time.perf_counter()
     for label, meth, sym in DEMO_METHODS:
         res = solve(op, y, k, method=meth, symmetric=sym, init="small", init_scale=alpha,
-                    step="fixed", max_iter=T, truth=(L, L), record=("error", "residual"),
+                    step="fixed", max_iter=T, truth=(L, L), record=("error", "residual", "time"),
                     seed=seed + 1)
         runs.append((label, res))
         if log:

@@ -225,7 +225,8 @@ class StepRule:
         The initialization ``solve(init=None)`` uses: ``"spectral"`` or ``"small"``, as
         the method's paper starts.
     default_init_scale : float, None or dict
-        alpha (or a dict {"symmetric": ..., "asymmetric": ...} by form) of that start when it is ``"small"`` and ``init_scale`` is not given (None:
+        alpha (or a dict {"symmetric": ..., "asymmetric": ...} by form) of that start
+        when it is ``"small"`` and ``init_scale`` is not given (None:
         :data:`lowrank_core.initialization.DEFAULT_INIT_SCALE`). An explicit
         ``init="small"`` keeps the global default, so the papers' experiments do not move.
     default_max_iter : int

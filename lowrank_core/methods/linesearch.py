@@ -31,10 +31,15 @@ the gradient methods' analyses rely on (with the cap the factors at most double 
 iteration: ~10 iterations from 1e-3 to 1). The cap is relative, so the step (and with it
 every preconditioned method) stays invariant to rescaling the operator.
 
-Cost per search: u is one factored forward pass of width 2k ([D_F, F] against [G, D_G],
-concatenated into preallocated buffers) and v one of width k, plus five dot products of
-length m; O(m) Python-free work besides the operator's passes, and O(1) scalar work for
-the cubic (closed form in Python floats). Nothing is allocated per call.
+Cost per search: the operator's ``_line_search_products`` (every registered kind): ONE
+compiled pass over the measurements that forms u_i and v_i per measurement and folds them
+into the five products in float64, never storing u or v (completion and sparse 6 k flops
+per observed entry / nonzero, rank-one two GEMMs of width 2k over a and b, dense one
+streaming pass over A; see ``MeasurementOperator.line_search_products``). Operators
+without it (duck-typed ones, or ``fused=False``) take the fallback: u by one factored
+forward pass of width 2k ([D_F, F] against [G, D_G], concatenated into preallocated
+buffers), v by one of width k, and five dot products of length m. Then O(1) scalar work for the cubic (closed form in Python floats). Nothing is
+allocated per call.
 """
 
 from __future__ import annotations
@@ -178,18 +183,25 @@ class LineSearch:
         The solve's state (operator, residual z, current iterate).
     cap : float
         The relative cap ``CAP`` (see the module docstring).
+    fused : bool
+        Use the operator's fused ``_line_search_products`` when it has one (default);
+        False forces the fallback of two factored forwards and five dots (the
+        reference path of the tests and of ``benchmarks/linesearch_overhead.py``).
     """
 
-    def __init__(self, state, cap: float = CAP):
+    def __init__(self, state, cap: float = CAP, fused: bool = True):
         self.state = state
         self.cap = float(cap)
         op, k, dt = state.operator, state.k, state.dtype
         n1, n2 = state.n1, state.n2
-        self.FD = np.empty((n1, 2 * k), dt)   # [D_F, F]
-        self.GD = np.empty((n2, 2 * k), dt)   # [G, D_G]
-        self.u = np.empty(op.m, dt)
-        self.v = np.empty(op.m, dt)
         check_operator(op)
+        #: the operator's fused products (None: the fallback below)
+        self._products = getattr(op, "_line_search_products", None) if fused else None
+        if self._products is None:
+            self.FD = np.empty((n1, 2 * k), dt)   # [D_F, F]
+            self.GD = np.empty((n2, 2 * k), dt)   # [G, D_G]
+            self.u = np.empty(op.m, dt)
+            self.v = np.empty(op.m, dt)
         fwd = getattr(op, "_forward_factored_into", None)
         if fwd is None:  # duck-typed operator with only the public method
             def fwd(F, G, out, _op=op):
@@ -206,44 +218,60 @@ class LineSearch:
         """Exact step along F - eta D_F, G - eta D_G from the state's residual z.
 
         In a symmetric run pass G = F and D_G = D_F (then u = A(D X^T + X D^T),
-        v = A(D D^T)). Cost: forward passes of width 2k and k, five dots of length m.
+        v = A(D D^T)). Cost: the operator's fused pass (fallback: forward passes of
+        widths 2k and k, five dots of length m).
         """
-        k = self.state.k
-        z, u, v = self.state.z, self.u, self.v
-        FD, GD = self.FD, self.GD
-        FD[:, :k] = D_F
-        FD[:, k:] = F
-        GD[:, :k] = G
-        GD[:, k:] = D_G
-        self._fwd(FD, GD, u)
-        self._fwd(D_F, D_G, v)
+        z = self.state.z
+        if self._products is not None:
+            zu, uu, zv, uv, vv = self._products(F, G, D_F, D_G, z)
+        else:
+            k = self.state.k
+            u, v = self.u, self.v
+            FD, GD = self.FD, self.GD
+            FD[:, :k] = D_F
+            FD[:, k:] = F
+            GD[:, :k] = G
+            GD[:, k:] = D_G
+            self._fwd(FD, GD, u)
+            self._fwd(D_F, D_G, v)
+            zu, uu, zv, uv, vv = (np.dot(z, u), np.dot(u, u), np.dot(z, v), np.dot(u, v),
+                                  np.dot(v, v))
         self.n_searches += 1
         if self.state.symmetric:
             factor_sq, direction_sq = _sq(F), _sq(D_F)
         else:
             factor_sq, direction_sq = _sq(F) + _sq(G), _sq(D_F) + _sq(D_G)
-        return quartic_step(float(np.dot(z, u)), float(np.dot(u, u)), float(np.dot(z, v)),
-                            float(np.dot(u, v)), float(np.dot(v, v)),
+        return quartic_step(float(zu), float(uu), float(zv), float(uv), float(vv),
                             self._eta_max(factor_sq, direction_sq))
 
     def search_first(self, F, G, D_F) -> float:
         """Exact step along F - eta D_F with G fixed: u = A(D_F G^T), f quadratic.
 
-        Cost: one forward pass of width k, two dots of length m.
+        Cost: the operator's fused pass of width k (fallback: one forward pass of width
+        k, two dots of length m).
         """
-        z, u = self.state.z, self.u
-        self._fwd(D_F, G, u)
+        zu, uu = self._quadratic_products(F, G, D_F, None)
         self.n_searches += 1
-        return quadratic_step(float(np.dot(z, u)), float(np.dot(u, u)),
-                              self._eta_max(_sq(F), _sq(D_F)))
+        return quadratic_step(zu, uu, self._eta_max(_sq(F), _sq(D_F)))
 
     def search_second(self, F, G, D_G) -> float:
         """Exact step along G - eta D_G with F fixed: u = A(F D_G^T), f quadratic."""
-        z, u = self.state.z, self.u
-        self._fwd(F, D_G, u)
+        zu, uu = self._quadratic_products(F, G, None, D_G)
         self.n_searches += 1
-        return quadratic_step(float(np.dot(z, u)), float(np.dot(u, u)),
-                              self._eta_max(_sq(G), _sq(D_G)))
+        return quadratic_step(zu, uu, self._eta_max(_sq(G), _sq(D_G)))
+
+    def _quadratic_products(self, F, G, D_F, D_G) -> tuple:
+        """(z.u, u.u) for u = A(D_F G^T) (D_G None) or u = A(F D_G^T) (D_F None)."""
+        z = self.state.z
+        if self._products is not None:
+            zu, uu = self._products(F, G, D_F, D_G, z)[:2]
+            return float(zu), float(uu)
+        u = self.u
+        if D_G is None:
+            self._fwd(D_F, G, u)
+        else:
+            self._fwd(F, D_G, u)
+        return float(np.dot(z, u)), float(np.dot(u, u))
 
 
 def _sq(A) -> float:

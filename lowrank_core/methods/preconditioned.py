@@ -58,7 +58,6 @@ import numpy as np
 from .. import _steps
 from ._base import Preconditioner, StepRule
 
-
 #: ScaledGD(lambda)'s fixed damping per unit of ||A^T(y)||_2 (``step="fixed"``) and the
 #: cap lambda_0 of its schedule
 FIXED_DAMPING = 0.01

@@ -9,6 +9,8 @@ private kernels
 * ``_forward_into(M, out)``, ``_adjoint_dense(z)``,
 * ``_residual_gradient_into(F, G, y, z, SG, StF)`` (returns the loss),
 * ``_adjoint_products_into(w, F, G, SG, StF)``,
+* ``_line_search_products(F, G, D_F, D_G, z)`` (optional: the base class composes it
+  from two factored forwards; the kinds override it with one fused compiled pass),
 
 plus ``nbytes``, :meth:`~MeasurementOperator.take_rows`,
 :meth:`~MeasurementOperator.to_arrays`, :meth:`~MeasurementOperator.from_arrays` and
@@ -382,6 +384,110 @@ class MeasurementOperator:
         StF = np.empty((self.shape[1], k), self.dtype)
         self._adjoint_products_into(w, F, G, SG, StF)
         return SG, StF
+
+    def line_search_products(self, z, F, G=None, D_F=None, D_G=None) -> tuple:
+        r"""The five inner products of the exact line search along (D_F, D_G).
+
+        Along F - eta D_F, G - eta D_G the loss 1/2 ||A(F(eta) G(eta)^T) - y||^2 is
+        1/2 ||z - eta u + eta^2 v||^2 with z = A(F G^T) - y, u = A(D_F G^T + F D_G^T) and
+        v = A(D_F D_G^T) (:mod:`lowrank_core.methods.linesearch`). This returns its
+        coefficients without the caller (or, for the compiled kinds, the operator)
+        forming u or v.
+
+        Parameters
+        ----------
+        z : ndarray, shape (m,)
+            The residual A(F G^T) - y (any weight vector: only the products are taken).
+        F : ndarray, shape (n1, k)
+        G : ndarray, shape (n2, k), optional
+            Omitted (None) for a square operator means G = F (the symmetric X X^T: pass
+            ``D_G = D_F`` too, then u = A(D X^T + X D^T), v = A(D D^T)).
+        D_F : ndarray, shape (n1, k), optional
+        D_G : ndarray, shape (n2, k), optional
+            The direction. One of them may be None, meaning a zero block (the one-factor
+            searches: u = A(D_F G^T) or A(F D_G^T), v = 0); not both.
+
+        Returns
+        -------
+        tuple of float
+            (z.u, u.u, z.v, u.v, v.v), accumulated in float64 (u_i and v_i themselves
+            are formed in the operator's dtype, as the factored forward forms them).
+
+        Notes
+        -----
+        One pass over the measurements. Cost: completion 6 m k flops, sparse 6 nnz k
+        (Omega or the nonzeros read once, nothing of length m stored); rank-one two
+        GEMMs of width 2k over a and b (4 m (n1 + n2) k flops; one for the symmetric
+        model with G = F, D_G = D_F); dense two GEMMs for D_F G^T + F D_G^T and
+        D_F D_G^T (6 n1 n2 k) and ONE streaming pass over A for both (4 m n1 n2). The
+        completion, sparse and dense sums are bitwise independent of the thread count,
+        the rank-one sums repeatable for a fixed count. Operators without a compiled
+        version (the base class) form u and v by two factored forwards.
+        """
+        F, G = self._check_factors(F, G)
+        z = self._check_y(z, "z")
+        if D_F is None and D_G is None:
+            raise ValueError("line_search_products needs a direction: pass D_F, D_G or "
+                             "both")
+        same_direction = D_G is D_F
+        if D_F is not None:
+            D_F = as_float_array(D_F, "D_F", shape=F.shape, dtype=self.dtype)
+        if same_direction:
+            D_G = D_F
+        elif D_G is not None:
+            D_G = as_float_array(D_G, "D_G", shape=G.shape, dtype=self.dtype)
+        return tuple(float(x) for x in self._line_search_products(F, G, D_F, D_G, z))
+
+    def _line_search_products(self, F, G, D_F, D_G, z):
+        """Generic composition: u, v by factored forwards into cached buffers, then five
+        dots (length-m work in the operator's dtype). The kinds override it."""
+        m, dt, k = self.m, self.dtype, F.shape[1]
+        n1, n2 = self.shape
+        quad = D_F is None or D_G is None
+        with self._workspace("ls-generic", (k, quad), lambda: (
+                np.empty(m, dt), np.empty(1 if quad else m, dt),
+                np.empty((n1, 1 if quad else 2 * k), dt),
+                np.empty((n2, 1 if quad else 2 * k), dt))) as (u, v, FD, GD):
+            if quad:
+                X, Y = (D_F, G) if D_G is None else (F, D_G)
+                self._forward_factored_into(X, Y, u)
+                return float(np.dot(z, u)), float(np.dot(u, u)), 0.0, 0.0, 0.0
+            FD[:, :k] = D_F
+            FD[:, k:] = F
+            GD[:, :k] = G
+            GD[:, k:] = D_G
+            self._forward_factored_into(FD, GD, u)
+            self._forward_factored_into(D_F, D_G, v)
+            return (float(np.dot(z, u)), float(np.dot(u, u)), float(np.dot(z, v)),
+                    float(np.dot(u, v)), float(np.dot(v, v)))
+
+    def _line_search_factors(self, ws, F, G, D_F, D_G):
+        """(P, Q, quad) for the compiled line-search kernels (src/_linesearch.pyx.tp).
+
+        Full search: P = [F | D_F], Q = [G | D_G] stacked into ws's (n1, 2k) and (n2, 2k)
+        buffers (Q is P when G is F and D_G is D_F). One zero block (quad): P, Q = D_F, G
+        or F, D_G, nothing copied.
+        """
+        if D_G is None:
+            return D_F, G, True
+        if D_F is None:
+            return F, D_G, True
+        P, Q = ws
+        k = F.shape[1]
+        P[:, :k] = F
+        P[:, k:] = D_F
+        if G is F and D_G is D_F:
+            return P, P, False
+        Q[:, :k] = G
+        Q[:, k:] = D_G
+        return P, Q, False
+
+    def _stack_buffers(self, k: int, quad: bool):
+        """The (n1, 2k), (n2, 2k) buffers of :meth:`_line_search_factors` (stubs if quad)."""
+        n1, n2 = self.shape
+        w = 1 if quad else 2 * k
+        return (np.empty((1 if quad else n1, w), self.dtype),
+                np.empty((1 if quad else n2, w), self.dtype))
 
     def adjoint_operator(self, z) -> LinearOperator:
         """A^T(z) as a LinearOperator of shape (n1, n2) (matvec S v, rmatvec S^T u)."""

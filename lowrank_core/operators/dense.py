@@ -12,11 +12,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _dense
+from .._kernels import load as _load_kernels
 from .._threads import resolve_n_threads
 from .._validation import as_float_array, check_dtype, check_positive_int, check_random_state
 from ._base import MeasurementOperator, _file_array, _refuse_if_too_large
 
 __all__ = ["DenseOperator", "SymmetricDenseOperator"]
+
+_linesearch = _load_kernels("_linesearch")
 
 
 class _DenseBase(MeasurementOperator):
@@ -68,6 +71,46 @@ class _DenseBase(MeasurementOperator):
             if self.symmetric:
                 _dense.unpack_symmetric(ws["s"], ws["S"], nt)
             _dense.factor_products(ws["S"], F, G, SG, StF)
+
+
+    def _line_search_products(self, F, G, D_F, D_G, z):
+        # P1 = D_F G^T + F D_G^T (one GEMM of width 2k on the stacked factors) and
+        # P2 = D_F D_G^T (packed symmetrized for a packed operator), then ONE streaming
+        # pass over A for u_i = <A_i, P1> and v_i = <A_i, P2> (src/_linesearch.pyx.tp)
+        nt = self._kernel_threads()
+        n1, n2 = self.shape
+        m, N = self._rows.shape
+        k, quad = F.shape[1], D_F is None or D_G is None
+        dt = self.dtype
+        n_chunks = -(-m // _linesearch.DENSE_CHUNK)
+
+        def make():
+            P1 = np.empty((n1, n2), dt)
+            P2 = np.empty((1, 1) if quad else (n1, n2), dt)
+            packed = (np.empty(N, dt), np.empty(1 if quad else N, dt)) if self.symmetric \
+                else (P1.reshape(-1), P2.reshape(-1))
+            stack = (np.empty((1, 1), dt), np.empty((1, 1), dt)) if quad else \
+                (np.empty((n1, 2 * k), dt), np.empty((n2, 2 * k), dt))
+            return P1, P2, packed, stack, np.empty((n_chunks, _linesearch.N_PRODUCTS))
+
+        with self._workspace("ls", (k, quad), make) as (P1, P2, packed, stack, parts):
+            if quad:
+                X, Y = (D_F, G) if D_G is None else (F, D_G)
+                _dense.outer_product(X, Y, P1)
+            else:
+                FD, GD = stack
+                FD[:, :k] = D_F
+                FD[:, k:] = F
+                GD[:, :k] = G
+                GD[:, k:] = D_G
+                _dense.outer_product(FD, GD, P1)
+                _dense.outer_product(D_F, D_G, P2)
+            p1, p2 = packed
+            if self.symmetric:
+                _dense.pack_symmetrized(P1, p1, nt)
+                if not quad:
+                    _dense.pack_symmetrized(P2, p2, nt)
+            return _linesearch.dense_products(self._rows, p1, p2, quad, z, parts, nt)
 
 
 class DenseOperator(_DenseBase):

@@ -27,6 +27,7 @@ from ._base import (
 from ._indexing import BoundsCache
 
 _entries = _load_kernels("_entries")
+_linesearch = _load_kernels("_linesearch")
 
 __all__ = ["EntryOperator", "sample_entries"]
 
@@ -296,6 +297,18 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         with self._workspace("ap", (T, k), lambda: self._scatter_buffers(T, k)) as bufs:
             _entries.adjoint_products(ptr, cols, pos, has, w, G, SG, False, bufs, sc, bounds)
             _entries.adjoint_products(ptr, cols, pos, has, w, F, StF, True, bufs, sc, bounds)
+
+    def _line_search_products(self, F, G, D_F, D_G, z):
+        # one pass over Omega (src/_linesearch.pyx.tp); float64 partial per matrix row
+        ptr, cols, pos, has = self._pr()
+        bounds = self._bounds(ptr)
+        k, quad = F.shape[1], D_F is None or D_G is None
+        with self._workspace("ls", (k, quad), lambda: (
+                self._stack_buffers(k, quad),
+                np.empty((self.shape[0], _linesearch.N_PRODUCTS)))) as (stack, parts):
+            P, Q, quad = self._line_search_factors(stack, F, G, D_F, D_G)
+            return _linesearch.entries_products(ptr, cols, pos, has, P, Q, k, quad, z,
+                                                self._sc(), parts, bounds)
 
     def _scatter_buffers(self, T: int, k: int) -> np.ndarray:
         """Per-thread (T - 1, n2, k) buffers of the transposed product (a stub if T = 1)."""

@@ -22,6 +22,7 @@ from ._base import (
 )
 
 _rankone = _load_kernels("_rankone")
+_linesearch = _load_kernels("_linesearch")
 
 __all__ = ["RankOneOperator"]
 
@@ -274,6 +275,28 @@ class RankOneOperator(MeasurementOperator):
                         StF += T2
         if same:
             StF[...] = SG
+
+    def _line_search_products(self, F, G, D_F, D_G, z):
+        # one blocked pass over a and b (src/_linesearch.pyx.tp): per block of rows the
+        # GEMMs a_B [F | D_F] and b_B [G | D_G] (one GEMM for the symmetric model with
+        # G = F, D_G = D_F), then the float64 partial of the block
+        n1, n2 = self.shape
+        k, quad = F.shape[1], D_F is None or D_G is None
+        same = self.symmetric and not quad and G is F and D_G is D_F
+        w = k if quad else 2 * k
+        flops = 2 * self.m * (n1 + (0 if same else n2)) * w
+        nt = max(1, min(self.n_threads, flops // MIN_FLOPS_PER_THREAD, self.m))
+        # rows per block: independent of the thread count (so are the partials), and each
+        # GEMM below OpenBLAS's threading threshold (it runs single-threaded in ours)
+        block = max(8, min(256, (1 << 18) // (w * max(n1, n2)) - 1))
+        n_blocks = -(-self.m // block)
+        dt = self.dtype
+        with self._workspace("ls", (k, quad, nt, block), lambda: (
+                self._stack_buffers(k, quad), np.empty((nt, 2 * block * w), dt),
+                np.empty((n_blocks, _linesearch.N_PRODUCTS)))) as (stack, work, parts):
+            P, Q, quad = self._line_search_factors(stack, F, G, D_F, D_G)
+            return _linesearch.rankone_products(self._a, self._b, same, quad, P, Q, k, z,
+                                                work, parts, block, nt)
 
     def _weighted(self, w, diag=0.0):
         """LinearOperator S = sum_i w_i a_i b_i^T + diag * I (products by GEMMs)."""

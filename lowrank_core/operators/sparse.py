@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
 from .. import _sparse
+from .._kernels import load as _load_kernels
 from .._validation import as_float_array, check_positive_int
 from . import _indexing as ix
 from ._base import (
@@ -26,6 +27,8 @@ from ._base import (
 from ._indexing import BoundsCache
 
 __all__ = ["SparseOperator"]
+
+_linesearch = _load_kernels("_linesearch")
 
 
 class SparseOperator(BoundsCache, MeasurementOperator):
@@ -306,6 +309,19 @@ class SparseOperator(BoundsCache, MeasurementOperator):
                                 SG, br)
         _sparse.adjoint_product(self._ptr_c, self._meas_c, self._row_c, self._val_c, w, F,
                                 StF, bc)
+
+    def _line_search_products(self, F, G, D_F, D_G, z):
+        # one pass over the measurement grouping (src/_linesearch.pyx.tp); float64
+        # partial per chunk of SPARSE_CHUNK measurements
+        T = self._group_bounds()[0].shape[0] - 1
+        k, quad = F.shape[1], D_F is None or D_G is None
+        n_chunks = -(-self.m // _linesearch.SPARSE_CHUNK)
+        with self._workspace("ls", (k, quad), lambda: (
+                self._stack_buffers(k, quad),
+                np.empty((n_chunks, _linesearch.N_PRODUCTS)))) as (stack, parts):
+            P, Q, quad = self._line_search_factors(stack, F, G, D_F, D_G)
+            return _linesearch.sparse_products(self._ptr_m, self._r_m, self._c_m, self._v_m,
+                                               P, Q, k, quad, z, parts, T)
 
     def adjoint_operator(self, z) -> LinearOperator:
         """A^T(z) as a LinearOperator (matvec/matmat in O(nnz k), nothing n1 x n2 formed)."""
