@@ -332,7 +332,7 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
     **method_options
         Method-specific options: onestep ``trigger`` (0.1), ``beta`` (sqrt ||F G^T||_2);
         scaledgd-lambda ``damping`` (``step="auto"``: "schedule", lam_t =
-        min(0.01 ||A^T y||_2, ||A(F G^T) - y|| / g); fixed step: 0.01 ||A^T y||_2);
+        min(0.01 ||A^T y||_2 / g^2, ||A(F G^T) - y|| / g); fixed step: 0.01 ||A^T y||_2);
         precgd ``damping``
         ("residual", "gradient" or a number) and ``damping_scale`` (1); all
         preconditioned methods ``rcond`` (10 k eps, pseudo-inverse cutoff).

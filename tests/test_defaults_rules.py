@@ -116,14 +116,14 @@ def _spectral_psd(prob, k):
 
 
 def test_scaledgd_lambda_schedule_against_numpy():
-    """lambda_0 = min(0.01 ||A^T y||_2, ||A(X0 X0^T) - y|| / g), g = ||A(X0 X0^T)|| /
+    """lambda_0 = min(0.01 ||A^T y||_2 / g^2, ||A(X0 X0^T) - y|| / g), g = ||A(X0 X0^T)|| /
     ||X0 X0^T||_F, from the spectral start recomputed with numpy."""
     prob = lc.make_problem(20, rank=2, m=400, psd=True, cond=5.0, seed=2)
     X0, sigma = _spectral_psd(prob, 4)
     M0 = X0 @ X0.T
     fwd = prob.operator.forward(M0)
     gain = np.linalg.norm(fwd) / np.linalg.norm(M0)
-    lam = min(0.01 * sigma, np.linalg.norm(fwd - prob.y) / gain)
+    lam = min(0.01 * sigma / gain**2, np.linalg.norm(fwd - prob.y) / gain)
     res = lc.solve(prob.operator, prob.y, 4, method="scaledgd-lambda", symmetric=True,
                    max_iter=1, record=False)
     assert res.options["damping"] == "schedule"

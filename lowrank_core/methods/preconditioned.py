@@ -17,8 +17,9 @@ They differ in lam:
 * ``"scaledgd-lambda"`` — lam = ``damping`` (Xu, Shen, Chi, Ma, ICML 2023). A number is
   a fixed lam; the default with ``step="fixed"`` is the fixed 0.01 ||A^T(y)||_2 (about
   0.01 sigma_1(M*)). The default with ``step="auto"`` is ``damping="schedule"``:
-  lam_t = min(lam_0, ||A(F G^T) - y|| / g), lam_0 = 0.01 ||A^T(y)||_2 and g the
-  operator's gain (as PrecGD). The paper asks lam well below sigma_r(M*); a fixed
+  lam_t = min(lam_0, ||A(F G^T) - y|| / g), lam_0 = 0.01 ||A^T(y)||_2 / g^2 and g the
+  operator's gain (as PrecGD; both terms in the units of M, so the run is invariant to
+  the operator's scale). The paper asks lam well below sigma_r(M*); a fixed
   0.01 sigma_1 is about sigma_r at kappa = 100, and from the spectral start the k - r
   spurious components then decay only sublinearly (at a rate ~ ||X_perp||^2 / lam),
   which stalled near 1e-5. The cap keeps the paper's fixed lam during the burn-in; once
@@ -194,11 +195,14 @@ class ScaledGDLambda(_Preconditioned):
         if d is None:
             d = "schedule" if self.auto else FIXED_DAMPING * context.spectral_norm()
             self.options["damping"] = d
-        #: lambda_0 = 0.01 ||A^T(y)||_2: the fixed damping, and the schedule's cap
-        self._lam0 = FIXED_DAMPING * context.spectral_norm() if d == "schedule" else float(d)
         self._schedule = d == "schedule"
-        #: the operator's gain, which puts ||z|| in the units of M (see PrecGD)
+        #: the operator's gain g, which puts ||z|| (and ||A^T(y)||_2 / g^2) in the units
+        #: of M (see PrecGD)
         self.gain = _operator_gain(state) if self._schedule else 1.0
+        #: the fixed damping; for the schedule its cap lambda_0 = 0.01 ||A^T(y)||_2 / g^2
+        #: (~ 0.01 sigma_1(M*) for any scale of the operator)
+        self._lam0 = FIXED_DAMPING * context.spectral_norm() / self.gain ** 2 \
+            if self._schedule else float(d)
         self.last_damping = self._lam0
 
     def damping(self) -> float:
