@@ -288,9 +288,13 @@ def test_small_init_scales(prob):
     rng = np.random.default_rng(5)
     np.testing.assert_allclose(res.F, rng.standard_normal((20, 2)) * 0.3 / np.sqrt(20))
     np.testing.assert_allclose(res.G, rng.standard_normal((16, 2)) * 0.1 / np.sqrt(16))
-    res = solve(prob.operator, prob.y, 2, max_iter=0, seed=5)
+    res = solve(prob.operator, prob.y, 2, init="small", max_iter=0, seed=5)
     np.testing.assert_allclose(res.F, np.random.default_rng(5).standard_normal((20, 2))
                                * 1e-3 / np.sqrt(20))
+    # init=None: asymmetric gd's own start scale (issue 18), 0.7
+    res = solve(prob.operator, prob.y, 2, max_iter=0, seed=5)
+    np.testing.assert_allclose(res.F, np.random.default_rng(5).standard_normal((20, 2))
+                               * 0.7 / np.sqrt(20))
 
 
 def test_spectral_init_is_the_truncated_svd(prob, psd):
