@@ -129,7 +129,7 @@ def main(argv=None):
     print("| operator | residual gradient | search, fused | search, fallback | "
           "fused / RG | fallback / RG | fused speed-up | step rel. diff |")
     print("|---|---|---|---|---|---|---|---|")
-    for kind, m, k, rg, tf, ts, diff in rows:
+    for kind, _m, _k, rg, tf, ts, diff in rows:
         print(f"| {kind} | {1e3 * rg:.3f} | {1e3 * tf:.3f} | {1e3 * ts:.3f} | {tf / rg:.2f} | "
               f"{ts / rg:.2f} | {ts / tf:.2f}x | {diff:.1e} |")
 

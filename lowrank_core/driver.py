@@ -37,6 +37,7 @@ from ._validation import (
     check_positive_int,
     check_random_state,
 )
+from .distributed.errors import ShardError
 from .initialization import DEFAULT_INIT_SCALE, initial_factors, top_singular_value
 from .methods import METHODS, SolverState, StepFailure, StepRule
 from .methods.linesearch import SearchStalled
@@ -343,7 +344,10 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         ``status`` is one of "converged", "max_iter", "max_time", "diverged",
         "stalled" (step="auto" found no decrease along the method's direction, or
         the stalled-progress stop of ``stall_tol``),
-        "interrupted" (Ctrl-C: the partial result), "callback"; see
+        "interrupted" (Ctrl-C: the partial result), "callback", "operator_failed" (a
+        :class:`~lowrank_core.distributed.ShardedOperator` shard lost beyond recovery or
+        past its timeout during the iterations: the last evaluated iterate, the history so
+        far, and the error's message naming the shard and the fix); see
         :data:`lowrank_core.results.STATUSES`.
 
     Raises
@@ -556,6 +560,15 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     except StepFailure as exc:
         status = "diverged"
         message = f"diverged: {exc} at iteration {state.iteration}"
+    except ShardError as exc:
+        # a shard lost for good or not answering: the last evaluated iterate is the result
+        # (the current one, when the failure came before the step advanced, else its
+        # predecessor); the operator is not called again
+        status = "operator_failed"
+        if evaluated != state.iteration and evaluated >= 0:
+            state.step_back()
+        message = (f"operator_failed at iteration {state.iteration} "
+                   f"({type(exc).__name__}): {exc}")
     elapsed = _time.perf_counter() - start
 
     # The returned iterate is the state's current one; make sure its evaluation is the
@@ -565,11 +578,13 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     t = state.iteration
     evaluated_ok = True
     try:
-        if evaluated != t:
+        # after operator_failed nothing calls the operator again (it would fail or hang)
+        failed = status == "operator_failed"
+        if evaluated != t and not failed:
             evaluated = -1
             state.evaluate()
             evaluated = t
-        if recorder.last != t and np.isfinite(state.half_sq):
+        if recorder.last != t and np.isfinite(state.half_sq) and not failed:
             if recorder.last > t:  # divergence stepped back past the last record
                 recorder.drop_last()
             recorder.record(state, t, elapsed)

@@ -23,6 +23,9 @@ STATUSES: dict[str, str] = {
     "callback": "the callback raised StopIteration",
     "stalled": "the exact line search (step=\"auto\") found no decrease along the "
                "method's direction: a stationary point of the method, or rounding level",
+    "operator_failed": "the operator failed for good (a shard of a ShardedOperator lost "
+                       "and not rebuildable, or not answering within its timeout); the last "
+                       "evaluated iterate and the history so far are returned",
     "running": "intermediate result handed to a callback (never a final status)",
 }
 

@@ -589,3 +589,119 @@ def test_solve_n_threads_reaches_the_shards(client):
         local = lc.solve(p.operator, p.y, 2, method="gd", max_iter=2, n_threads=3, seed=1)
         for a, b in zip(res.factors, local.factors):
             assert rel(a, b) < 1e-12
+
+
+# --------------------------------------------------------- operator failure as a result
+class _FailingOperator(lc.DenseOperator):
+    """A local operator whose residual_gradient raises a shard error at call ``fail_at``
+    (a deterministic stand-in for a shard that cannot be rebuilt or times out)."""
+
+    def __init__(self, A, *, fail_at, error):
+        super().__init__(A, n_threads=1)
+        self.fail_at, self.error, self.calls = fail_at, error, 0
+
+    def _tick(self):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.error
+
+    def _residual_gradient_into(self, F, G, y, z, SG, StF):
+        self._tick()
+        return super()._residual_gradient_into(F, G, y, z, SG, StF)
+
+    def _forward_factored_into(self, F, G, out):   # the line search's products
+        self._tick()
+        return super()._forward_factored_into(F, G, out)
+
+
+@pytest.mark.parametrize("error", [ShardLostError, ShardTimeoutError])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_shard_failure_during_iterations_is_operator_failed(error, symmetric):
+    p = lc.make_problem(9, 9, rank=2, m=300, seed=5, n_threads=1)
+    A = p.operator.matrices
+    kw = {"method": "gd", "step": 0.05, "seed": 2, "symmetric": symmetric}
+    # call 1 evaluates iterate 0, call t + 1 iterate t: failing at call 6 leaves iterate 4
+    op = _FailingOperator(A, fail_at=6, error=error("shard 1 failed; the fix", shard=1))
+    got = lc.solve(op, p.y, 2, max_iter=50, **kw)
+    ref = lc.solve(lc.DenseOperator(A, n_threads=1), p.y, 2, max_iter=4, **kw)
+    assert got.status == "operator_failed" and got.status in lc.results.STATUSES
+    assert got.n_iter == 4 == ref.n_iter
+    assert f"({error.__name__}): shard 1 failed; the fix" in got.message
+    for a, b in zip(got.factors, ref.factors):
+        np.testing.assert_array_equal(a, b)
+    assert got.loss == ref.loss and got.residual == ref.residual
+    np.testing.assert_array_equal(got.history.iteration, ref.history.iteration)
+    np.testing.assert_array_equal(got.history.loss, ref.history.loss)
+    assert op.calls == 6   # nothing evaluated after the failure
+
+
+def test_shard_failure_inside_a_line_search_keeps_the_current_iterate():
+    p = lc.make_problem(9, 8, rank=2, m=300, seed=6, n_threads=1)
+    A = p.operator.matrices
+    ref_op = _FailingOperator(A, fail_at=0, error=None)
+    ref = lc.solve(ref_op, p.y, 2, method="gd", step="auto", max_iter=3, seed=1)
+    # the next operator call after the reference's last is the line search from iterate 3
+    op = _FailingOperator(A, fail_at=ref_op.calls + 1,
+                          error=ShardTimeoutError("shard 0 timed out", shard=0))
+    got = lc.solve(op, p.y, 2, method="gd", step="auto", max_iter=10, seed=1)
+    assert got.status == "operator_failed"
+    assert got.n_iter == 3
+    for a, b in zip(got.factors, ref.factors):
+        np.testing.assert_array_equal(a, b)
+    assert got.loss == ref.loss
+
+
+def test_worker_lost_without_source_is_operator_failed(fault_client):
+    client = fault_client
+    p = local_problem("dense", np.float64)
+    kw = {"method": "gd", "step": 0.05, "seed": 4}
+    ref = lc.solve(p.operator, p.y, 2, max_iter=3, **kw)
+    with ShardedOperator.from_operator(p.operator, 2, client, keep_source=False,
+                                       timeout=30) as sop:
+
+        def restart_at_3(intermediate):
+            if intermediate.n_iter == 3:
+                client.restart_workers([sop.shard_workers[1]])
+
+        t0 = time.monotonic()
+        got = lc.solve(sop, p.y, 2, max_iter=20, callback=restart_at_3, **kw)
+        assert time.monotonic() - t0 < 150   # bounded: timeout=30 per call, no hang
+    assert got.status == "operator_failed"
+    assert got.n_iter == 3
+    assert "shard 1" in got.message and "keep_source=True" in got.message
+    for a, b in zip(got.factors, ref.factors):
+        assert rel(a, b) < 1e-12
+    assert list(got.history.iteration) == [0, 1, 2, 3]
+    np.testing.assert_allclose(got.history.loss, ref.history.loss, rtol=1e-12)
+
+
+def test_hung_worker_during_solve_is_operator_failed(client, tmp_path):
+    p = local_problem("dense", np.float64)
+    kw = {"method": "gd", "step": 0.05, "seed": 4}
+    ref = lc.solve(p.operator, p.y, 2, max_iter=2, **kw)
+    flag = tmp_path / "blocking"
+    code = f"import pathlib, time; pathlib.Path({str(flag)!r}).touch(); time.sleep(3.0)"
+    with ShardedOperator.from_operator(p.operator, 2, client, timeout=60) as sop:
+        blockers = []
+
+        def block_at_2(intermediate):
+            if intermediate.n_iter == 2:
+                # block worker 0's event loop for 3 s: the next call cannot be answered
+                th = threading.Thread(target=client.run, args=(exec, code),
+                                      kwargs={"workers": [sop.shard_workers[0]]})
+                th.start()
+                blockers.append(th)
+                for _ in range(600):
+                    if flag.exists():
+                        break
+                    time.sleep(0.05)
+                sop.timeout = 0.5
+
+        got = lc.solve(sop, p.y, 2, max_iter=20, callback=block_at_2, **kw)
+        for th in blockers:
+            th.join()
+    assert got.status == "operator_failed"
+    assert got.n_iter == 2
+    assert "shard 0" in got.message and "timeout=" in got.message
+    for a, b in zip(got.factors, ref.factors):
+        assert rel(a, b) < 1e-12

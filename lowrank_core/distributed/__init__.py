@@ -44,7 +44,9 @@ Design
 * **Failures never hang.** Every call waits at most ``timeout`` seconds (default 300) and
   building shards at most ``build_timeout`` (default 600), then raises
   :class:`ShardTimeoutError`; a lost worker is detected at once (its connection drops).
-  Errors carry the last iterate the operator saw (``last_factors``).
+  Errors carry the last iterate the operator saw (``last_factors``); inside
+  :func:`lowrank_core.solve` they end the run with status ``"operator_failed"`` (the last
+  evaluated iterate, the history so far, the error's message) instead of raising.
 * **Memory is checked before allocation.** The estimated bytes of each shard are checked
   against the memory limit of its worker (times Dask's ``pause`` fraction, default 0.8,
   minus what the worker process already uses) on the client before anything is created and

@@ -553,7 +553,10 @@ class ShardedOperator(MeasurementOperator):
                     if rebuilds > self.max_recoveries:
                         raise ShardLostError(
                             f"shard {sh.index} was lost {rebuilds} times in one call "
-                            f"(max_recoveries={self.max_recoveries}); last error: {exc!r}",
+                            f"(max_recoveries={self.max_recoveries}); last error: {exc!r}. "
+                            "Workers keep dying: check their logs and memory limits "
+                            "(a shard too large for its worker is killed again on every "
+                            "rebuild), or raise max_recoveries",
                             **self._error_context(sh)) from exc
                     self._rebuild(sh, exc)
                     deadline = _deadline(self.timeout)  # a fresh timeout for the retry
@@ -594,7 +597,8 @@ class ShardedOperator(MeasurementOperator):
         except BaseException as wexc:  # noqa: BLE001 - any failure means: no worker
             raise ShardLostError(
                 f"shard {sh.index} was lost with worker {lost_address} ({exc!r}) and no live "
-                f"worker is available to rebuild it ({wexc!r})",
+                f"worker is available to rebuild it ({wexc!r}); add workers to the cluster "
+                "(or raise build_timeout= to wait longer for them)",
                 **self._error_context(sh)) from exc
         if sh.future is not None:
             sh.future.release()

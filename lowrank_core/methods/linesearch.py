@@ -38,8 +38,8 @@ per observed entry / nonzero, rank-one two GEMMs of width 2k over a and b, dense
 streaming pass over A; see ``MeasurementOperator.line_search_products``). Operators
 without it (duck-typed ones, or ``fused=False``) take the fallback: u by one factored
 forward pass of width 2k ([D_F, F] against [G, D_G], concatenated into preallocated
-buffers), v by one of width k, and five dot products of length m. Then O(1) scalar work for the cubic (closed form in Python floats). Nothing is
-allocated per call.
+buffers), v by one of width k, and five dot products of length m. Then O(1) scalar work
+for the cubic (closed form in Python floats). Nothing is allocated per call.
 """
 
 from __future__ import annotations

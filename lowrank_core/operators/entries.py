@@ -28,6 +28,56 @@ from ._indexing import BoundsCache
 
 _entries = _load_kernels("_entries")
 _linesearch = _load_kernels("_linesearch")
+_blocked_kernels = _load_kernels("_entries_blocked")
+
+#: largest tile side of the blocked layout (tile-local row and column share 32 bits)
+_MAX_BLOCK = 1 << 16
+
+
+def _read_cache_size(level: int) -> int | None:
+    """Bytes of cpu0's unified or data cache of ``level`` from sysfs (None if unknown)."""
+    import glob
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(f"{d}/level") as fh:
+                lev = int(fh.read())
+            with open(f"{d}/type") as fh:
+                kind = fh.read().strip()
+            with open(f"{d}/size") as fh:
+                text = fh.read().strip()
+        except (OSError, ValueError):
+            continue
+        if lev != level or kind == "Instruction":
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+        try:
+            return int(text.rstrip("KMGkmg")) * mult
+        except ValueError:
+            continue
+    return None
+
+
+_CACHE_SIZES: tuple[int, int] | None = None
+
+
+def cache_sizes() -> tuple[int, int]:
+    """(per-core L2 bytes, last-level cache bytes) of this machine, read once from sysfs
+    (then ``os.sysconf``); 1 MiB and 8 MiB when neither tells."""
+    global _CACHE_SIZES
+    if _CACHE_SIZES is None:
+        import os
+
+        def conf(name):
+            try:
+                v = os.sysconf(name)
+            except (ValueError, OSError):
+                return None
+            return v if v and v > 0 else None
+
+        l2 = _read_cache_size(2) or conf("SC_LEVEL2_CACHE_SIZE") or (1 << 20)
+        llc = (_read_cache_size(3) or conf("SC_LEVEL3_CACHE_SIZE") or max(l2, 8 << 20))
+        _CACHE_SIZES = (int(l2), int(max(llc, l2)))
+    return _CACHE_SIZES
 
 __all__ = ["EntryOperator", "sample_entries"]
 
@@ -52,9 +102,32 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         :func:`~lowrank_core.make_problem` uses scale = 1/sqrt(p) with p = m/(n1 n2), which
         makes the operator near-isotropic, E||A(M)||^2 = ||M||_F^2.
     n_threads : int, optional
+    layout : {"auto", "rows", "blocked"}
+        Storage the fused ``residual_gradient`` walks. "rows": grouped by row (below).
+        "blocked": cache-blocked tiles (below; opt-in). "auto" (default): rows (the
+        blocked layout measured no faster on the development machine, see
+        docs/benchmarks.rst).
+    block_shape : tuple (rows, columns), optional
+        Tile shape of the blocked layout (each in [1, 65536]); default from the cache
+        sizes and k (see :meth:`block_shape`).
+    cache_size : int, optional
+        Bytes of the per-core cache that holds a tile's G and S^T F slices (default: the
+        L2 size read from /sys/devices/system/cpu/cpu0/cache, else ``os.sysconf``).
 
     Notes
     -----
+    The blocked layout (built on the first ``residual_gradient`` with a given k, by one
+    stable counting sort into tiles, O(m + n_tiles), from the row layout) orders the
+    observations by (row block, column block, row): br x bc tiles whose G and S^T F
+    slices stay in L2 while F and S G are walked in row order inside a row block's slice
+    that stays in the last-level cache. Each entry is one 32-bit tile-local code (row
+    << 16 | column) and its position in the user's order (int32 when m < 2**31), 8 bytes,
+    plus 8 bytes per tile; y is read and z written at that position (the user's order; no
+    copy of y). Threads own whole row blocks (balanced by entry count), S^T F goes to
+    per-thread buffers summed in thread order: bitwise repeatable for a fixed thread
+    count, and bitwise equal to the row layout run with the same within-row order (input
+    sorted by row and column, e.g. make_problem) and the same row split.
+
     The entries are stored grouped by row (CSR-like; int32 indices when
     ``max(n1, n2, m) < 2**31 - 1``, else int64), built once in O(m + n1) by counting sort;
     input already sorted by row (from_sparse, from_dense_with_nan, make_problem) is used in
@@ -72,8 +145,10 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     file_format = ("rows, cols (m,) int; shape (2,); optional scale "
                    "(y_i = scale*M[rows_i, cols_i])")
 
-    def __init__(self, rows, cols, shape, *, dtype=np.float64, scale=1.0, n_threads=None):
+    def __init__(self, rows, cols, shape, *, dtype=np.float64, scale=1.0, n_threads=None,
+                 layout="auto", block_shape=None, cache_size=None):
         super().__init__(n_threads)
+        self._set_layout(layout, block_shape, cache_size)
         n1, n2 = ix.check_shape(shape)
         self.dtype = check_dtype(dtype)
         if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) \
@@ -175,7 +250,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         start, stop = self._check_row_range(start, stop)
         return EntryOperator(self.rows[start:stop], self.cols[start:stop], self.shape,
                              dtype=self.dtype, scale=self.scale,
-                             n_threads=self._n_threads_request)
+                             n_threads=self._n_threads_request, layout=self.layout,
+                             block_shape=self._block_shape, cache_size=self._cache_size)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """``rows``, ``cols`` (m,) int, ``shape`` (2,) and ``scale``."""
@@ -235,7 +311,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     @property
     def nbytes(self) -> int:
         """Bytes held by the index arrays."""
-        return int(sum(a.nbytes for a in (self._ptr_r, self._cols_r, self._pos_r)
+        blocked = () if self._blocked is None else (
+            self._blocked["tptr"], self._blocked["code"], self._blocked["pos"])
+        return int(sum(a.nbytes for a in (self._ptr_r, self._cols_r, self._pos_r, *blocked)
                        if a is not None))
 
     @property
@@ -280,6 +358,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         return S
 
     def _residual_gradient_into(self, F, G, y, z, SG, StF):
+        blocked = self._blocked_for(F.shape[1])
+        if blocked is not None:
+            return self._blocked_residual_gradient(blocked, F, G, y, z, SG, StF)
         ptr, cols, pos, has = self._pr()
         bounds = self._bounds(ptr)
         T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
@@ -288,6 +369,100 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                 np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
             return _entries.residual_gradient(ptr, cols, pos, has, F, G, y, z, SG, StF,
                                               bufs, self._sc(), rowloss, bounds)
+
+    # ------------------------------------------------------ cache-blocked layout
+    def _set_layout(self, layout, block_shape, cache_size) -> None:
+        """Validate and store the layout options (the layout itself is built lazily)."""
+        if layout not in ("auto", "rows", "blocked"):
+            raise ValueError(f"layout must be 'auto', 'rows' or 'blocked', got {layout!r}")
+        if block_shape is not None:
+            if isinstance(block_shape, (str, bytes)) or not hasattr(block_shape, "__len__") \
+                    or len(block_shape) != 2:
+                raise ValueError("block_shape must be a pair (rows, columns) of tile sizes "
+                                 f"in [1, 65536], got {block_shape!r}")
+            block_shape = tuple(check_positive_int(b, "block_shape") for b in block_shape)
+            if max(block_shape) > _MAX_BLOCK:
+                raise ValueError(f"block_shape={block_shape} exceeds {_MAX_BLOCK} (tile-local "
+                                 "indices are 16-bit); use smaller tiles")
+        if cache_size is not None:
+            cache_size = check_positive_int(cache_size, "cache_size")
+        self.layout = layout
+        self._block_shape = block_shape
+        self._cache_size = cache_size
+        self._blocked = None
+
+    def block_shape(self, k: int) -> tuple[int, int] | None:
+        """Tile shape (rows, columns) the blocked layout uses for factors of width k, or
+        None when the row layout is used (``layout`` "rows" or "auto").
+
+        Columns: a tile's G and S^T F slices, 2 bc k itemsize bytes, take half of
+        ``cache_size`` (default the per-core L2 cache read from the system); rows: a row
+        block's F and S G slices and loss terms, br (2 k itemsize + 8) bytes, take half of
+        a thread's share of the last-level cache. Both in [64, 65536].
+        """
+        k = check_positive_int(k, "k")
+        n1, n2 = self.shape
+        item = self.dtype.itemsize
+        l2, llc = cache_sizes()
+        # "auto" is the row layout: on the 2-core development machine (shared, loaded)
+        # the blocked layout measured no faster at n1 = n2 = 1e6, |Omega| = 5e7 in
+        # random order (docs/benchmarks.rst, "At scale"), and it costs 8 bytes per
+        # observation more; it stays opt-in until it is measured faster
+        if self.layout != "blocked":
+            return None
+        if self._block_shape is not None:
+            br, bc = self._block_shape
+        else:
+            l2 = self._cache_size or l2
+            T = max(1, self.n_threads)
+            bc = min(max(l2 // (4 * k * item), 64), _MAX_BLOCK)
+            br = min(max(llc // (2 * T * (2 * k * item + 8)), 64), _MAX_BLOCK)
+        return int(min(br, n1)), int(min(bc, n2))
+
+    def _blocked_for(self, k: int):
+        """The blocked layout for width k (built on first use, kept until the tile shape
+        changes), or None for the row layout."""
+        shape = self.block_shape(k)
+        if shape is None:
+            return None
+        cached = self._blocked
+        if cached is not None and cached["shape"] == shape:
+            return cached
+        br, bc = shape
+        n1, n2 = self.shape
+        n_rb, n_cb = -(-n1 // br), -(-n2 // bc)
+        _refuse_if_too_large(
+            self.m * (4 + self._itype.itemsize) + 8 * (n_rb * n_cb + 1),
+            f"the blocked layout of an EntryOperator with m={self.m:,} entries",
+            "use layout='rows'")
+        tptr = np.empty(n_rb * n_cb + 1, np.int64)
+        code = np.empty(self.m, np.uint32)
+        pos = np.empty(self.m, self._itype)
+        ptr, cols, pos_r, has = self._pr()
+        _blocked_kernels.build_layout(ptr, cols, pos_r, has, br, bc, tptr, code, pos)
+        ix.readonly(tptr, code, pos)
+        self._blocked = cached = {"shape": shape, "tptr": tptr, "code": code, "pos": pos,
+                                  "rb_ptr": np.ascontiguousarray(tptr[::n_cb]),
+                                  "bounds": {}}
+        return cached
+
+    def _blocked_bounds(self, blocked) -> np.ndarray:
+        nt = self.n_threads
+        b = blocked["bounds"].get(nt)
+        if b is None:
+            b = blocked["bounds"][nt] = ix.thread_bounds(blocked["rb_ptr"], nt)
+        return b
+
+    def _blocked_residual_gradient(self, blocked, F, G, y, z, SG, StF, *, y_blocked=False):
+        br, bc = blocked["shape"]
+        bounds = self._blocked_bounds(blocked)
+        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
+        with self._workspace("rg", (T, k), lambda: (
+                np.empty(n1, np.float64),
+                np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
+            return _blocked_kernels.residual_gradient(
+                blocked["tptr"], blocked["code"], blocked["pos"], y_blocked, br, bc, F, G,
+                y, z, SG, StF, bufs, self._sc(), rowloss, bounds)
 
     def _adjoint_products_into(self, w, F, G, SG, StF):
         ptr, cols, pos, has = self._pr()

@@ -233,21 +233,6 @@ class RankOneOperator(MeasurementOperator):
         return self._pass(F, G, y, z, SG, StF)
 
     def _adjoint_products_into(self, w, F, G, SG, StF):
-        # S G = a^T (w * (b G)) and S^T F = b^T (w * (a F)), by GEMMs over row blocks of
-        # a and b (block x k temporaries; nothing n1 x n2)
-        same = self.symmetric and G is F
-        SG[...] = 0
-        if not same:
-            StF[...] = 0
-        for s in self._chunks():
-            a, b, ws = self._a[s], self._b[s], w[s, None]
-            SG += a.T @ (ws * (b @ G))
-            if not same:
-                StF += b.T @ (ws * (a @ F))
-        if same:
-            StF[...] = SG
-
-    def _adjoint_products_into(self, w, F, G, SG, StF):
         # S G = a^T (w * (b G)) and S^T F = b^T (w * (a F)) by GEMMs over row blocks of a
         # and b; the block x k and n x k temporaries come from the cached workspace and
         # nothing n1 x n2 is formed (half the work for the symmetric model with G = F)

@@ -303,13 +303,6 @@ class SparseOperator(BoundsCache, MeasurementOperator):
         _sparse.adjoint_product(self._ptr_c, self._meas_c, self._row_c, self._val_c, w, F,
                                 StF, bc)
 
-    def _adjoint_products_into(self, w, F, G, SG, StF):
-        _, br, bc = self._group_bounds()
-        _sparse.adjoint_product(self._ptr_r, self._meas_r, self._col_r, self._val_r, w, G,
-                                SG, br)
-        _sparse.adjoint_product(self._ptr_c, self._meas_c, self._row_c, self._val_c, w, F,
-                                StF, bc)
-
     def _line_search_products(self, F, G, D_F, D_G, z):
         # one pass over the measurement grouping (src/_linesearch.pyx.tp); float64
         # partial per chunk of SPARSE_CHUNK measurements

@@ -1,0 +1,231 @@
+"""The cache-blocked layout of EntryOperator: against plain numpy (gather + np.add.at) and
+bitwise against the row layout (same within-row order, same row split over threads).
+
+Tiny tiles (a few rows and columns) force many tiles, empty ones included.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+import lowrank_core as lc
+from lowrank_core import _kernels
+from lowrank_core.operators import _indexing
+from lowrank_core.operators import entries as entries_mod
+
+RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-5}
+HAS_AVX2 = _kernels.cpu_has_avx2_fma()
+
+
+def _builds():
+    """(row-layout kernels, blocked kernels) of every build: baseline and AVX2."""
+    out = [(importlib.import_module("lowrank_core._entries"),
+            importlib.import_module("lowrank_core._entries_blocked"))]
+    if HAS_AVX2:
+        out.append((importlib.import_module("lowrank_core._entries_avx2"),
+                    importlib.import_module("lowrank_core._entries_blocked_avx2")))
+    return out
+
+
+def _numpy_reference(rows, cols, F, G, y, scale=1.0):
+    F64, G64, y64 = (np.asarray(x, np.float64) for x in (F, G, y))
+    z = scale * np.einsum("ij,ij->i", F64[rows], G64[cols]) - y64
+    SG = np.zeros((F.shape[0], F.shape[1]))
+    np.add.at(SG, rows, scale * z[:, None] * G64[cols])
+    StF = np.zeros((G.shape[0], F.shape[1]))
+    np.add.at(StF, cols, scale * z[:, None] * F64[rows])
+    return 0.5 * float(z @ z), z, SG, StF
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _problem(n1, n2, m, k, dtype, seed, *, sorted_input, empty_rows=(), empty_cols=()):
+    rng = np.random.default_rng(seed)
+    keep_r = np.setdiff1d(np.arange(n1), empty_rows)
+    keep_c = np.setdiff1d(np.arange(n2), empty_cols)
+    flat = rng.choice(keep_r.size * keep_c.size, m, replace=False)
+    rows, cols = keep_r[flat // keep_c.size], keep_c[flat % keep_c.size]
+    if sorted_input:
+        order = np.lexsort((cols, rows))
+        rows, cols = rows[order], cols[order]
+    dt = np.dtype(dtype)
+    F = rng.standard_normal((n1, k)).astype(dt)
+    G = rng.standard_normal((n2, k)).astype(dt)
+    y = rng.standard_normal(m).astype(dt)
+    return rows, cols, F, G, y
+
+
+def _row_kernel_with_split(op, F, G, y, bounds_rows, kernels):
+    """The row layout's kernel with an explicit row split (bounds in rows)."""
+    ptr, cols, pos, has = op._pr()
+    n1, n2 = op.shape
+    k = F.shape[1]
+    T = bounds_rows.shape[0] - 1
+    z = np.empty(op.m, op.dtype)
+    SG = np.empty((n1, k), op.dtype)
+    StF = np.empty((n2, k), op.dtype)
+    bufs = np.empty((max(T - 1, 1), n2, k), op.dtype)
+    loss = kernels.residual_gradient(ptr, cols, pos, has, F, G, y, z, SG, StF, bufs,
+                                     op._sc(), np.empty(n1), bounds_rows)
+    return loss, z, SG, StF
+
+
+@pytest.fixture
+def many_threads(monkeypatch):
+    # small problems would otherwise run on one thread
+    monkeypatch.setattr(_indexing, "MIN_ENTRIES_PER_THREAD", 1)
+
+
+@pytest.mark.parametrize("k", list(range(1, 18)) + [32, 33, 41])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_width_and_build_matches_numpy_and_row_layout(monkeypatch, many_threads, k,
+                                                            dtype):
+    n1, n2, m = 29, 23, 260
+    rows, cols, F, G, y = _problem(n1, n2, m, k, dtype, 10 + k, sorted_input=True)
+    ref = _numpy_reference(rows, cols, F, G, y, scale=0.7)
+    for row_kernels, blocked_kernels in _builds():
+        monkeypatch.setattr(entries_mod, "_entries", row_kernels)
+        monkeypatch.setattr(entries_mod, "_blocked_kernels", blocked_kernels)
+        for T in (1, 2):
+            kw = {"dtype": dtype, "scale": 0.7, "n_threads": T}
+            blk = lc.EntryOperator(rows, cols, (n1, n2), layout="blocked",
+                                   block_shape=(4, 3), **kw)
+            row = lc.EntryOperator(rows, cols, (n1, n2), layout="rows", **kw)
+            got = blk.residual_gradient(F, G, y)
+            where = f"{blocked_kernels.__name__} k={k} T={T}"
+            assert blk._blocked is not None and blk.block_shape(k) == (4, 3), where
+            for a, b in zip(got[1:], ref[1:]):
+                assert _rel(a, b) < RTOL[np.dtype(dtype)], where
+            assert abs(got[0] - ref[0]) <= RTOL[np.dtype(dtype)] * ref[0], where
+            # bitwise: the row kernel with the blocked run's row split
+            bounds = np.minimum(blk._blocked_bounds(blk._blocked) * 4, n1)
+            want = _row_kernel_with_split(row, F, G, y, bounds, row_kernels)
+            assert got[0] == want[0], where
+            for a, b in zip(got[1:], want[1:]):
+                np.testing.assert_array_equal(a, b, err_msg=where)
+            if T == 1:  # and the operator's own row path (one thread: same split)
+                for a, b in zip(got, row.residual_gradient(F, G, y)):
+                    np.testing.assert_array_equal(a, b, err_msg=where)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T", [1, 2])
+def test_random_order_input_and_empty_tiles(many_threads, dtype, T):
+    """Observations in random order, whole rows, columns and row blocks empty."""
+    n1, n2, m, k = 40, 31, 300, 5
+    empty_rows = list(range(8, 16)) + [39]       # row blocks 2 and 3 of 4 rows empty
+    empty_cols = [0, 1, 2, 17, 30]
+    rows, cols, F, G, y = _problem(n1, n2, m, k, dtype, 3, sorted_input=False,
+                                   empty_rows=empty_rows, empty_cols=empty_cols)
+    blk = lc.EntryOperator(rows, cols, (n1, n2), dtype=dtype, n_threads=T,
+                           layout="blocked", block_shape=(4, 5))
+    loss, z, SG, StF = blk.residual_gradient(F, G, y)
+    tptr = blk._blocked["tptr"]
+    assert np.any(np.diff(tptr) == 0)            # empty tiles exist
+    ref = _numpy_reference(rows, cols, F, G, y)
+    tol = RTOL[np.dtype(dtype)]
+    assert _rel(z, ref[1]) < tol and _rel(SG, ref[2]) < tol and _rel(StF, ref[3]) < tol
+    assert abs(loss - ref[0]) <= tol * ref[0]
+    assert not SG[empty_rows].any() and not StF[empty_cols].any()
+    # bitwise against the row layout given the blocked within-row order (row, column
+    # block, user order): a stable sort of the input by (row, column block)
+    perm = np.lexsort((cols // 5, rows))
+    row = lc.EntryOperator(rows[perm], cols[perm], (n1, n2), dtype=dtype, n_threads=T,
+                           layout="rows")
+    bounds = np.minimum(blk._blocked_bounds(blk._blocked) * 4, n1)
+    want = _row_kernel_with_split(row, F, G, y[perm], bounds, entries_mod._entries)
+    assert loss == want[0]
+    np.testing.assert_array_equal(z[perm], want[1])
+    np.testing.assert_array_equal(SG, want[2])
+    np.testing.assert_array_equal(StF, want[3])
+    # dtype is kept
+    assert z.dtype == SG.dtype == StF.dtype == np.dtype(dtype)
+
+
+def test_repeatable_for_a_thread_count_and_independent_parts(many_threads):
+    rows, cols, F, G, y = _problem(50, 37, 700, 6, np.float64, 4, sorted_input=False)
+    runs = {}
+    for T in (1, 2):
+        op = lc.EntryOperator(rows, cols, (50, 37), n_threads=T, layout="blocked",
+                              block_shape=(3, 7))
+        a, b = op.residual_gradient(F, G, y), op.residual_gradient(F, G, y)
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+        runs[T] = a
+    # z, the loss and S G do not depend on the thread count (rows are owned by threads)
+    assert runs[1][0] == runs[2][0]
+    np.testing.assert_array_equal(runs[1][1], runs[2][1])
+    np.testing.assert_array_equal(runs[1][2], runs[2][2])
+    np.testing.assert_allclose(runs[1][3], runs[2][3], rtol=1e-13, atol=1e-13)
+
+
+def test_solve_with_blocked_layout_reproduces_row_layout():
+    p = lc.make_problem(60, 45, rank=3, m=1500, operator="entries", seed=7, n_threads=1)
+    rows, cols = p.operator.rows, p.operator.cols
+    kw = {"method": "gd", "max_iter": 25, "seed": 1}
+    blk = lc.EntryOperator(rows, cols, p.operator.shape, scale=p.operator.scale,
+                           n_threads=1, layout="blocked", block_shape=(7, 6))
+    a = lc.solve(blk, p.y, 3, **kw)
+    b = lc.solve(p.operator, p.y, 3, **kw)
+    assert a.n_iter == b.n_iter
+    for u, v in zip(a.factors, b.factors):
+        np.testing.assert_array_equal(u, v)
+    # the other products use the row layout and are unchanged
+    z = np.random.default_rng(0).standard_normal(blk.m)
+    np.testing.assert_array_equal(blk.adjoint(z), p.operator.adjoint(z))
+
+
+def test_layout_choice_and_arguments():
+    rows, cols, *_ = _problem(30, 20, 100, 2, np.float64, 0, sorted_input=False)
+    auto = lc.EntryOperator(rows, cols, (30, 20))
+    assert auto.layout == "auto" and auto.block_shape(10) is None      # rows
+    blk = lc.EntryOperator(rows, cols, (30, 20), layout="blocked")
+    br, bc = blk.block_shape(10)
+    assert 1 <= br <= 30 and 1 <= bc <= 20
+    l2, llc = entries_mod.cache_sizes()
+    assert l2 >= 1 and llc >= l2
+    # the default tile shape: G and S^T F slices in half of cache_size, F and S G slices
+    # in half a thread's share of the last-level cache
+    big = 10**6
+    op = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), layout="blocked",
+                          cache_size=1 << 20, n_threads=2)
+    assert op.block_shape(10) == (min(llc // (2 * 2 * (2 * 10 * 8 + 8)), 65536),
+                                  (1 << 20) // (4 * 10 * 8))
+    assert lc.EntryOperator([0, big - 1], [0, big - 1], (big, big)).block_shape(10) is None
+    with pytest.raises(ValueError, match="layout must be"):
+        lc.EntryOperator(rows, cols, (30, 20), layout="tiles")
+    with pytest.raises(ValueError, match="exceeds 65536"):
+        lc.EntryOperator(rows, cols, (30, 20), block_shape=(70000, 4))
+    with pytest.raises(ValueError, match="block_shape"):
+        lc.EntryOperator(rows, cols, (30, 20), block_shape=4)
+    with pytest.raises(ValueError, match="cache_size"):
+        lc.EntryOperator(rows, cols, (30, 20), cache_size=0)
+    # take_rows keeps the layout options
+    part = blk.take_rows(0, 50)
+    assert part.layout == "blocked"
+
+
+def test_scale_benchmark_smoke(many_threads):
+    """benchmarks/scale.py at a tiny size: its three kernels agree (checked inside run())
+    and the report has every row."""
+    import os
+    import sys
+
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+    sys.path.insert(0, here)
+    try:
+        import scale as bench
+    finally:
+        sys.path.remove(here)
+    r = bench.run(3000, 40000, 4, 2, 1, 0, block_shape=(256, 128))
+    assert r["shape"] == (256, 128)
+    text = bench.report(r)
+    for name in ("| rows |", "| blocked |", "| blocked, y permuted |", "| numpy read |",
+                 "peak RSS"):
+        assert name in text
