@@ -22,6 +22,7 @@ import difflib
 import inspect
 import time as _time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,7 +53,8 @@ TruthSpec = Problem | tuple[ArrayLike, ArrayLike] | np.ndarray | None
 #: What ``record=`` accepts (see :func:`solve`).
 RecordSpec = bool | str | Sequence[str] | int | dict[str, Any] | None
 
-__all__ = ["DIVERGENCE_FACTOR", "METRICS", "UnobservedAntisymmetryWarning", "solve"]
+__all__ = ["DIVERGENCE_FACTOR", "METRICS", "STALL_TOL", "STALL_WINDOW",
+           "UnobservedAntisymmetryWarning", "solve"]
 
 
 class UnobservedAntisymmetryWarning(UserWarning):
@@ -62,6 +64,13 @@ class UnobservedAntisymmetryWarning(UserWarning):
 #: A run is declared diverged when the relative residual exceeds this factor times
 #: max(1, the initial relative residual), or any value is non-finite.
 DIVERGENCE_FACTOR = 1e6
+
+#: Default stalled-progress stop (``step="auto"``): stop with status "stalled" at
+#: iteration t >= STALL_WINDOW when f_{t - W} - f_t <= STALL_TOL * f_{t - W}, i.e. the loss
+#: fell by less than a relative 1e-6 over the last W = 100 iterations (noisy data: the
+#: loss has reached its floor; tol on the residual can never be met there).
+STALL_TOL = 1e-6
+STALL_WINDOW = 100
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -95,6 +104,8 @@ class _Settings:
     step: float | str
     max_iter: int
     tol: float
+    stall_tol: float
+    stall_window: int
     max_time: float | None
     truth: Truth | None
     names: tuple[str, ...]
@@ -219,12 +230,12 @@ def _optional_positive(value, name):
 def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = "gd",
           symmetric: bool = False, init: InitSpec = None,
           init_scale: float | tuple[float, float] | None = None,
-          step: Literal["auto", "fixed"] | float | None = "auto", max_iter: int = 1000,
+          step: Literal["auto", "fixed"] | float | None = "auto", max_iter: int | None = None,
           tol: float | None = None, max_time: float | None = None, truth: TruthSpec = None,
           record: RecordSpec = None, callback: Callable[[SolveResult], Any] | None = None,
           seed: int | np.random.Generator | None = None, n_threads: int | None = None,
-          progress: bool = False, reg: float = 0.0,
-          **method_options: Any) -> SolveResult:
+          progress: bool = False, reg: float = 0.0, stall_tol: float | None = None,
+          stall_window: int = STALL_WINDOW, **method_options: Any) -> SolveResult:
     r"""Recover a low-rank matrix from y = A(M*) by a factored gradient method.
 
     Minimizes f(X) = 1/4 ||A(X X^T) - y||^2 over X (n, k) (``symmetric=True``, M* PSD)
@@ -280,11 +291,24 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         2k and k per iteration. "fixed": the method's fixed step (list above, the
         papers' values). A number: that fixed step, exactly as given. The steps taken
         are in ``history["step"]`` (AGN also ``history["step_G"]``).
-    max_iter : int
-        Maximum number of iterations (default 1000); 0 evaluates the initial point only.
+    max_iter : int, optional
+        Maximum number of iterations; 0 evaluates the initial point only. Default: the
+        method's ``StepRule.default_max_iter`` (gd, onestep 10000; scaledgd,
+        scaledgd-lambda, precgd 5000; agn 3000; gnmr, als 1000), large enough for the
+        slow but converging runs since the stalled-progress stop ends the ones that no
+        longer progress.
     tol : float, optional
         Stop when ||A(F G^T) - y|| / ||y|| <= tol. Default 1e-10 (float64), 1e-5
         (float32).
+    stall_tol : float, optional
+        Stalled-progress stop: at iteration t >= ``stall_window`` the run stops with
+        status "stalled" when f_{t-W} - f_t <= stall_tol * f_{t-W} (f the loss, W =
+        ``stall_window``): the loss fell by less than the relative ``stall_tol`` over the
+        last W iterations, as on noisy data where the residual tolerance cannot be met.
+        Default 1e-6 with ``step="auto"`` and 0 (off) with a fixed step, whose runs
+        reproduce the papers' experiments iteration for iteration.
+    stall_window : int
+        W of the stalled-progress stop (default 100).
     max_time : float, optional
         Wall-time budget in seconds for the iterations.
     truth : Problem, (L, R) or ndarray, optional
@@ -323,7 +347,9 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         reach tol). lam = 0 gives bit for bit the unregularized iterates.
     **method_options
         Method-specific options: onestep ``trigger`` (0.1), ``beta`` (sqrt ||F G^T||_2);
-        scaledgd-lambda ``damping`` (0.01 ||A^T y||_2); precgd ``damping``
+        scaledgd-lambda ``damping`` (``step="auto"``: "schedule", lam_t =
+        min(0.01 ||A^T y||_2 / g^2, ||A(F G^T) - y|| / g); fixed step: 0.01 ||A^T y||_2);
+        precgd ``damping``
         ("residual", "gradient" or a number) and ``damping_scale`` (1); all
         preconditioned methods ``rcond`` (10 k eps, pseudo-inverse cutoff).
 
@@ -331,7 +357,8 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
     -------
     SolveResult
         ``status`` is one of "converged", "max_iter", "max_time", "diverged",
-        "stalled" (step="auto" found no decrease along the method's direction),
+        "stalled" (step="auto" found no decrease along the method's direction, or
+        the stalled-progress stop of ``stall_tol``),
         "interrupted" (Ctrl-C: the partial result), "callback", "operator_failed" (a
         :class:`~lowrank_core.distributed.ShardedOperator` shard lost beyond recovery or
         past its timeout during the iterations: the last evaluated iterate, the history so
@@ -397,7 +424,18 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
     tol = _optional_positive(tol, "tol")
     if tol is None:
         tol = 1e-5 if operator.dtype == np.float32 else 1e-10
-    max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
+    max_iter = rule_cls.default_max_iter if max_iter is None else \
+        check_positive_int(max_iter, "max_iter", minimum=0)
+    if stall_tol is None:
+        stall_tol = STALL_TOL if step == "auto" else 0.0
+    elif isinstance(stall_tol, (bool, np.bool_)) or not isinstance(stall_tol, (int, float,
+                                                                              np.floating,
+                                                                              np.integer)) \
+            or not 0 <= float(stall_tol) < 1:
+        raise ValueError(f"stall_tol must be a relative decrease in [0, 1) (0 turns the "
+                         f"stalled-progress stop off), got {stall_tol!r}")
+    stall_tol = float(stall_tol)
+    stall_window = check_positive_int(stall_window, "stall_window")
     max_time = _optional_positive(max_time, "max_time")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
@@ -416,6 +454,7 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
     rng = check_random_state(seed)
     settings = _Settings(rank=rank, rule=rule_cls, symmetric=symmetric, init=init,
                          init_scale=init_scale, step=step, max_iter=max_iter, tol=tol,
+                         stall_tol=stall_tol, stall_window=stall_window,
                          max_time=max_time, truth=truth_obj, names=names, every=every,
                          callback=callback, progress=bool(progress), options=options,
                          seed=seed, n_threads=n_threads, reg=reg)
@@ -431,8 +470,13 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     t_init = _time.perf_counter()
     context = _Context(operator, y, rng)
     init = rule_cls.default_init if s.init is None else s.init
+    init_scale = s.init_scale
+    if s.init is None and init_scale is None and init == "small":
+        init_scale = rule_cls.default_init_scale  # the method's own start (None: global)
+        if isinstance(init_scale, dict):
+            init_scale = init_scale["symmetric" if s.symmetric else "asymmetric"]
     try:
-        F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, s.init_scale, rng)
+        F0, G0 = initial_factors(operator, y, s.rank, s.symmetric, init, init_scale, rng)
     except KeyboardInterrupt:
         # no iterate exists yet: nothing to return, so the interrupt goes on (with a message)
         raise KeyboardInterrupt(f"solve interrupted while computing the initial factors "
@@ -451,6 +495,7 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     recorder = Recorder(s.names, truth)
     progress_bar = Progress(s.progress, s.max_iter, rule_cls.name)
     max_iter, tol, max_time, callback = s.max_iter, s.tol, s.max_time, s.callback
+    stall = _StallCheck(s.stall_tol, s.stall_window)
 
     status = None
     message = ""
@@ -500,6 +545,13 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
             if max_time is not None and elapsed >= max_time:
                 status = "max_time"
                 message = f"max_time = {max_time:g} s elapsed after {t} iterations"
+                break
+            if stall.update(state.loss):
+                status = "stalled"
+                message = (f"stalled: the loss fell by {stall.decrease:.2g} (relative) over the "
+                           f"last {stall.window} iterations, <= stall_tol = {stall.tol:g}, at "
+                           f"iteration {t} (relative residual {residual:.3g} > tol = {tol:g}): "
+                           f"no more progress, e.g. the noise level of the data")
                 break
             if callback is not None:
                 intermediate = _result(state, rule, "running", "", elapsed, init_time,
@@ -570,9 +622,10 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     seed = s.seed
     used = {"method": rule_cls.name, "symmetric": s.symmetric, "rank": s.rank,
             "init": init if isinstance(init, str) else "array",
-            "init_scale": _resolved_init_scale(init, s.init_scale),
+            "init_scale": _resolved_init_scale(init, init_scale),
             "step": step if step == "auto" else float(step),
-            "max_iter": max_iter, "tol": tol,
+            "max_iter": max_iter, "tol": tol, "stall_tol": s.stall_tol,
+            "stall_window": s.stall_window,
             "max_time": max_time, "seed": seed if not isinstance(seed, np.random.Generator)
             else "Generator", "record": {"metrics": list(s.names), "every": s.every},
             "n_threads": getattr(operator, "n_threads", None)}
@@ -585,6 +638,30 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
                                   for i in recorder.iterations], dtype=np.float64)
     return _result(state, rule, status, message, elapsed, init_time, history, truth,
                    options=used, evaluated=evaluated_ok)
+
+
+class _StallCheck:
+    """The stalled-progress rule of :func:`solve` on the sequence of losses f_0, f_1, ...
+
+    :meth:`update` takes f_t (in iteration order) and returns True when t >= W and
+    f_{t-W} - f_t <= tol * f_{t-W}; ``tol = 0`` never fires. Keeps the last W + 1 losses.
+    """
+
+    def __init__(self, tol: float, window: int):
+        self.tol, self.window = float(tol), int(window)
+        self._losses: deque = deque(maxlen=self.window + 1)
+        self.decrease = np.nan
+
+    def update(self, loss: float) -> bool:
+        if not self.tol > 0:
+            return False
+        self._losses.append(float(loss))
+        if len(self._losses) <= self.window:
+            return False
+        old = self._losses[0]
+        drop = old - self._losses[-1]
+        self.decrease = drop / old if old > 0 else 0.0
+        return drop <= self.tol * old
 
 
 def _attach_partial_result(exc: BaseException, result: SolveResult) -> None:

@@ -106,7 +106,8 @@ def test_converged_and_max_iter(prob):
 
 
 def test_max_time(prob):
-    res = solve(prob.operator, prob.y, 2, max_iter=10**9, tol=1e-300, max_time=0.05, seed=0)
+    res = solve(prob.operator, prob.y, 2, max_iter=10**9, tol=1e-300, max_time=0.05, seed=0,
+                stall_tol=0)  # the stalled-progress stop would end it first
     assert res.status == "max_time"
     assert 0.05 <= res.time < 5
     assert res.n_iter == res.history.iteration[-1] > 0
@@ -288,9 +289,13 @@ def test_small_init_scales(prob):
     rng = np.random.default_rng(5)
     np.testing.assert_allclose(res.F, rng.standard_normal((20, 2)) * 0.3 / np.sqrt(20))
     np.testing.assert_allclose(res.G, rng.standard_normal((16, 2)) * 0.1 / np.sqrt(16))
-    res = solve(prob.operator, prob.y, 2, max_iter=0, seed=5)
+    res = solve(prob.operator, prob.y, 2, init="small", max_iter=0, seed=5)
     np.testing.assert_allclose(res.F, np.random.default_rng(5).standard_normal((20, 2))
                                * 1e-3 / np.sqrt(20))
+    # init=None: asymmetric gd's own start scale (issue 18), 0.7
+    res = solve(prob.operator, prob.y, 2, max_iter=0, seed=5)
+    np.testing.assert_allclose(res.F, np.random.default_rng(5).standard_normal((20, 2))
+                               * 0.7 / np.sqrt(20))
 
 
 def test_spectral_init_is_the_truncated_svd(prob, psd):

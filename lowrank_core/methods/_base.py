@@ -260,6 +260,14 @@ class StepRule:
     default_init : str
         The initialization ``solve(init=None)`` uses: ``"spectral"`` or ``"small"``, as
         the method's paper starts.
+    default_init_scale : float, None or dict
+        alpha (or a dict {"symmetric": ..., "asymmetric": ...} by form) of that start
+        when it is ``"small"`` and ``init_scale`` is not given (None:
+        :data:`lowrank_core.initialization.DEFAULT_INIT_SCALE`). An explicit
+        ``init="small"`` keeps the global default, so the papers' experiments do not move.
+    default_max_iter : int
+        ``solve(max_iter=None)``'s cap: the iterations the method needs on slow but
+        converging instances (the stalled-progress stop ends runs that stop improving).
     option_defaults : dict
         Method options accepted through ``solve(**method_options)`` and their defaults.
     needs_grams : bool
@@ -271,6 +279,8 @@ class StepRule:
     forms: tuple[str, ...] = ("symmetric", "asymmetric")
     default_step: float | None = 0.5
     default_init = "small"
+    default_init_scale: float | None = None
+    default_max_iter = 1000
     option_defaults: dict = {}
     needs_grams = False
 

@@ -40,6 +40,8 @@ class AlternatingGaussNewton(StepRule):
     forms = ("asymmetric",)
     default_step = 0.5
     default_init = "spectral"
+    #: two residual gradients per iteration and a faster rate than the gradient methods
+    default_max_iter = 3000
     needs_grams = True
     option_defaults = {"rcond": None}
 

@@ -14,7 +14,7 @@ r"""Plain factored gradient descent and the one-step rebalance.
 Step: ``step="auto"`` (default) is the exact line search along the negative gradient
 (:mod:`lowrank_core.methods.linesearch`); ``step="fixed"`` is 0.3 / ||A^T(y)||_2 (0.3 is
 stable when sigma_1(M*) = 1); a number is used as given. Default init: small random
-(the papers' start).
+(the papers' start), alpha = 0.7 asymmetric, 1e-3 symmetric (``default_init_scale``).
 
 Cost per iteration beyond the residual gradient: O((n1 + n2) k) (one AXPY per factor),
 plus with ``step="auto"`` the line search's forward passes of widths 2k and k;
@@ -39,6 +39,17 @@ class GradientDescent(StepRule):
     summary = "factored gradient descent"
     forms = ("symmetric", "asymmetric")
     default_step = None
+    #: GD is the slowest family (sublinear when over-parameterized symmetric, an
+    #: alpha-dependent linear rate asymmetric): 10000 iterations, cut short by the
+    #: stalled-progress stop.
+    default_max_iter = 10000
+    #: init=None: asymmetric GD's linear rate grows with the imbalance, i.e. with alpha^2
+    #: (Xiong et al. 2024): alpha = 0.7 (the peer's N(0, 1)/10 start at n = 50) reached
+    #: 2.8e-6 where 1e-3 reached 2.5e-4 after 5000 iterations (n=50, r=3, k=6, kappa=10,
+    #: benchmarks/defaults_cases.py gd). Symmetric over-parameterized GD keeps 1e-3: its
+    #: sublinear error starts at the scale of the spurious components (1.4e-3 at alpha=0.7
+    #: vs 7.5e-5 at 1e-3 after 500 iterations).
+    default_init_scale = {"asymmetric": 0.7, "symmetric": None}
     option_defaults: dict = {}
 
     @classmethod
