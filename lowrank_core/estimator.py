@@ -170,7 +170,8 @@ class MatrixCompletion:
         Stop (status "converged") when one iteration moves the estimate by less than tol
         relative, ||F_t G_t^T - F_{t-1} G_{t-1}^T||_F <= tol ||F_{t-1} G_{t-1}^T||_F
         (computed from the factors, O((n1 + n2) k^2)), or when the solver's
-        relative residual reaches its own default tolerance.
+        relative residual reaches its own default tolerance. This replaces ``solve``'s
+        stalled-progress stop (the estimator calls it with ``stall_tol=0``).
     validation_fraction : float in (0, 1), optional
         Hold out this share of the observations (uniformly at random), record their RMSE
         in ``history_["validation_rmse"]``, keep the iterate with the smallest one.
@@ -373,7 +374,8 @@ class MatrixCompletion:
         monitor = _Monitor(val, tol, patience, op if self.center else None, values)
         res = solve(op, y, rank, method=self.method, init=init, max_iter=max_iter,
                     record=["loss", "residual", "time"], callback=monitor, seed=rng,
-                    n_threads=self.n_threads, progress=bool(self.verbose), reg=reg)
+                    n_threads=self.n_threads, progress=bool(self.verbose), reg=reg,
+                    stall_tol=0.0)  # tol (relative change) is the estimator's own stop
         monitor.finish(res)
         F, G = res.factors
         self.intercept_ = op.intercept(F, G, values) if self.center else 0.0

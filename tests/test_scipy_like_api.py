@@ -114,7 +114,12 @@ def test_options_hold_resolved_defaults(prob, method, ):
     init = METHODS[method].default_init
     assert opts["init"] == init
     # init_scale: the alpha the initialization used, None only where none applies
-    assert opts["init_scale"] == DEFAULT_INIT_SCALE.get(init)
+    # (a method's own default start, e.g. gd's asymmetric alpha, else the global default)
+    own = METHODS[method].default_init_scale
+    if isinstance(own, dict):
+        own = own["asymmetric"]
+    expected = own if (own is not None and init == "small") else DEFAULT_INIT_SCALE.get(init)
+    assert opts["init_scale"] == expected
     # None only for settings that are unset by meaning (no time limit, no seed, ...) or
     # decided later in the run (onestep's beta, fixed when the rebalance fires)
     allowed_none = {"max_time", "seed", "n_threads", "beta", "init_scale"}
