@@ -440,12 +440,7 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
     _check_option_names(method_options, rule_cls)
-    if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, (int, float, np.integer,
-                                                                  np.floating)) \
-            or not np.isfinite(reg) or reg < 0:
-        raise ValueError(f"reg (the ridge weight lambda) must be a finite number >= 0, "
-                         f"got {reg!r}")
-    reg = float(reg)
+    reg = check_positive_float(reg, "reg (the ridge weight lambda)", allow_zero=True)
     if reg:
         method_options = rule_cls.check_reg(reg, dict(method_options))
     options = rule_cls.check_options(method_options)

@@ -25,17 +25,24 @@ def _objective(op, y, F, G, lam, symmetric):
     return 0.5 * float(z @ z) + 0.5 * lam * float(np.sum(F * F) + np.sum(G * G))
 
 
-@pytest.mark.parametrize("kind,psd", [("gaussian", False), ("gaussian", True),
-                                      ("sparse", True), ("entries", False)])
-def test_regularized_gradient_matches_finite_differences(kind, psd):
+def _evaluated_state(kind, psd, lam, seed):
+    """A random rank-3 iterate (G = F when psd) and its evaluated regularized state."""
     prob = _problem(kind, psd)
-    op, y, lam = prob.operator, prob.y, 0.7
-    rng = np.random.default_rng(0)
+    op, y = prob.operator, prob.y
+    rng = np.random.default_rng(seed)
     n1, n2 = op.shape
     F = rng.standard_normal((n1, 3))
     G = F if psd else rng.standard_normal((n2, 3))
     state = SolverState(op, y, F.copy(), G.copy(), psd, reg=lam)
     state.evaluate()
+    return op, y, F, G, state
+
+
+@pytest.mark.parametrize("kind,psd", [("gaussian", False), ("gaussian", True),
+                                      ("sparse", True), ("entries", False)])
+def test_regularized_gradient_matches_finite_differences(kind, psd):
+    lam = 0.7
+    op, y, F, G, state = _evaluated_state(kind, psd, lam, seed=0)
     assert state.loss == pytest.approx(_objective(op, y, F, G, lam, psd), rel=1e-12)
     h = 1e-6
     for which, grad in (("F", state.grad_F), ("G", state.grad_G)):
@@ -61,14 +68,8 @@ def test_regularized_gradient_matches_finite_differences(kind, psd):
 
 @pytest.mark.parametrize("psd", [False, True])
 def test_line_search_minimizes_the_regularized_loss(psd):
-    prob = _problem("gaussian", psd)
-    op, y, lam = prob.operator, prob.y, 2.0
-    rng = np.random.default_rng(1)
-    n1, n2 = op.shape
-    F = rng.standard_normal((n1, 3))
-    G = F if psd else rng.standard_normal((n2, 3))
-    state = SolverState(op, y, F.copy(), G.copy(), psd, reg=lam)
-    state.evaluate()
+    lam = 2.0
+    op, y, F, G, state = _evaluated_state("gaussian", psd, lam, seed=1)
     DF, DG = state.grad_F.copy(), state.grad_G.copy()
     ls = LineSearch(state, cap=np.inf)
     eta = ls.search(state.F, state.G, DF, DG)

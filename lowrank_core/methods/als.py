@@ -80,6 +80,7 @@ import numbers
 import numpy as np
 
 from .. import _kernels
+from .._validation import check_positive_float
 from ._base import StepFailure, StepRule
 from .gnmr import adjoint_products_into, check_line_coverage, forward_factored_into
 
@@ -143,22 +144,14 @@ class AlternatingLeastSquares(StepRule):
     @classmethod
     def check_options(cls, options):
         opts = super().check_options(options)
-        lam = opts["damping"]
-        if isinstance(lam, str) and lam == "auto":
-            pass
-        elif isinstance(lam, (bool, np.bool_)) or not isinstance(lam, numbers.Real) \
-                or not np.isfinite(lam) or lam < 0:
-            raise ValueError(f"ALS option damping (ridge lambda) must be 'auto' (default: a "
-                             f"ridge that vanishes with the squared relative residual) or a "
-                             f"finite number >= 0 (0: plain ALS), got {lam!r}")
-        else:
-            opts["damping"] = float(lam)
-        c = opts["damping_scale"]
-        if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Real) \
-                or not np.isfinite(c) or c < 0:
-            raise ValueError(f"ALS option damping_scale (the c of damping='auto') must be a "
-                             f"finite number >= 0, got {c!r}")
-        opts["damping_scale"] = float(c)
+        if not (isinstance(opts["damping"], str) and opts["damping"] == "auto"):
+            opts["damping"] = check_positive_float(
+                opts["damping"], "ALS option damping (the ridge lambda; 0: plain ALS, 'auto' "
+                "the default: a ridge that vanishes with the squared relative residual)",
+                allow_zero=True)
+        opts["damping_scale"] = check_positive_float(
+            opts["damping_scale"], "ALS option damping_scale (the c of damping='auto')",
+            allow_zero=True)
         for name in ("rcond", "cg_tol"):
             v = opts[name]
             if v is not None and (isinstance(v, (bool, np.bool_))

@@ -55,6 +55,8 @@ import math
 
 import numpy as np
 
+from ..operators._base import stack_cross_factors
+
 __all__ = ["CAP", "LineSearch", "SearchStalled", "quadratic_step", "quartic_step"]
 
 #: eta_max = CAP * ||(F, G)|| / ||(D_F, D_G)||: a step moves the factors by at most CAP
@@ -232,13 +234,9 @@ class LineSearch:
         if self._products is not None:
             zu, uu, zv, uv, vv = self._products(F, G, D_F, D_G, z)
         else:
-            k = self.state.k
             u, v = self.u, self.v
             FD, GD = self.FD, self.GD
-            FD[:, :k] = D_F
-            FD[:, k:] = F
-            GD[:, :k] = G
-            GD[:, k:] = D_G
+            stack_cross_factors(F, G, D_F, D_G, FD, GD)
             self._fwd(FD, GD, u)
             self._fwd(D_F, D_G, v)
             zu, uu, zv, uv, vv = (np.dot(z, u), np.dot(u, u), np.dot(z, v), np.dot(u, v),

@@ -38,6 +38,19 @@ __all__ = ["MeasurementOperator", "available_memory"]
 
 
 # ------------------------------------------------------------------------- memory
+def stack_cross_factors(F, G, D_F, D_G, FD, GD) -> None:
+    """Fill FD (n1, 2k) = [D_F | F] and GD (n2, 2k) = [G | D_G] in place.
+
+    Then FD GD^T = D_F G^T + F D_G^T: u = A(FD GD^T) is ONE factored forward of width 2k
+    (the linear coefficient of the exact line search). O((n1 + n2) k) copies.
+    """
+    k = F.shape[1]
+    FD[:, :k] = D_F
+    FD[:, k:] = F
+    GD[:, :k] = G
+    GD[:, k:] = D_G
+
+
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation, or None if unknown.
 
@@ -452,10 +465,7 @@ class MeasurementOperator:
                 X, Y = (D_F, G) if D_G is None else (F, D_G)
                 self._forward_factored_into(X, Y, u)
                 return float(np.dot(z, u)), float(np.dot(u, u)), 0.0, 0.0, 0.0
-            FD[:, :k] = D_F
-            FD[:, k:] = F
-            GD[:, :k] = G
-            GD[:, k:] = D_G
+            stack_cross_factors(F, G, D_F, D_G, FD, GD)
             self._forward_factored_into(FD, GD, u)
             self._forward_factored_into(D_F, D_G, v)
             return (float(np.dot(z, u)), float(np.dot(u, u)), float(np.dot(z, v)),

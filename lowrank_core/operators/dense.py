@@ -15,7 +15,7 @@ from .. import _dense
 from .._kernels import load as _load_kernels
 from .._threads import resolve_n_threads
 from .._validation import as_float_array, check_dtype, check_positive_int, check_random_state
-from ._base import MeasurementOperator, _file_array, _refuse_if_too_large
+from ._base import MeasurementOperator, _file_array, _refuse_if_too_large, stack_cross_factors
 
 __all__ = ["DenseOperator", "SymmetricDenseOperator"]
 
@@ -99,10 +99,7 @@ class _DenseBase(MeasurementOperator):
                 _dense.outer_product(X, Y, P1)
             else:
                 FD, GD = stack
-                FD[:, :k] = D_F
-                FD[:, k:] = F
-                GD[:, :k] = G
-                GD[:, k:] = D_G
+                stack_cross_factors(F, G, D_F, D_G, FD, GD)
                 _dense.outer_product(FD, GD, P1)
                 _dense.outer_product(D_F, D_G, P2)
             p1, p2 = packed
