@@ -183,8 +183,14 @@ def _ms(t: float) -> str:
     return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
 
+def _times(x: float) -> str:
+    """A speed ratio to two significant digits (0.03×, 0.7×, 12×): one decimal would print
+    a ratio below 0.05 as "0.0×", which says nothing."""
+    return f"{x:.2g}" if x < 10 else f"{x:.0f}"
+
+
 def _ratio(base: float | None, ours: float) -> str:
-    return "—" if base is None else f"{_ms(base)} ({base / ours:.1f}×)"
+    return "—" if base is None else f"{_ms(base)} ({_times(base / ours)}×)"
 
 
 def _best(baselines: dict, lib: str):
