@@ -137,7 +137,8 @@ def _pair(path, blocks, lines) -> list[Snippet]:
             continue
         if language in SHELL:
             if reason is None and INSTALLS.search(code):
-                reason = "installs packages; .ci/run runs the README's install from a clean clone"
+                reason = ("installs packages (not into the environment under test); .ci/run "
+                          "runs the README's install from a clean clone")
             before = tuple(s for s in snippets if s.skip is None)
             snippets.append(Snippet(path, line, code, None, reason, "bash", before))
             continue
@@ -186,7 +187,9 @@ def test_ci_runs_the_readme_install():
     """The README's install blocks are skipped here because .ci/run performs them."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    installs = re.findall(r'pip install [^&\n]*"\.\[test\]"', readme)
+    installs = [re.search(r'pip install [^&]*"\.\[test\]"', line).group(0)
+                for line in readme.splitlines()
+                if line.startswith("python -m venv") and '".[test]"' in line]
     assert installs, "the README's test set-up command was not found"
     for command in installs:
         assert command in ci, f".ci/run does not run the README's {command!r}"
@@ -275,3 +278,26 @@ def test_demo_table_is_printed_as_documented(tmp_path):
     assert len(printed) == 5, proc.stdout
     for name, table in tables.items():
         assert _demo_rows(table) == printed, f"{name}'s demo table differs:\n{proc.stdout}"
+
+
+def test_solvers_page_shows_solves_signature():
+    """The signature at the top of docs/solvers.rst (a text block) is solve's: the same
+    parameters, in the same order, with the same defaults."""
+    import ast
+    import inspect
+
+    import lowrank_core as lc
+
+    text = (ROOT / "docs" / "solvers.rst").read_text(encoding="utf-8")
+    match = re.search(r"lc\.solve\((?P<params>.*?)\)\s*\n\s*-> (?P<ret>\w+)", text, flags=re.S)
+    assert match, "docs/solvers.rst: the lc.solve(...) -> SolveResult block was not found"
+    documented = ast.parse(f"def solve({match['params']}): pass").body[0].args
+    names = [a.arg for a in documented.args] + ["**" + documented.kwarg.arg]
+    defaults = [ast.literal_eval(d) for d in documented.defaults]
+    defaults = [inspect.Parameter.empty] * (len(documented.args) - len(defaults)) + defaults
+    sig = inspect.signature(lc.solve)
+    actual = [("**" if p.kind is p.VAR_KEYWORD else "") + n for n, p in sig.parameters.items()]
+    assert names == actual
+    assert defaults == [p.default for p in sig.parameters.values()
+                        if p.kind is not p.VAR_KEYWORD]
+    assert match["ret"] == sig.return_annotation == "SolveResult"
