@@ -20,6 +20,7 @@ Set ``LOWRANK_CORE_DEBUG=1`` to get the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import stat
@@ -264,9 +265,12 @@ def _cmd_reproduce(args) -> int:
     if not names:
         raise CLIError("name an experiment (see 'lowrank-core reproduce --list') or use --all")
     unknown = [n for n in names if n not in EXPERIMENTS]
-    if unknown:
-        raise CLIError(f"unknown experiment {unknown[0]!r}; choose from "
-                       + ", ".join(EXPERIMENTS))
+    if unknown:  # a bad argument value: a usage error (status 2), like --method's
+        near = difflib.get_close_matches(unknown[0], list(EXPERIMENTS), n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise _UsageError(f"{PROG} reproduce: error: unknown experiment {unknown[0]!r}{hint} "
+                          "(choose from " + ", ".join(EXPERIMENTS) + "; see "
+                          f"'{PROG} reproduce --list')")
     plot = not args.no_plot
     if plot:
         from .plotting import require_matplotlib
@@ -486,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "GD, asymmetric GD, onestep, PrecGD and AGN from the same "
                                    "small random initialization; prints iterations, time, "
                                    "final relative error and status per method.")
+    d.set_defaults(_parser=d)
     d.add_argument("--plot", metavar="FILE",
                    help="save the convergence plot (relative error, log scale): .png, or "
                         ".pdf/.svg for vector output")
@@ -574,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--progress", dest="progress", action="store_true", default=None,
                     help="progress bar (tqdm if installed; default: on a terminal)")
     pg.add_argument("--no-progress", dest="progress", action="store_false")
-    s.set_defaults(func=_cmd_solve)
+    s.set_defaults(func=_cmd_solve, _parser=s)
 
     # reproduce
     lines = "\n".join(f"  {n:<17} {e.summary}" for n, e in EXPERIMENTS.items())
@@ -597,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dpi", type=_dpi, default=None,
                    help="resolution of the PNG figures (default 150)")
     r.add_argument("--verbose", "-v", action="store_true", help="one line per run on stderr")
-    r.set_defaults(func=_cmd_reproduce)
+    r.set_defaults(func=_cmd_reproduce, _parser=r)
 
     # bench (forwarded to benchmarks/compare.py of the source tree; see _cmd_bench)
     sub.add_parser("bench", add_help=False,
@@ -607,6 +612,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------- main
+def _unrecognized(parser, extra) -> str:
+    """The usage error for arguments ``parser`` (a subcommand's) does not know: each
+    unknown flag with the nearest flag of that subcommand (``--max_iter``: did you mean
+    --max-iter?)."""
+    flags = [o for action in parser._actions for o in action.option_strings
+             if o.startswith("--")]
+    hints = []
+    for arg in extra:
+        if not arg.startswith("-"):
+            continue
+        name = arg.split("=", 1)[0]
+        near = difflib.get_close_matches(name.replace("_", "-"), flags, n=1, cutoff=0.6)
+        if near:
+            hints.append(f"{name}: did you mean {near[0]}?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return (f"{parser.prog}: error: unrecognized arguments: {' '.join(extra)}{hint} "
+            f"(see '{parser.prog} --help')")
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 success, 1 error, 2 usage)."""
     debug = bool(os.environ.get("LOWRANK_CORE_DEBUG"))
@@ -621,7 +645,9 @@ def main(argv=None) -> int:
             if argv[:1] == ["bench"]:
                 return _cmd_bench(argv[1:])
             parser = build_parser()
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra:
+                raise _UsageError(_unrecognized(args._parser, extra))
             return int(args.func(args))
         except _UsageError as exc:
             if str(exc):

@@ -414,3 +414,22 @@ def test_demo_plot_dpi_vector_and_time_axis(tmp_path):
     assert_one_line_error(run("demo", "--quick", "--plot", str(tmp_path / "d.gif")),
                           ".png, .pdf, .svg")
     assert_one_line_error(run("demo", "--quick", "--dpi", "5"), "--dpi")
+
+
+def test_unknown_flags_and_experiments_are_usage_errors_with_the_nearest_name():
+    """Status 2 (usage) and the nearest valid name, like --method's did-you-mean."""
+    proc = run("solve", "--max_iter", "5")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "lowrank-core solve: error: unrecognized arguments: --max_iter",
+                          "did you mean --max-iter?", "see 'lowrank-core solve --help'")
+    proc = run("demo", "--quick", "--plto", "d.png")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "--plto: did you mean --plot?")
+    proc = run("reproduce", "xiong-symetric", "--quick", "--no-plot")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "unknown experiment 'xiong-symetric'; did you mean "
+                          "'xiong-symmetric'?", "lowrank-core reproduce --list")
+    proc = run("reproduce", "zzz")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "unknown experiment 'zzz' (choose from xiong-symmetric")
+    assert "did you mean" not in proc.stderr

@@ -99,3 +99,22 @@ def test_missing_history_entry_says_how_to_record_it(runs):
     res = lc.solve(p.operator, p.y, 1, record=["loss"], max_iter=3, seed=0)
     with pytest.raises(ValueError, match=r"history\['time'\]"):
         plotting.plot_results({"gd": res}, x="time", metric="loss")
+
+
+def test_reproduce_figures_name_the_symmetric_runs_x_xt():
+    """xiong-psd overlays a symmetric (X X^T) and an asymmetric (F G^T) run: its y label is
+    error_label(None), naming both; xiong-symmetric (symmetric runs only) says X_t X_t^T on
+    both panels and never F G^T."""
+    from lowrank_core.experiments import run_experiment
+
+    psd = run_experiment("xiong-psd", quick=True, n_threads=1)
+    (ax,) = psd.draw().axes
+    assert ax.get_ylabel() == plotting.error_label(None)
+    assert r"XX^\top" in ax.get_ylabel() and r"FG^\top" in ax.get_ylabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [("XX" in t, "FG" in t) for t in legend] == [(False, True), (True, False)]
+    sym = run_experiment("xiong-symmetric", quick=True, n_threads=1)
+    labels = [a.get_ylabel() for a in sym.draw().axes]
+    assert len(labels) == 2
+    for label in labels:
+        assert r"X_tX_t^\top" in label and "FG" not in label

@@ -194,10 +194,11 @@ def xiong_psd(quick=False, seed=0, n_threads=None, log=None):
              f"eta={p['step']}")
 
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import error_label, new_figure, plot_curves
         fig, ax = new_figure(width=6.4, height=4.4)
-        plot_curves(ax, curves, title="Xiong-Ding-Du: asymmetric vs symmetric "
-                    "parameterization\n" + title)
+        # one symmetric (X X^T) and one asymmetric (F G^T) run: the label names both
+        plot_curves(ax, curves, ylabel=error_label(None), title="Xiong-Ding-Du: asymmetric "
+                    "vs symmetric parameterization\n" + title)
         return fig
 
     return ExperimentResult("xiong-psd", "PSD target: asymmetric vs symmetric", title,

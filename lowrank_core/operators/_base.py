@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from .. import _dense
@@ -213,7 +214,7 @@ class MeasurementOperator:
     #: --help``).
     file_format: ClassVar[str] = ""
 
-    def __init__(self, n_threads=None):
+    def __init__(self, n_threads: int | None = None) -> None:
         self._n_threads_request = n_threads
         resolve_n_threads(n_threads)  # validate now
         self._lock = threading.Lock()
@@ -544,8 +545,8 @@ class MeasurementOperator:
                         "format")
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype=None,
-                    n_threads=None) -> MeasurementOperator:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype: DTypeLike | None = None,
+                    n_threads: int | None = None) -> MeasurementOperator:
         """Rebuild an operator from the arrays of :meth:`to_arrays`.
 
         Parameters
@@ -561,8 +562,8 @@ class MeasurementOperator:
 
     @classmethod
     def random_ensemble(cls, rng: np.random.Generator, n1: int, n2: int, m: int | None,
-                        psd: bool, dtype: np.dtype, n_threads=None,
-                        **options) -> MeasurementOperator:
+                        psd: bool, dtype: np.dtype, n_threads: int | None = None,
+                        **options: Any) -> MeasurementOperator:
         """The random operator of :func:`lowrank_core.make_problem` for this ensemble.
 
         Parameters

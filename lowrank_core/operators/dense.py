@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import _dense
 from .._kernels import load as _load_kernels
@@ -137,7 +138,8 @@ class DenseOperator(_DenseBase):
     ensemble = "gaussian"
     file_format = "A (m, n1, n2)"
 
-    def __init__(self, A, shape=None, *, n_threads=None):
+    def __init__(self, A: ArrayLike, shape: tuple[int, int] | None = None, *,
+                 n_threads: int | None = None) -> None:
         super().__init__(n_threads)
         A = as_float_array(A, "A", ndim=(2, 3))
         if A.ndim == 3:
@@ -157,8 +159,9 @@ class DenseOperator(_DenseBase):
         self._rows = A.reshape(self.m, n1 * n2)
 
     @classmethod
-    def gaussian(cls, m, n1, n2=None, *, dtype=np.float64, seed=None, n_threads=None,
-                 m_total=None):
+    def gaussian(cls, m: int, n1: int, n2: int | None = None, *,
+                 dtype: DTypeLike = np.float64, seed: int | np.random.Generator | None = None,
+                 n_threads: int | None = None, m_total: int | None = None) -> DenseOperator:
         """A_i with i.i.d. N(0, 1/m) entries, so E||A(M)||^2 = ||M||_F^2.
 
         Refused before any allocation (MemoryError stating the bytes) if it cannot fit.
@@ -187,7 +190,7 @@ class DenseOperator(_DenseBase):
         v.flags.writeable = False
         return v
 
-    def astype(self, dtype) -> DenseOperator:
+    def astype(self, dtype: DTypeLike) -> DenseOperator:
         """A copy of this operator in another precision (an explicit, deliberate cast)."""
         dtype = check_dtype(dtype)
         return DenseOperator(self._rows.astype(dtype), shape=self.shape,
@@ -221,14 +224,16 @@ class DenseOperator(_DenseBase):
         return {"A": self.matrices}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype=None,
-                    n_threads=None) -> DenseOperator:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype: DTypeLike | None = None,
+                    n_threads: int | None = None) -> DenseOperator:
         """From ``A`` (m, n1, n2) (see :meth:`MeasurementOperator.from_arrays`)."""
         return cls(_file_array(arrays, "A", ndim=3), n_threads=n_threads)
 
     @classmethod
-    def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None,
-                        symmetric_operator=None):
+    def random_ensemble(cls, rng: np.random.Generator, n1: int, n2: int, m: int | None,
+                        psd: bool, dtype: np.dtype, n_threads: int | None = None,
+                        symmetric_operator: bool | None = None
+                        ) -> DenseOperator | SymmetricDenseOperator:
         """Dense Gaussian: N(0, 1/m) entries; for a PSD truth, by default, the packed
         symmetric ensemble (G_i + G_i^T)/(2 sqrt(m)). ``symmetric_operator=False`` measures
         a PSD truth with general A_i instead: what an asymmetric (F G^T) run on a PSD target
@@ -273,7 +278,8 @@ class SymmetricDenseOperator(_DenseBase):
     kind = "symmetric"
     file_format = "A (m, n, n), each A_i symmetric"
 
-    def __init__(self, A, *, n_threads=None, rtol=None):
+    def __init__(self, A: ArrayLike, *, n_threads: int | None = None,
+                 rtol: float | None = None) -> None:
         super().__init__(n_threads)
         A = as_float_array(A, "A", ndim=3)
         m, n, n_ = A.shape
@@ -302,7 +308,7 @@ class SymmetricDenseOperator(_DenseBase):
         self._rows = packed
 
     @classmethod
-    def from_general(cls, A, *, n_threads=None):
+    def from_general(cls, A: ArrayLike, *, n_threads: int | None = None) -> SymmetricDenseOperator:
         """Operator with the symmetrized matrices (A_i + A_i^T)/2.
 
         For every symmetric M this measures exactly what A does.
@@ -318,7 +324,8 @@ class SymmetricDenseOperator(_DenseBase):
         return cls(sym, n_threads=n_threads)
 
     @classmethod
-    def from_packed(cls, packed, n, *, n_threads=None):
+    def from_packed(cls, packed: ArrayLike, n: int, *,
+                    n_threads: int | None = None) -> SymmetricDenseOperator:
         """Wrap rows already packed as row-major upper triangles, shape (m, n(n+1)/2)."""
         n = check_positive_int(n, "n")
         packed = as_float_array(packed, "packed", ndim=2)
@@ -331,7 +338,9 @@ class SymmetricDenseOperator(_DenseBase):
         return self
 
     @classmethod
-    def gaussian(cls, m, n, *, dtype=np.float64, seed=None, n_threads=None, m_total=None):
+    def gaussian(cls, m: int, n: int, *, dtype: DTypeLike = np.float64,
+                 seed: int | np.random.Generator | None = None, n_threads: int | None = None,
+                 m_total: int | None = None) -> SymmetricDenseOperator:
         """The PSD-sensing ensemble A_i = (G_i + G_i^T) / (2 sqrt(m)), G_i i.i.d. N(0, 1).
 
         Generated packed: diagonal entries N(0, 1/m), off-diagonal N(0, 1/(2m)); then
@@ -372,7 +381,7 @@ class SymmetricDenseOperator(_DenseBase):
         full[:, iu[1], iu[0]] = self._rows
         return full
 
-    def astype(self, dtype) -> SymmetricDenseOperator:
+    def astype(self, dtype: DTypeLike) -> SymmetricDenseOperator:
         """A copy in another precision (explicit cast)."""
         return SymmetricDenseOperator.from_packed(self._rows.astype(check_dtype(dtype)),
                                                   self.shape[0],
@@ -415,13 +424,15 @@ class SymmetricDenseOperator(_DenseBase):
         return {"A": self.matrices}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype=None,
-                    n_threads=None) -> SymmetricDenseOperator:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype: DTypeLike | None = None,
+                    n_threads: int | None = None) -> SymmetricDenseOperator:
         """From ``A`` (m, n, n), symmetric A_i (see :meth:`MeasurementOperator.from_arrays`)."""
         return cls(_file_array(arrays, "A", ndim=3), n_threads=n_threads)
 
     @classmethod
-    def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None):
+    def random_ensemble(cls, rng: np.random.Generator, n1: int, n2: int, m: int | None,
+                        psd: bool, dtype: np.dtype,
+                        n_threads: int | None = None) -> SymmetricDenseOperator:
         """The packed PSD-sensing ensemble of :meth:`gaussian` (square shapes only; the
         ``"gaussian"`` ensemble of make_problem picks it for psd=True)."""
         if n1 != n2:

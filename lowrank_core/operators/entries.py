@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from .._kernels import load as _load_kernels
@@ -145,8 +147,11 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     file_format = ("rows, cols (m,) int; shape (2,); optional scale "
                    "(y_i = scale*M[rows_i, cols_i])")
 
-    def __init__(self, rows, cols, shape, *, dtype=np.float64, scale=1.0, n_threads=None,
-                 layout="auto", block_shape=None, cache_size=None):
+    def __init__(self, rows: ArrayLike, cols: ArrayLike, shape: tuple[int, int], *,
+                 dtype: DTypeLike = np.float64, scale: float = 1.0, n_threads: int | None = None,
+                 layout: Literal["auto", "rows", "blocked"] = "auto",
+                 block_shape: tuple[int, int] | None = None,
+                 cache_size: int | None = None) -> None:
         super().__init__(n_threads)
         self._set_layout(layout, block_shape, cache_size)
         n1, n2 = ix.check_shape(shape)
@@ -197,7 +202,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def from_sparse(cls, X, *, n_threads=None):
+    def from_sparse(cls, X: sp.spmatrix | sp.sparray, *,
+                    n_threads: int | None = None) -> tuple[EntryOperator, np.ndarray]:
         """Operator and measurements from a scipy.sparse matrix of observations.
 
         Every STORED entry of X (explicit zeros included; duplicates of a COO matrix kept
@@ -223,7 +229,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         return op, np.array(y, copy=True)
 
     @classmethod
-    def from_dense_with_nan(cls, X, *, n_threads=None):
+    def from_dense_with_nan(cls, X: ArrayLike, *,
+                            n_threads: int | None = None) -> tuple[EntryOperator, np.ndarray]:
         """Operator and measurements from a dense array with NaN marking missing entries.
 
         Returns
@@ -259,8 +266,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                 "shape": np.asarray(self.shape, np.int64), "scale": np.float64(self.scale)}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype=None,
-                    n_threads=None) -> EntryOperator:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype: DTypeLike | None = None,
+                    n_threads: int | None = None) -> EntryOperator:
         """From ``rows``, ``cols``, ``shape`` and optional ``scale`` (default 1); ``dtype``
         is the measurements' (default float64)."""
         rows = _file_array(arrays, "rows", kind="int", ndim=1)
@@ -271,8 +278,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                    scale=1.0 if scale is None else float(scale), n_threads=n_threads)
 
     @classmethod
-    def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None, p=None,
-                        min_per_line=0):
+    def random_ensemble(cls, rng: np.random.Generator, n1: int, n2: int, m: int | None,
+                        psd: bool, dtype: np.dtype, n_threads: int | None = None,
+                        p: float | None = None, min_per_line: int = 0) -> EntryOperator:
         """Matrix completion on a uniformly random set Omega of distinct entries.
 
         ``|Omega| = m`` (uniform m-subset), or, with ``p`` given and m=None, a Bernoulli(p)
@@ -557,7 +565,8 @@ def _chunk_counts(rng, sizes: np.ndarray, count: int, total: int) -> np.ndarray:
     return counts
 
 
-def sample_entries(n1: int, n2: int, count: int, rng, *, min_per_line: int = 0,
+def sample_entries(n1: int, n2: int, count: int, rng: np.random.Generator, *,
+                   min_per_line: int = 0,
                    max_tries: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
     r"""``count`` distinct entries of an n1 x n2 matrix, uniformly, sorted row-major.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from .._kernels import load as _load_kernels
@@ -71,7 +72,8 @@ class RankOneOperator(MeasurementOperator):
     ensemble = "rank-one"
     file_format = "a (m, n1), b (m, n2) (y_i = a_i^T M b_i); without b: y_i = a_i^T M a_i"
 
-    def __init__(self, a, b=None, *, n_threads=None, block=32):
+    def __init__(self, a: ArrayLike, b: ArrayLike | None = None, *, n_threads: int | None = None,
+                 block: int = 32) -> None:
         super().__init__(n_threads)
         a = as_float_array(a, "a", ndim=2)
         self.symmetric = b is None
@@ -90,8 +92,9 @@ class RankOneOperator(MeasurementOperator):
         self._moments = None
 
     @classmethod
-    def gaussian(cls, m, n1, n2=None, *, symmetric=False, dtype=np.float64, seed=None,
-                 n_threads=None):
+    def gaussian(cls, m: int, n1: int, n2: int | None = None, *, symmetric: bool = False,
+                 dtype: DTypeLike = np.float64, seed: int | np.random.Generator | None = None,
+                 n_threads: int | None = None) -> RankOneOperator:
         """a_i, b_i i.i.d. N(0, I / sqrt(m)), or symmetric a_i ~ N(0, I / sqrt(2 m)).
 
         The scaling makes E||A(M)||^2 = ||M||_F^2 (asymmetric), resp.
@@ -134,15 +137,17 @@ class RankOneOperator(MeasurementOperator):
         return out
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype=None,
-                    n_threads=None) -> RankOneOperator:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype: DTypeLike | None = None,
+                    n_threads: int | None = None) -> RankOneOperator:
         """From ``a`` and optional ``b`` (without ``b``: y_i = a_i^T M a_i)."""
         a = _file_array(arrays, "a", ndim=2)
         b = _file_array(arrays, "b", ndim=2, optional=True)
         return cls(a, b, n_threads=n_threads)
 
     @classmethod
-    def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None):
+    def random_ensemble(cls, rng: np.random.Generator, n1: int, n2: int, m: int | None,
+                        psd: bool, dtype: np.dtype,
+                        n_threads: int | None = None) -> RankOneOperator:
         """Gaussian rank-one projections: a_i, b_i ~ N(0, I/sqrt(m)) so
         E||A(M)||^2 = ||M||_F^2; psd=True gives the symmetric model y_i = a_i^T M a_i with
         a_i ~ N(0, I/sqrt(2m)), for which E||A(M)||^2 = ||M||_F^2 + tr(M)^2/2 (its spectral

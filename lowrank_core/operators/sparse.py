@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from .. import _sparse
@@ -69,7 +70,10 @@ class SparseOperator(BoundsCache, MeasurementOperator):
     ensemble = "sparse"
     file_format = "meas, rows, cols (nnz,) int; vals (nnz,) float; shape (2,); optional m"
 
-    def __init__(self, A, shape, *, m=None, n_threads=None):
+    def __init__(self, A: sp.spmatrix | sp.sparray | tuple[ArrayLike, ArrayLike, ArrayLike,
+                                                             ArrayLike],
+                 shape: tuple[int, int], *, m: int | None = None,
+                 n_threads: int | None = None) -> None:
         super().__init__(n_threads)
         n1, n2 = ix.check_shape(shape)
         self.shape = (n1, n2)
@@ -201,8 +205,8 @@ class SparseOperator(BoundsCache, MeasurementOperator):
                 "m": np.int64(self.m)}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype=None,
-                    n_threads=None) -> SparseOperator:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, dtype: DTypeLike | None = None,
+                    n_threads: int | None = None) -> SparseOperator:
         """From ``meas``, ``rows``, ``cols``, ``vals``, ``shape`` and optional ``m``."""
         triplet = tuple(_file_array(arrays, k, kind="int", ndim=1)
                         for k in ("meas", "rows", "cols"))
@@ -212,7 +216,9 @@ class SparseOperator(BoundsCache, MeasurementOperator):
                    n_threads=n_threads)
 
     @classmethod
-    def random_ensemble(cls, rng, n1, n2, m, psd, dtype, n_threads=None, s=10):
+    def random_ensemble(cls, rng: np.random.Generator, n1: int, n2: int, m: int | None,
+                        psd: bool, dtype: np.dtype, n_threads: int | None = None,
+                        s: int = 10) -> SparseOperator:
         """m sparse A_i, each with ``s`` nonzeros at uniformly random positions (drawn with
         replacement; a repeated position adds up) and i.i.d. N(0, n1 n2 / (m s)) values, so
         E<A_i, M>^2 = ||M||_F^2 / m and E||A(M)||^2 = ||M||_F^2 exactly. For psd=True each
