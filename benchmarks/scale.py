@@ -99,7 +99,8 @@ def _draw(n, nobs, seed):
 
 
 PATHS = ("rows, user order", "blocked, user order", "rows, from_entries",
-         "blocked, from_entries", "numpy read")
+         "blocked, from_entries", "blocked, from_entries, row blocks outermost",
+         "numpy read")
 
 
 def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
@@ -149,6 +150,13 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
     def blocked_sorted():
         return op_b._residual_gradient_into(F, G, y_b, z, SG, StF)
 
+    def blocked_sorted_row_major():
+        op_b._col_major = False
+        try:
+            return op_b._residual_gradient_into(F, G, y_b, z, SG, StF)
+        finally:
+            op_b._col_major = True
+
     def numpy_read():
         return rows.max(), cols.max(), y.max()
 
@@ -157,7 +165,7 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
     # entry, so that no full copy of z is held
     outs = []
     for fn, order in ((rows_layout, None), (blocked_layout, None), (rows_sorted, order_r),
-                      (blocked_sorted, order_b)):
+                      (blocked_sorted, order_b), (blocked_sorted_row_major, order_b)):
         loss = fn()
         zs = z[::7].copy() if order is None else None
         outs.append((loss, zs, SG.copy(), StF.copy(), order))
@@ -179,7 +187,8 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
         del zref
     del outs, order_r, order_b
     t, cpu = alternate(dict(zip(PATHS, (rows_layout, blocked_layout, rows_sorted,
-                                        blocked_sorted, numpy_read))), repeats)
+                                        blocked_sorted, blocked_sorted_row_major,
+                                        numpy_read))), repeats)
     return {"n": n, "nobs": nobs, "k": k, "threads": op.n_threads, "times": t, "cpu": cpu,
             "t_data": t_data, "build": build, "shape": shape,
             "nbytes": {"user order, both layouts": op.nbytes,

@@ -190,13 +190,15 @@ def test_layout_choice_and_arguments():
     assert 1 <= br <= 30 and 1 <= bc <= 20
     l2, llc = entries_mod.cache_sizes()
     assert l2 >= 1 and llc >= l2
-    # the default tile shape: G and S^T F slices in half of cache_size, F and S G slices
-    # in half a thread's share of the last-level cache
+    # the default tile shape: a column block's G and S^T F slices in a quarter of a
+    # thread's share of cache_size (default the LLC); 65536 rows
     big = 10**6
     op = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), layout="blocked",
-                          cache_size=1 << 20, n_threads=2)
-    assert op.block_shape(10) == (min(llc // (2 * 2 * (2 * 10 * 8 + 8)), 65536),
-                                  (1 << 20) // (4 * 10 * 8))
+                          cache_size=32 << 20, n_threads=2)
+    assert op.block_shape(10) == (65536, (32 << 20) // (8 * 2 * 10 * 8))
+    op = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), layout="blocked",
+                          n_threads=1)
+    assert op.block_shape(10) == (65536, min(max(llc // (8 * 10 * 8), 64), 65536))
     # "auto": blocked exactly when G and the S^T F buffer (2 n2 k itemsize) exceed the LLC
     auto_big = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), n_threads=2)
     forced = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), n_threads=2,
@@ -279,6 +281,11 @@ def test_from_entries_every_width_and_build(monkeypatch, many_threads, k, dtype)
             np.testing.assert_array_equal(got[1], want[1][order], err_msg=where)
             np.testing.assert_array_equal(got[2], want[2], err_msg=where)
             np.testing.assert_array_equal(got[3], want[3], err_msg=where)
+            # row blocks outermost instead of column blocks: the same bits
+            op._col_major = False
+            for a, b in zip(op.residual_gradient(F, G, y), got):
+                np.testing.assert_array_equal(a, b, err_msg=where)
+            op._col_major = True
             # the row layout built from the tiles: its kernel with the blocked split
             bounds = np.minimum(op._blocked_bounds(op._blocked) * 4, n1)
             rk = _row_kernel_with_split(op, F, G, y, bounds, row_kernels)

@@ -113,8 +113,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         Tile shape of the blocked layout (each in [1, 65536]); default from the cache
         sizes and k (see :meth:`block_shape`).
     cache_size : int, optional
-        Bytes of the per-core cache that holds a tile's G and S^T F slices (default: the
-        L2 size read from /sys/devices/system/cpu/cpu0/cache, else ``os.sysconf``).
+        Bytes of the cache that holds a column block's G and S^T F slices (default: the
+        last-level cache size read from /sys/devices/system/cpu/cpu0/cache, else
+        ``os.sysconf``).
 
     Notes
     -----
@@ -492,6 +493,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         if cache_size is not None:
             cache_size = check_positive_int(cache_size, "cache_size")
         self.layout = layout
+        #: traversal of the tiles (column blocks outermost; False: row blocks, for
+        #: benchmarks/scale.py's comparison); the same bits either way
+        self._col_major = True
         self._block_shape = block_shape
         self._cache_size = cache_size
         self._blocked = None
@@ -500,10 +504,13 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         """Tile shape (rows, columns) the blocked layout uses for factors of width k, or
         None when the row layout is used (``layout`` "rows" or "auto").
 
-        Columns: a tile's G and S^T F slices, 2 bc k itemsize bytes, take half of
-        ``cache_size`` (default the per-core L2 cache read from the system); rows: a row
-        block's F and S G slices and loss terms, br (2 k itemsize + 8) bytes, take half of
-        a thread's share of the last-level cache. Both in [64, 65536].
+        The tiles are walked column block by column block (each thread its own row
+        blocks), so a column block's G and S^T F slices stay cached while F and S G
+        are streamed in row order. Columns: the slices, 2 bc k itemsize bytes, take a
+        quarter of a thread's share of ``cache_size`` (default the last-level cache read
+        from the system; a quarter because on the shared development machine larger
+        slices measured slower, docs/benchmarks.rst); rows: 65536 (the tile-local
+        index limit; fewer tiles). Both in [64, 65536].
         """
         k = check_positive_int(k, "k")
         n1, n2 = self.shape
@@ -517,10 +524,10 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         if self._block_shape is not None:
             br, bc = self._block_shape
         else:
-            l2 = self._cache_size or l2
+            cache = self._cache_size or llc
             T = max(1, self.n_threads)
-            bc = min(max(l2 // (4 * k * item), 64), _MAX_BLOCK)
-            br = min(max(llc // (2 * T * (2 * k * item + 8)), 64), _MAX_BLOCK)
+            bc = min(max(cache // (8 * T * k * item), 64), _MAX_BLOCK)
+            br = _MAX_BLOCK
         return int(min(br, n1)), int(min(bc, n2))
 
     def _auto_blocked(self, k: int, llc: int) -> bool:
@@ -580,7 +587,7 @@ class EntryOperator(BoundsCache, MeasurementOperator):
             return _blocked_kernels.residual_gradient(
                 blocked["tptr"], blocked["code"], self._dummy if pos is None else pos,
                 pos is not None, y_blocked, br, bc, F, G, y, z, SG, StF, bufs, self._sc(),
-                rowloss, bounds)
+                rowloss, bounds, self._col_major)
 
     def _adjoint_products_into(self, w, F, G, SG, StF):
         ptr, cols, pos, has = self._pr()
