@@ -3,22 +3,30 @@
 
     python benchmarks/scale.py --scale                 # n1 = n2 = 1e6, |Omega| = 5e7, k = 10
     python benchmarks/scale.py --scale --nobs 1e8      # the issue's size (about 7 GiB RSS)
+    python benchmarks/scale.py --scale --nobs 1e8 --memory   # peak RSS of the fast path
     python benchmarks/scale.py --n 2e5 --nobs 4e6      # a smoke run (seconds)
 
 The observations are drawn uniformly (repeats allowed) and handed over in random order
 (int32 rows and columns, float64 values), as interaction logs arrive. Reported: the build
 time of each layout, seconds per ``residual_gradient`` (median of alternating runs) of
 
-* ``rows``: the row layout (grouped by row; y and z reached through the permutation),
-* ``blocked``: the cache-blocked layout, y read through the permutation (what the
-  operator does),
-* ``blocked, y permuted``: the same kernel with y permuted once into the layout's order
-  (the alternative the issue asks to measure; z is still written in the user's order),
+* ``rows, user order``: ``EntryOperator(rows, cols, ...)`` with the row layout (grouped
+  by row; y read and z written through the permutation to the user's order): today's
+  kernel, the reference path,
+* ``blocked, user order``: the same operator's cache-blocked layout (y and z still at
+  the user-order positions),
+* ``rows, from_entries``: ``EntryOperator.from_entries(..., layout="rows")``, the
+  observations sorted by row once and y returned in that order (y and z streamed),
+* ``blocked, from_entries``: ``EntryOperator.from_entries(..., layout="blocked")``, the
+  observations sorted into tiles once (y and z streamed, no positions stored),
 * ``numpy read``: ``rows.max(); cols.max(); y.max()``, one pass over the user's arrays
   (numpy, one thread), the memory floor the issue compares against,
 
 their ratios, the CPU seconds (all threads; robust to waiting for a core on a loaded
-machine) and observations per CPU-second, and the peak RSS (getrusage).
+machine) and observations per CPU-second, and the peak RSS (getrusage). ``--memory``
+runs only the from_entries blocked path, in a fresh process, and reports the peak RSS of
+the build and, separately (the peak reset through /proc/self/clear_refs after the user's
+rows and cols are dropped), of two iterations including the problem.
 """
 
 from __future__ import annotations
@@ -35,6 +43,27 @@ import numpy as np
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # Linux: KiB
+
+
+def _status_gib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024 / 2**30
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def alternate(fns: dict, repeats: int) -> tuple[dict, dict]:
@@ -55,35 +84,55 @@ def alternate(fns: dict, repeats: int) -> tuple[dict, dict]:
             {name: statistics.median(v) for name, v in cpu.items()})
 
 
+def _timed(fn):
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _draw(n, nobs, seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n, nobs, dtype=np.int32)
+    cols = rng.integers(0, n, nobs, dtype=np.int32)
+    y = rng.standard_normal(nobs)
+    return rng, rows, cols, y
+
+
+PATHS = ("rows, user order", "blocked, user order", "rows, from_entries",
+         "blocked, from_entries", "blocked, from_entries, row blocks outermost",
+         "numpy read")
+
+
 def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
         block_shape=None) -> dict:
     import lowrank_core as lc
 
-    rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    rows = rng.integers(0, n, nobs, dtype=np.int32)
-    cols = rng.integers(0, n, nobs, dtype=np.int32)
-    y = rng.standard_normal(nobs)
+    rng, rows, cols, y = _draw(n, nobs, seed)
     t_data = time.perf_counter() - t0
     rss_data = peak_rss_gib()
+    build = {}
 
-    t0 = time.perf_counter()
-    op = lc.EntryOperator(rows, cols, (n, n), n_threads=threads, layout="blocked",
-                          block_shape=block_shape)
-    t_rows = time.perf_counter() - t0
+    def built(name, fn):
+        out, wall, cpu = _timed(fn)
+        build[name] = (wall, cpu)
+        return out
+
+    op = built("row layout (constructor)", lambda: lc.EntryOperator(
+        rows, cols, (n, n), n_threads=threads, layout="blocked", block_shape=block_shape))
+    blocked = built("blocked layout of it (tiles of the row layout)",
+                    lambda: op._blocked_for(k))
+    shape = blocked["shape"]
+    op_r, y_r, order_r = built("from_entries, rows", lambda: lc.EntryOperator.from_entries(
+        rows, cols, y, (n, n), n_threads=threads, layout="rows", return_order=True))
+    op_b, y_b, order_b = built("from_entries, blocked", lambda: lc.EntryOperator.from_entries(
+        rows, cols, y, (n, n), n_threads=threads, layout="blocked", k=k,
+        block_shape=block_shape, return_order=True))
+    assert op_b._blocked["shape"] == shape and op_b._cols_r is None
     F = rng.standard_normal((n, k)) * 0.1
     G = rng.standard_normal((n, k)) * 0.1
     z = np.empty(nobs)
     SG, StF = np.empty((n, k)), np.empty((n, k))
-    t0 = time.perf_counter()
-    blocked = op._blocked_for(k)
-    t_blocked = time.perf_counter() - t0
-    shape = blocked["shape"]
-    t0 = time.perf_counter()
-    y_perm = np.empty(nobs)
-    op_kernels = sys.modules[type(op).__module__]._blocked_kernels
-    op_kernels.permute(blocked["pos"], y, y_perm, threads)
-    t_perm = time.perf_counter() - t0
 
     def rows_layout():
         op.layout = "rows"
@@ -95,59 +144,154 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
     def blocked_layout():
         return op._residual_gradient_into(F, G, y, z, SG, StF)
 
-    def blocked_y_permuted():
-        return op._blocked_residual_gradient(blocked, F, G, y_perm, z, SG, StF,
-                                             y_blocked=True)
+    def rows_sorted():
+        return op_r._residual_gradient_into(F, G, y_r, z, SG, StF)
+
+    def blocked_sorted():
+        return op_b._residual_gradient_into(F, G, y_b, z, SG, StF)
+
+    def blocked_sorted_row_major():
+        op_b._col_major = False
+        try:
+            return op_b._residual_gradient_into(F, G, y_b, z, SG, StF)
+        finally:
+            op_b._col_major = True
 
     def numpy_read():
         return rows.max(), cols.max(), y.max()
 
-    # agreement before timing: the three kernels give the same loss, z and gradients
-    # (z compared on every 7th entry, so that no full copy of z is held)
+    # agreement before timing: the four kernels give the same loss, z (in the user's
+    # order: z[order] for the sorted operators) and gradients; z compared on every 7th
+    # entry, so that no full copy of z is held
     outs = []
-    for fn in (rows_layout, blocked_layout, blocked_y_permuted):
+    for fn, order in ((rows_layout, None), (blocked_layout, None), (rows_sorted, order_r),
+                      (blocked_sorted, order_b), (blocked_sorted_row_major, order_b)):
         loss = fn()
-        outs.append((loss, z[::7].copy(), SG.copy(), StF.copy()))
-    for other in outs[1:]:
-        assert abs(other[0] - outs[0][0]) <= 1e-12 * outs[0][0]
-        for a, b in zip(other[1:], outs[0][1:]):
-            worst = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-            assert worst < 1e-12, worst
-    del outs
-    t, cpu = alternate({"rows": rows_layout, "blocked": blocked_layout,
-                   "blocked, y permuted": blocked_y_permuted, "numpy read": numpy_read},
-                  repeats)
+        zs = z[::7].copy() if order is None else None
+        outs.append((loss, zs, SG.copy(), StF.copy(), order))
+    ref = outs[0]
+    for loss, zs, sg, stf, _order in outs[1:]:
+        assert abs(loss - ref[0]) <= 1e-12 * ref[0]
+        for a, b in zip((sg, stf), ref[2:4]):
+            assert float(np.max(np.abs(a - b)) / np.max(np.abs(b))) < 1e-12
+        if zs is not None:
+            assert float(np.max(np.abs(zs - ref[1])) / np.max(np.abs(ref[1]))) < 1e-12
+    for fn, order in ((rows_sorted, order_r), (blocked_sorted, order_b)):
+        fn()
+        zref = np.empty(nobs)
+        rows_layout()
+        zref[...] = z
+        fn()
+        assert float(np.max(np.abs(z[::7] - zref[order[::7]]))) <= 1e-12 * float(
+            np.max(np.abs(zref)))
+        del zref
+    del outs, order_r, order_b
+    t, cpu = alternate(dict(zip(PATHS, (rows_layout, blocked_layout, rows_sorted,
+                                        blocked_sorted, blocked_sorted_row_major,
+                                        numpy_read))), repeats)
     return {"n": n, "nobs": nobs, "k": k, "threads": op.n_threads, "times": t, "cpu": cpu,
-            "t_data": t_data, "t_rows": t_rows, "t_blocked": t_blocked, "t_perm": t_perm,
-            "shape": shape, "nbytes": op.nbytes, "rss_data": rss_data,
-            "rss": peak_rss_gib(), "load": os.getloadavg()}
+            "t_data": t_data, "build": build, "shape": shape,
+            "nbytes": {"user order, both layouts": op.nbytes,
+                       "from_entries, rows": op_r.nbytes,
+                       "from_entries, blocked": op_b.nbytes},
+            "rss_data": rss_data, "rss": peak_rss_gib(), "load": os.getloadavg()}
+
+
+def memory_run(n: int, nobs: int, k: int, threads: int, seed: int, block_shape=None):
+    """Peak RSS of the from_entries blocked path: build, then (peak reset) iterations."""
+    import lowrank_core as lc
+
+    rng, rows, cols, values = _draw(n, nobs, seed)
+    out = {"n": n, "nobs": nobs, "k": k, "threads": threads,
+           "rss_problem": _status_gib("VmRSS")}
+    c0, t0 = time.process_time(), time.perf_counter()
+    op, y = lc.EntryOperator.from_entries(rows, cols, values, (n, n), n_threads=threads,
+                                          layout="blocked", k=k, block_shape=block_shape)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out.update(build_wall=wall, build_cpu=cpu, rss_build_peak=_status_gib("VmHWM"),
+               nbytes=op.nbytes, shape=op._blocked["shape"])
+    del rows, cols, values          # the user keeps y (in the operator's order) only
+    out["reset"] = reset_peak_rss()
+    F = rng.standard_normal((n, k)) * 0.1
+    G = rng.standard_normal((n, k)) * 0.1
+    times = []
+    for _ in range(2):
+        _, wall, cpu = _timed(lambda: op.residual_gradient(F, G, y))
+        times.append((wall, cpu))
+    out.update(times=times, rss_iter_peak=_status_gib("VmHWM"),
+               rss_now=_status_gib("VmRSS"), load=os.getloadavg())
+    return out
+
+
+def memory_report(r: dict) -> str:
+    lines = [f"from_entries, blocked: n1 = n2 = {r['n']:.0e}, |Omega| = {r['nobs']:.3g}, "
+             f"k = {r['k']}, float64, {r['threads']} threads, tiles {r['shape'][0]} x "
+             f"{r['shape'][1]}; load average at the end {r['load'][0]:.1f}", "",
+             "| phase | value |", "|---|---|",
+             f"| RSS of the drawn problem (rows, cols int32, values float64) | "
+             f"{r['rss_problem']:.2f} GiB |",
+             f"| from_entries build | {r['build_wall']:.1f} s wall, {r['build_cpu']:.1f} "
+             "CPU s |",
+             f"| peak RSS of the build | {r['rss_build_peak']:.2f} GiB |",
+             f"| operator index memory (op.nbytes) | {r['nbytes'] / 2**30:.2f} GiB |"]
+    for i, (w, c) in enumerate(r["times"]):
+        lines.append(f"| residual_gradient {i + 1} (new outputs) | {w:.3f} s wall, "
+                     f"{c:.3f} CPU s |")
+    hwm = "peak RSS of the iterations (y, z, factors, gradients, operator)"
+    lines.append(f"| {hwm} | {r['rss_iter_peak']:.2f} GiB"
+                 + ("" if r["reset"] else " (peak not reset: includes the build)") + " |")
+    return "\n".join(lines)
 
 
 def report(r: dict) -> str:
-    t = r["times"]
+    t, c = r["times"], r["cpu"]
     read = t["numpy read"]
+    ref = "rows, user order"
     lines = [f"n1 = n2 = {r['n']:.0e}, |Omega| = {r['nobs']:.3g}, k = {r['k']}, float64, "
              f"{r['threads']} threads, observations in random order; tiles "
              f"{r['shape'][0]} x {r['shape'][1]}; load average at the end "
              f"{r['load'][0]:.1f}", "",
-             "| path | s per residual gradient (wall) | vs numpy read | vs rows | CPU s "
-             "(all threads) | CPU vs numpy read | obs per CPU-second |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    c = r["cpu"]
-    for name in ("rows", "blocked", "blocked, y permuted", "numpy read"):
+             "| path | s per residual gradient (wall) | vs numpy read | vs rows, user order "
+             "| CPU s (all threads) | CPU vs numpy read | CPU vs rows, user order "
+             "| obs per CPU-second |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in PATHS:
         lines.append(f"| {name} | {t[name]:.3f} | {t[name] / read:.1f}x | "
-                     f"{t['rows'] / t[name]:.1f}x | {c[name]:.3f} | "
-                     f"{c[name] / c['numpy read']:.1f}x | {r['nobs'] / c[name]:.3g} |")
+                     f"{t[ref] / t[name]:.1f}x | {c[name]:.3f} | "
+                     f"{c[name] / c['numpy read']:.1f}x | {c[ref] / c[name]:.1f}x | "
+                     f"{r['nobs'] / c[name]:.3g} |")
     lines += ["", "| phase | value |", "|---|---|",
-              f"| draw rows, cols, y | {r['t_data']:.1f} s |",
-              f"| row layout build (EntryOperator constructor) | {r['t_rows']:.1f} s |",
-              f"| blocked layout build (one counting sort into tiles) | {r['t_blocked']:.1f} s |",
-              f"| permute y into the blocked order (once) | {r['t_perm']:.2f} s |",
-              f"| operator index memory (op.nbytes, both layouts) | "
-              f"{r['nbytes'] / 2**30:.2f} GiB |",
-              f"| peak RSS after drawing the problem | {r['rss_data']:.2f} GiB |",
-              f"| peak RSS of the run (getrusage maxrss) | {r['rss']:.2f} GiB |"]
+              f"| draw rows, cols, y | {r['t_data']:.1f} s |"]
+    for name, (wall, cpu) in r["build"].items():
+        lines.append(f"| build: {name} | {wall:.1f} s wall, {cpu:.1f} CPU s |")
+    for name, nb in r["nbytes"].items():
+        lines.append(f"| operator index memory (op.nbytes), {name} | {nb / 2**30:.2f} GiB |")
+    lines += [f"| peak RSS after drawing the problem | {r['rss_data']:.2f} GiB |",
+              f"| peak RSS of the run (getrusage maxrss; all operators) | "
+              f"{r['rss']:.2f} GiB |"]
     return "\n".join(lines)
+
+
+def probe(n: int, nobs: int, k: int, threads: int, seed: int, path: str, iters: int,
+          block_shape=None) -> None:
+    """Build one path and run ``iters`` residual gradients, nothing else: for a cache
+    simulator (valgrind --tool=cachegrind), whose counts at two values of iters give
+    the misses of one gradient by difference."""
+    import lowrank_core as lc
+
+    rng, rows, cols, y = _draw(n, nobs, seed)
+    layout = "blocked" if path.startswith("blocked") else "rows"
+    if path.endswith("from_entries"):
+        op, y = lc.EntryOperator.from_entries(rows, cols, y, (n, n), n_threads=threads,
+                                              layout=layout, k=k, block_shape=block_shape)
+    else:
+        op = lc.EntryOperator(rows, cols, (n, n), n_threads=threads, layout=layout,
+                              block_shape=block_shape)
+    F = rng.standard_normal((n, k)) * 0.1
+    G = rng.standard_normal((n, k)) * 0.1
+    out = (np.empty(nobs), np.empty((n, k)), np.empty((n, k)))
+    for _ in range(iters):
+        op.residual_gradient(F, G, y, out=out)
 
 
 def main(argv=None) -> int:
@@ -163,11 +307,24 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--block-shape", type=int, nargs=2, default=None,
                     help="tile rows and columns (default: from the cache sizes)")
+    ap.add_argument("--memory", action="store_true",
+                    help="only the from_entries blocked path: peak RSS of build and "
+                         "iteration")
+    ap.add_argument("--probe", choices=PATHS[:4], default=None,
+                    help="only build this path and run --iters gradients (for cachegrind)")
+    ap.add_argument("--iters", type=int, default=1)
     args = ap.parse_args(argv)
     n = int(1e6) if args.scale else int(args.n)
     nobs = int(args.nobs if args.nobs is not None else (5e7 if args.scale else 4e6))
-    print(report(run(n, nobs, args.k, args.threads, args.repeats, args.seed,
-                     args.block_shape)))
+    if args.probe:
+        probe(n, nobs, args.k, args.threads, args.seed, args.probe, args.iters,
+              args.block_shape)
+    elif args.memory:
+        print(memory_report(memory_run(n, nobs, args.k, args.threads, args.seed,
+                                       args.block_shape)))
+    else:
+        print(report(run(n, nobs, args.k, args.threads, args.repeats, args.seed,
+                         args.block_shape)))
     return 0
 
 

@@ -190,14 +190,26 @@ def test_layout_choice_and_arguments():
     assert 1 <= br <= 30 and 1 <= bc <= 20
     l2, llc = entries_mod.cache_sizes()
     assert l2 >= 1 and llc >= l2
-    # the default tile shape: G and S^T F slices in half of cache_size, F and S G slices
-    # in half a thread's share of the last-level cache
+    # the default tile shape: a column block's G and S^T F slices in a quarter of a
+    # thread's share of cache_size (default the LLC); 65536 rows
     big = 10**6
     op = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), layout="blocked",
-                          cache_size=1 << 20, n_threads=2)
-    assert op.block_shape(10) == (min(llc // (2 * 2 * (2 * 10 * 8 + 8)), 65536),
-                                  (1 << 20) // (4 * 10 * 8))
-    assert lc.EntryOperator([0, big - 1], [0, big - 1], (big, big)).block_shape(10) is None
+                          cache_size=32 << 20, n_threads=2)
+    assert op.block_shape(10) == (65536, (32 << 20) // (8 * 2 * 10 * 8))
+    op = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), layout="blocked",
+                          n_threads=1)
+    assert op.block_shape(10) == (65536, min(max(llc // (8 * 10 * 8), 64), 65536))
+    # "auto": blocked exactly when G and the S^T F buffer (2 n2 k itemsize) exceed the LLC
+    auto_big = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), n_threads=2)
+    forced = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), n_threads=2,
+                              layout="blocked")
+    assert auto_big.block_shape(10) == forced.block_shape(10) is not None
+    n2_fit = llc // (2 * 10 * 8)          # the widest G that still fits
+    for n2, blocked in ((n2_fit, False), (n2_fit + 1, True), (15000, False)):
+        op = lc.EntryOperator([0, 1], [0, n2 - 1], (20000, n2))
+        assert (op.block_shape(10) is not None) == blocked, n2
+    assert lc.EntryOperator([0, 1], [0, n2_fit], (20000, n2_fit + 1),
+                            dtype=np.float32).block_shape(10) is None
     with pytest.raises(ValueError, match="layout must be"):
         lc.EntryOperator(rows, cols, (30, 20), layout="tiles")
     with pytest.raises(ValueError, match="exceeds 65536"):
@@ -212,8 +224,8 @@ def test_layout_choice_and_arguments():
 
 
 def test_scale_benchmark_smoke(many_threads):
-    """benchmarks/scale.py at a tiny size: its three kernels agree (checked inside run())
-    and the report has every row."""
+    """benchmarks/scale.py at a tiny size: its four kernels agree (checked inside run())
+    and the reports have every row."""
     import os
     import sys
 
@@ -226,6 +238,135 @@ def test_scale_benchmark_smoke(many_threads):
     r = bench.run(3000, 40000, 4, 2, 1, 0, block_shape=(256, 128))
     assert r["shape"] == (256, 128)
     text = bench.report(r)
-    for name in ("| rows |", "| blocked |", "| blocked, y permuted |", "| numpy read |",
-                 "peak RSS"):
+    for name in [f"| {p} |" for p in bench.PATHS] + ["peak RSS", "from_entries, blocked"]:
         assert name in text
+    mem = bench.memory_run(3000, 40000, 4, 2, 0, block_shape=(256, 128))
+    assert mem["shape"] == (256, 128) and len(mem["times"]) == 2
+    assert "peak RSS of the iterations" in bench.memory_report(mem)
+    bench.probe(3000, 40000, 4, 2, 0, "blocked, from_entries", 1, block_shape=(256, 128))
+
+
+# ---------------------------------------------------------------- from_entries
+def _user_order_blocked(rows, cols, shape, dtype, T, block_shape, scale=1.0):
+    return lc.EntryOperator(rows, cols, shape, dtype=dtype, n_threads=T, scale=scale,
+                            layout="blocked", block_shape=block_shape)
+
+
+@pytest.mark.parametrize("k", list(range(1, 18)) + [32, 33, 41])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_from_entries_every_width_and_build(monkeypatch, many_threads, k, dtype):
+    """The streamed path (no positions): numpy to RTOL, and bitwise the user-order
+    blocked layout (z permuted) and the row kernel over its lazily built row layout."""
+    n1, n2, m = 29, 23, 260
+    rows, cols, F, G, vals = _problem(n1, n2, m, k, dtype, 20 + k, sorted_input=False)
+    for row_kernels, blocked_kernels in _builds():
+        monkeypatch.setattr(entries_mod, "_entries", row_kernels)
+        monkeypatch.setattr(entries_mod, "_blocked_kernels", blocked_kernels)
+        for T in (1, 2):
+            where = f"{blocked_kernels.__name__} k={k} T={T}"
+            op, y, order = lc.EntryOperator.from_entries(
+                rows, cols, vals, (n1, n2), scale=0.7, n_threads=T, layout="blocked",
+                k=k, block_shape=(4, 3), return_order=True)
+            assert op._blocked["pos"] is None and op._cols_r is None, where
+            np.testing.assert_array_equal(y, vals[order])
+            assert y.dtype == np.dtype(dtype)
+            got = op.residual_gradient(F, G, y)
+            ref = _numpy_reference(rows[order], cols[order], F, G, y, scale=0.7)
+            for a, b in zip(got[1:], ref[1:]):
+                assert _rel(a, b) < RTOL[np.dtype(dtype)], where
+            assert abs(got[0] - ref[0]) <= RTOL[np.dtype(dtype)] * ref[0], where
+            user = _user_order_blocked(rows, cols, (n1, n2), dtype, T, (4, 3), scale=0.7)
+            want = user.residual_gradient(F, G, vals)
+            assert got[0] == want[0], where
+            np.testing.assert_array_equal(got[1], want[1][order], err_msg=where)
+            np.testing.assert_array_equal(got[2], want[2], err_msg=where)
+            np.testing.assert_array_equal(got[3], want[3], err_msg=where)
+            # row blocks outermost instead of column blocks: the same bits
+            op._col_major = False
+            for a, b in zip(op.residual_gradient(F, G, y), got):
+                np.testing.assert_array_equal(a, b, err_msg=where)
+            op._col_major = True
+            # the row layout built from the tiles: its kernel with the blocked split
+            bounds = np.minimum(op._blocked_bounds(op._blocked) * 4, n1)
+            rk = _row_kernel_with_split(op, F, G, y, bounds, row_kernels)
+            assert op._cols_r is not None
+            assert got[0] == rk[0], where
+            for a, b in zip(got[1:], rk[1:]):
+                np.testing.assert_array_equal(a, b, err_msg=where)
+            np.testing.assert_array_equal(op.rows, rows[order])
+            np.testing.assert_array_equal(op.cols, cols[order])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T", [1, 2])
+def test_from_entries_empty_tiles_and_products(many_threads, dtype, T):
+    n1, n2, m, k = 40, 31, 300, 5
+    empty_rows = list(range(8, 16)) + [39]
+    empty_cols = [0, 1, 2, 17, 30]
+    rows, cols, F, G, vals = _problem(n1, n2, m, k, dtype, 5, sorted_input=False,
+                                      empty_rows=empty_rows, empty_cols=empty_cols)
+    op, y, order = lc.EntryOperator.from_entries(rows, cols, vals, (n1, n2), n_threads=T,
+                                                 layout="blocked", block_shape=(4, 5),
+                                                 return_order=True)
+    assert np.any(np.diff(op._blocked["tptr"]) == 0)
+    small = op.nbytes
+    loss, z, SG, StF = op.residual_gradient(F, G, y)
+    assert op._cols_r is None and op.nbytes == small       # nothing else built
+    # 4 bytes per observation (codes) plus the tile and row pointers
+    assert small == 4 * m + op._blocked["tptr"].nbytes + op._ptr_r.nbytes
+    ref = _numpy_reference(rows[order], cols[order], F, G, y)
+    tol = RTOL[np.dtype(dtype)]
+    assert _rel(z, ref[1]) < tol and _rel(SG, ref[2]) < tol and _rel(StF, ref[3]) < tol
+    assert not SG[empty_rows].any() and not StF[empty_cols].any()
+    # the other products walk the row layout built on first use: against the operator
+    # built from the same observations in the same order
+    plain = lc.EntryOperator(rows[order], cols[order], (n1, n2), dtype=dtype, n_threads=T)
+    w = np.random.default_rng(1).standard_normal(m).astype(dtype)
+    np.testing.assert_allclose(op.adjoint(w), plain.adjoint(w), rtol=tol, atol=tol)
+    np.testing.assert_allclose(op.forward_factored(F, G), plain.forward_factored(F, G),
+                               rtol=tol, atol=tol)
+    assert op._cols_r is not None and op.nbytes == small + 2 * m * op._itype.itemsize
+
+
+def test_from_entries_row_layout_and_solve():
+    """layout="rows": the row order becomes the measurement order (no positions); a
+    solve from it reproduces the constructor given the observations in that order."""
+    rng = np.random.default_rng(3)
+    p = lc.make_problem(60, 45, rank=3, m=1500, operator="entries", seed=7, n_threads=1)
+    perm = rng.permutation(p.operator.m)
+    rows, cols, vals = p.operator.rows[perm], p.operator.cols[perm], p.y[perm]
+    op, y, order = lc.EntryOperator.from_entries(rows, cols, vals, p.operator.shape,
+                                                 scale=p.operator.scale, n_threads=1,
+                                                 layout="rows", return_order=True)
+    assert op._pos_r is None and op.block_shape(3) is None
+    np.testing.assert_array_equal(np.sort(order), np.arange(op.m))
+    assert np.all(np.diff(op.rows) >= 0)
+    np.testing.assert_array_equal(y, vals[order])
+    kw = {"method": "gd", "max_iter": 25, "seed": 1}
+    ref = lc.EntryOperator(rows[order], cols[order], p.operator.shape,
+                           scale=p.operator.scale, n_threads=1, layout="rows")
+    a, b = lc.solve(op, y, 3, **kw), lc.solve(ref, y, 3, **kw)
+    assert a.n_iter == b.n_iter
+    for u, v in zip(a.factors, b.factors):
+        np.testing.assert_array_equal(u, v)
+    # blocked (line search on the lazily built row layout): same iterates to rounding
+    opb, yb = lc.EntryOperator.from_entries(rows, cols, vals, p.operator.shape,
+                                            scale=p.operator.scale, n_threads=1,
+                                            layout="blocked", block_shape=(7, 6), k=3)
+    c = lc.solve(opb, yb, 3, **kw)
+    assert c.n_iter == b.n_iter
+    for u, v in zip(c.factors, b.factors):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_from_entries_arguments():
+    rows, cols = [0, 1, 2], [2, 1, 0]
+    with pytest.raises(ValueError, match="values must have one entry"):
+        lc.EntryOperator.from_entries(rows, cols, [1.0, 2.0], (3, 3))
+    with pytest.raises((TypeError, ValueError), match="values"):
+        lc.EntryOperator.from_entries(rows, cols, np.array([1, 2, 3]), (3, 3))
+    with pytest.raises(ValueError, match="k"):
+        lc.EntryOperator.from_entries(rows, cols, [1.0, 2.0, 3.0], (3, 3), k=0)
+    op, y = lc.EntryOperator.from_entries(rows, cols, np.float32([1, 2, 3]), (3, 3))
+    assert op.dtype == np.float32 and y.dtype == np.float32
+    np.testing.assert_array_equal(y, [1, 2, 3])      # already row-sorted: same order

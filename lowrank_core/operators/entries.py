@@ -106,15 +106,18 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     n_threads : int, optional
     layout : {"auto", "rows", "blocked"}
         Storage the fused ``residual_gradient`` walks. "rows": grouped by row (below).
-        "blocked": cache-blocked tiles (below; opt-in). "auto" (default): rows (the
-        blocked layout measured no faster on the development machine, see
-        docs/benchmarks.rst).
+        "blocked": cache-blocked tiles (below). "auto" (default): blocked when G and the
+        S^T F buffer, 2 n2 k itemsize bytes, exceed the last-level cache (the row layout
+        then misses the cache twice per observation), else rows (measured in
+        docs/benchmarks.rst, "At scale"). With observations in random order,
+        :meth:`from_entries` also removes the random accesses to y and z.
     block_shape : tuple (rows, columns), optional
         Tile shape of the blocked layout (each in [1, 65536]); default from the cache
         sizes and k (see :meth:`block_shape`).
     cache_size : int, optional
-        Bytes of the per-core cache that holds a tile's G and S^T F slices (default: the
-        L2 size read from /sys/devices/system/cpu/cpu0/cache, else ``os.sysconf``).
+        Bytes of the cache that holds a column block's G and S^T F slices (default: the
+        last-level cache size read from /sys/devices/system/cpu/cpu0/cache, else
+        ``os.sysconf``).
 
     Notes
     -----
@@ -251,6 +254,85 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         y = X[observed]
         return cls(rows, cols, X.shape, dtype=X.dtype, n_threads=n_threads), y
 
+    @classmethod
+    def from_entries(cls, rows, cols, values, shape, *, scale=1.0, n_threads=None,
+                     layout="auto", k=10, block_shape=None, cache_size=None,
+                     return_order=False):
+        """Operator and measurements with the observations reordered into the order its
+        fused kernel streams (the fast path for observations in random order).
+
+        ``EntryOperator(rows, cols, ...)`` keeps the user's measurement order: with
+        observations in random order (as interaction logs arrive) every
+        ``residual_gradient`` then reads y and writes z at random positions, two cache
+        misses per observation. This builder sorts the observations once (O(m + n1 +
+        tiles), two counting sorts) and returns y in the operator's order, as
+        :meth:`from_sparse` does: the operator's measurement i is ``rows[order[i]],
+        cols[order[i]]``, y and z are streamed, and no position array is stored.
+
+        Parameters
+        ----------
+        rows, cols : array_like of int, shape (m,)
+        values : array_like of float32 or float64, shape (m,)
+            The observed entries (the operator's dtype is theirs).
+        shape : tuple (n1, n2)
+        scale, n_threads, layout, block_shape, cache_size
+            As for :class:`EntryOperator`. The layout is chosen for factors of width
+            ``k`` (for "auto" and the default tile shape); the order then stays fixed,
+            other widths run on the same tiles.
+        k : int, default 10
+            The rank the operator will be used with.
+        return_order : bool, default False
+            Also return ``order`` (m,): y = values[order].
+
+        Returns
+        -------
+        op : EntryOperator
+        y : ndarray, shape (m,)
+            values in the operator's order: by (row block, column block, row) tiles
+            for the blocked layout, by row for the row layout.
+        order : ndarray, shape (m,), only with ``return_order``
+
+        Notes
+        -----
+        Blocked: the operator holds the row pointers (n1 + 1), one 32-bit tile code per
+        observation and 8 bytes per tile (4 bytes per observation, against 8-16 for the
+        constructor's layouts); the row layout the other products (line search,
+        adjoint, forward) walk is built from the tiles on first use (2 index words per
+        observation). Peak memory of the build: the inputs, one row grouping (2 index
+        words per observation), the codes and the order, and y.
+        """
+        k = check_positive_int(k, "k")
+        values = as_float_array(values, "values", ndim=1)
+        op = cls(rows, cols, shape, dtype=values.dtype, scale=scale, n_threads=n_threads,
+                 layout=layout, block_shape=block_shape, cache_size=cache_size)
+        if values.shape[0] != op.m:
+            raise ValueError(f"values must have one entry per observation (rows and cols "
+                             f"have {op.m}), got {values.shape[0]}")
+        tiles = op.block_shape(k)
+        if tiles is None:
+            # row layout: the row order becomes the measurement order (no positions)
+            order = op._pos_r
+            y = values.copy() if order is None else values[order]
+            op._pos_r = None
+        else:
+            br, bc = tiles
+            n1, n2 = op.shape
+            tptr = np.empty(-(-n1 // br) * -(-n2 // bc) + 1, np.int64)
+            code = np.empty(op.m, np.uint32)
+            order = np.empty(op.m, op._itype)
+            ptr, cols_r, pos_r, has = op._pr()
+            _blocked_kernels.build_layout(ptr, cols_r, pos_r, has, br, bc, tptr, code,
+                                          order)
+            op._cols_r = op._pos_r = None          # rebuilt from the tiles on demand
+            del cols_r, pos_r
+            y = np.empty(op.m, op.dtype)
+            _blocked_kernels.permute(order, values, y, op.n_threads)
+            op._block_shape = tiles
+            op._set_blocked(tiles, tptr, code, None)
+        if return_order:
+            return op, y, (np.arange(op.m, dtype=op._itype) if order is None else order)
+        return op, y
+
     # ------------------------------------------------ shards, files and ensembles
     def take_rows(self, start: int, stop: int) -> EntryOperator:
         """Measurements start..stop-1 (rebuilt from their rows and columns, O(m))."""
@@ -327,12 +409,15 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         """Bytes held by the index arrays."""
         blocked = () if self._blocked is None else (
             self._blocked["tptr"], self._blocked["code"], self._blocked["pos"])
+        if self._cols_r is None:      # from_entries, blocked: row layout not built yet
+            return int(sum(a.nbytes for a in (self._ptr_r, *blocked) if a is not None))
         return int(sum(a.nbytes for a in (self._ptr_r, self._cols_r, self._pos_r, *blocked)
                        if a is not None))
 
     @property
     def rows(self) -> np.ndarray:
         """Row of each measurement (a new int array, measurement order)."""
+        self._row_layout()
         rows_r = np.repeat(np.arange(self.shape[0], dtype=self._itype), np.diff(self._ptr_r))
         if self._pos_r is None:
             return rows_r
@@ -343,13 +428,28 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     @property
     def cols(self) -> np.ndarray:
         """Column of each measurement (a new int array, measurement order)."""
+        self._row_layout()
         if self._pos_r is None:
             return self._cols_r.copy()
         out = np.empty(self.m, self._itype)
         out[self._pos_r] = self._cols_r
         return out
 
+    def _row_layout(self) -> None:
+        """Build the row layout of a from_entries blocked operator on first use (the
+        products other than residual_gradient walk it): one pass over the tiles."""
+        if self._cols_r is not None:
+            return
+        b = self._blocked
+        cols_r = np.empty(self.m, self._itype)
+        pos_r = np.empty(self.m, self._itype)
+        _blocked_kernels.rows_from_tiles(b["tptr"], b["code"], *b["shape"], self._ptr_r,
+                                         cols_r, pos_r, np.empty(self.shape[0], self._itype))
+        ix.readonly(cols_r, pos_r)
+        self._cols_r, self._pos_r = cols_r, pos_r
+
     def _pr(self):
+        self._row_layout()
         return (self._ptr_r, self._cols_r,
                 self._dummy if self._pos_r is None else self._pos_r, self._pos_r is not None)
 
@@ -401,6 +501,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         if cache_size is not None:
             cache_size = check_positive_int(cache_size, "cache_size")
         self.layout = layout
+        #: traversal of the tiles (column blocks outermost; False: row blocks, for
+        #: benchmarks/scale.py's comparison); the same bits either way
+        self._col_major = True
         self._block_shape = block_shape
         self._cache_size = cache_size
         self._blocked = None
@@ -409,29 +512,38 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         """Tile shape (rows, columns) the blocked layout uses for factors of width k, or
         None when the row layout is used (``layout`` "rows" or "auto").
 
-        Columns: a tile's G and S^T F slices, 2 bc k itemsize bytes, take half of
-        ``cache_size`` (default the per-core L2 cache read from the system); rows: a row
-        block's F and S G slices and loss terms, br (2 k itemsize + 8) bytes, take half of
-        a thread's share of the last-level cache. Both in [64, 65536].
+        The tiles are walked column block by column block (each thread its own row
+        blocks), so a column block's G and S^T F slices stay cached while F and S G
+        are streamed in row order. Columns: the slices, 2 bc k itemsize bytes, take a
+        quarter of a thread's share of ``cache_size`` (default the last-level cache read
+        from the system; a quarter because on the shared development machine larger
+        slices measured slower, docs/benchmarks.rst); rows: 65536 (the tile-local
+        index limit; fewer tiles). Both in [64, 65536].
         """
         k = check_positive_int(k, "k")
         n1, n2 = self.shape
         item = self.dtype.itemsize
         l2, llc = cache_sizes()
-        # "auto" is the row layout: on the 2-core development machine (shared, loaded)
-        # the blocked layout measured no faster at n1 = n2 = 1e6, |Omega| = 5e7 in
-        # random order (docs/benchmarks.rst, "At scale"), and it costs 8 bytes per
-        # observation more; it stays opt-in until it is measured faster
-        if self.layout != "blocked":
+        if self._blocked is not None and self._blocked["pos"] is None:
+            return self._blocked["shape"]     # from_entries: the order is the tiles'
+        if self.layout == "rows" or (self.layout == "auto"
+                                     and not self._auto_blocked(k, llc)):
             return None
         if self._block_shape is not None:
             br, bc = self._block_shape
         else:
-            l2 = self._cache_size or l2
+            cache = self._cache_size or llc
             T = max(1, self.n_threads)
-            bc = min(max(l2 // (4 * k * item), 64), _MAX_BLOCK)
-            br = min(max(llc // (2 * T * (2 * k * item + 8)), 64), _MAX_BLOCK)
+            bc = min(max(cache // (8 * T * k * item), 64), _MAX_BLOCK)
+            br = _MAX_BLOCK
         return int(min(br, n1)), int(min(bc, n2))
+
+    def _auto_blocked(self, k: int, llc: int) -> bool:
+        """layout="auto": blocked when G and the S^T F buffer (2 n2 k itemsize bytes)
+        exceed the last-level cache (then the row layout misses on both for every
+        observation); rows otherwise, where everything it touches at random stays in
+        cache (docs/benchmarks.rst, "At scale")."""
+        return 2 * self.shape[1] * k * self.dtype.itemsize > llc
 
     def _blocked_for(self, k: int):
         """The blocked layout for width k (built on first use, kept until the tile shape
@@ -440,7 +552,7 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         if shape is None:
             return None
         cached = self._blocked
-        if cached is not None and cached["shape"] == shape:
+        if cached is not None and (cached["shape"] == shape or cached["pos"] is None):
             return cached
         br, bc = shape
         n1, n2 = self.shape
@@ -454,7 +566,12 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         pos = np.empty(self.m, self._itype)
         ptr, cols, pos_r, has = self._pr()
         _blocked_kernels.build_layout(ptr, cols, pos_r, has, br, bc, tptr, code, pos)
+        return self._set_blocked(shape, tptr, code, pos)
+
+    def _set_blocked(self, shape, tptr, code, pos):
+        """Keep a built blocked layout (pos None: its order is the measurement order)."""
         ix.readonly(tptr, code, pos)
+        n_cb = -(-self.shape[1] // shape[1])
         self._blocked = cached = {"shape": shape, "tptr": tptr, "code": code, "pos": pos,
                                   "rb_ptr": np.ascontiguousarray(tptr[::n_cb]),
                                   "bounds": {}}
@@ -474,9 +591,11 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         with self._workspace("rg", (T, k), lambda: (
                 np.empty(n1, np.float64),
                 np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
+            pos = blocked["pos"]
             return _blocked_kernels.residual_gradient(
-                blocked["tptr"], blocked["code"], blocked["pos"], y_blocked, br, bc, F, G,
-                y, z, SG, StF, bufs, self._sc(), rowloss, bounds)
+                blocked["tptr"], blocked["code"], self._dummy if pos is None else pos,
+                pos is not None, y_blocked, br, bc, F, G, y, z, SG, StF, bufs, self._sc(),
+                rowloss, bounds, self._col_major)
 
     def _adjoint_products_into(self, w, F, G, SG, StF):
         ptr, cols, pos, has = self._pr()
