@@ -155,17 +155,18 @@ class OneStepGD(GradientDescent):
         AUTO_EVERY iterations) it fires when
 
         * rho <= AUTO_CAP (0.1),
-        * the components above the residual (s_i > rho) are settled: each changed by at
-          most AUTO_SETTLED (5 %) over the last AUTO_WINDOW (100) iterations (a component
-          still being fitted grows),
-        * the residual is explained by the components below it: ||s_{s_i <= rho}|| >=
-          AUTO_EXPLAINED rho (1/3), and that tail has not grown by more than 5 % over the
+        * the fitted components (s_i > AUTO_GAP rho, 10 rho) are settled: each changed by
+          at most AUTO_SETTLED (1 %) over the last AUTO_WINDOW (100) iterations (a
+          component still being fitted grows),
+        * the residual is explained by the other components: ||s_{s_i <= 10 rho}|| >=
+          AUTO_EXPLAINED rho (1/3), and that tail has not grown by more than 1 % over the
           window. A residual with nothing of F G^T below it is a component of M* that F G^T
           has not started to fit (the plateau of incremental learning); the tail is the
           spurious part of the over-parameterized iterate, which the rebalance removes.
 
-        With k = r there is no spurious tail and the rule never fires (onestep is GD,
-        linear at an alpha-independent rate there; Xiong et al. 2024).
+        Limit (measured, docs/solvers.rst): from a large start (alpha = 0.7) the spurious
+        part of F G^T hides an unfitted sigma_r / sigma_1 = 0.01 and the rule fires too
+        early too.
         """
         s = self.state
         trigger = self.options["trigger"]
