@@ -21,6 +21,7 @@ Runs on one thread (``n_threads=1``; set OMP_NUM_THREADS=1 too). Not a timed tes
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/overparam_completion.py --size 128
        [--max-iter 3000] [--figure docs/figures/overparam-completion.png] [--quick]
+       [--long 30000]
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def main(argv=None):
     p.add_argument("--figure", default=None)
     p.add_argument("--quick", action="store_true", help="only the k = r / k > r curves")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--long", type=int, default=0, metavar="N",
+                   help="also run precgd k > r for N iterations from two starts")
     ARGS = args = p.parse_args(argv)
     r, k = ranks(args.size)
     op, y, M, source, s = image_completion(args.size, 0.3, "sqrt_p", args.seed, rank=r)
@@ -90,6 +93,18 @@ def main(argv=None):
         print(f"precgd k={k}: ||X(seed 1) - X(seed 7)||_F / ||M*||_F = "
               f"{np.linalg.norm(base - other.matrix()) / np.linalg.norm(M):.2e}, "
               f"seed-7 error {np.linalg.norm(other.matrix() - M) / np.linalg.norm(M):.2e}")
+        if args.long:  # longer, without the stalled-progress stop: the error stays flat
+            fits = []
+            for seed in (1, 7):
+                res = lc.solve(op, y, k, method="precgd", truth=M, record=["error", "residual"],
+                               seed=seed, max_iter=args.long, stall_tol=0, n_threads=1)
+                e, rr = res.history.error, res.history.residual
+                marks = [t for t in (1000, 3000, 10000, args.long) if t < len(e)]
+                print(f"precgd k={k}, seed {seed}, {args.long} its: " + ", ".join(
+                    f"t={t}: error {e[t]:.2e} residual {rr[t]:.2e}" for t in marks))
+                fits.append(res.matrix())
+            gap = np.linalg.norm(fits[0] - fits[1]) / np.linalg.norm(M)
+            print(f"the two fits differ by {gap:.2e} (relative to ||M*||_F)")
         op5, y5, M5, _, _ = image_completion(args.size, 0.5, "sqrt_p", args.seed, rank=r)
         for kk in (r, k):
             run(op5, y5, M5, kk, label=f"50 % observed, k={'r' if kk == r else 'k'}")
