@@ -17,7 +17,8 @@ Cases (``--cases``, comma separated; default all):
 * ``max_iter``: the same image, precgd at scale 1/sqrt(p): converges after 1000 its.
 * ``gd``: gd, asymmetric, n=50, r=3, k=6, cond=10, m=1500 (the peer: 1349 iterations).
 * ``stall``: a noisy instance (gaussian 60 x 60, r=3, m=1500, noise=1e-3), precgd/gd.
-* ``onestep``: onestep vs gd, asymmetric gaussian n=50, r=3, k=6, m=1500, cond=100.
+* ``onestep``: onestep (trigger 0.1 and "auto") vs gd, asymmetric gaussian n=50, r=3,
+  k=6, m=1500, cond=100 (and 10, 1).
 * ``overparam``: the rank-30 image, k=50, 30 % observed (precgd, agn; 5000 its).
 
 Usage: python benchmarks/defaults_cases.py [--cases lambda,gd] [--size 512]
@@ -133,16 +134,21 @@ def case_stall(args):
 
 
 def case_onestep(args):
-    prob = lc.make_problem(50, rank=3, m=1500, cond=100.0, seed=args.seed)
-    runs = [("gd", "default", {}), ("onestep", "before: trigger=0.1", {"trigger": 0.1}),
-            ("onestep", "after: default", {})]
-    for step in ("fixed", "auto"):
-        for meth, label, kw in runs:
-            init = {"init": "small"} if step == "fixed" else {}
-            res = lc.solve(prob.operator, prob.y, 6, method=meth, truth=prob, record=False,
-                           seed=1, max_iter=3000, step=step, **init, **kw)
-            _row("asym n=50 r=3 k=6 m=1500 cond=100", f"step={step} {label}", res,
-                 res.get("rebalance_iteration"))
+    """The named instance (cond=100) and the same at cond 10 and 1: gd, onestep at its
+    default trigger 0.1 (the paper's residual rule) and with trigger="auto" (the spectrum
+    rule of OneStepGD.ready), fixed steps from the small start and step="auto" from the
+    default start."""
+    for cond in (100.0, 10.0, 1.0):
+        prob = lc.make_problem(50, rank=3, m=1500, cond=cond, seed=args.seed)
+        runs = [("gd", "default", {}), ("onestep", "default: trigger=0.1", {}),
+                ("onestep", "trigger='auto'", {"trigger": "auto"})]
+        for step in ("fixed", "auto"):
+            for meth, label, kw in runs:
+                init = {"init": "small"} if step == "fixed" else {}
+                res = lc.solve(prob.operator, prob.y, 6, method=meth, truth=prob, record=False,
+                               seed=1, max_iter=3000, step=step, **init, **kw)
+                _row(f"asym n=50 r=3 k=6 m=1500 cond={cond:g}", f"step={step} {label}", res,
+                     res.get("rebalance_iteration"))
 
 
 def case_overparam(args):

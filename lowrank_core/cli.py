@@ -208,7 +208,10 @@ def _cmd_solve(args) -> int:
     _check_writable(summary)
     progress = args.progress
     if progress is None:
-        progress = sys.stderr.isatty() and args.max_iter >= 200
+        from .methods import METHODS
+        cap = METHODS[args.method].default_max_iter if args.max_iter is None \
+            else args.max_iter
+        progress = sys.stderr.isatty() and cap >= 200
     record = {"every": args.record_every} if args.record_every != 1 else None
     res = solve(op, y, k, method=args.method, symmetric=args.symmetric, init=args.init,
                 init_scale=init_scale, step=args.step, max_iter=args.max_iter, tol=args.tol,
@@ -415,6 +418,16 @@ def _method_choice(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _max_iter_defaults(methods) -> str:
+    """'gd, onestep 10000; ...; gnmr, als 1000': each method's ``default_max_iter``,
+    methods with the same cap grouped, largest cap first (the --max-iter help text)."""
+    groups: dict = {}
+    for name, cls in methods.items():
+        groups.setdefault(int(cls.default_max_iter), []).append(name)
+    return "; ".join(f"{', '.join(names)} {cap}"
+                     for cap, names in sorted(groups.items(), reverse=True))
+
+
 def _dpi(text):
     try:
         v = int(text)
@@ -559,7 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--step", type=_step_value, default="auto",
                    help="'auto' (exact line search, default), 'fixed' (the method's fixed "
                         "step) or a positive number")
-    m.add_argument("--max-iter", type=_nonneg_int, default=1000, help="(default 1000)")
+    m.add_argument("--max-iter", type=_nonneg_int, default=None,
+                   help="iteration cap (default: the method's own, as solve() with "
+                        "max_iter=None: " + _max_iter_defaults(METHODS) + ")")
     m.add_argument("--tol", type=_positive_float, default=None,
                    help="stop at relative residual <= tol (default 1e-10; float32 1e-5)")
     m.add_argument("--max-time", type=_positive_float, default=None, help="seconds")

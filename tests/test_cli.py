@@ -433,3 +433,32 @@ def test_unknown_flags_and_experiments_are_usage_errors_with_the_nearest_name():
     assert proc.returncode == 2
     assert_one_line_error(proc, "unknown experiment 'zzz' (choose from xiong-symmetric")
     assert "did you mean" not in proc.stderr
+
+
+def test_solve_max_iter_defaults_to_the_methods_cap(tmp_path):
+    """Without --max-iter, solve runs to the method's StepRule.default_max_iter (as
+    lowrank_core.solve(max_iter=None) does), not to a CLI-wide 1000."""
+    from lowrank_core.methods import METHODS
+
+    caps = {}
+    for method in ("gd", "agn"):
+        summary = tmp_path / f"{method}.json"
+        # tol far below rounding and a fixed step (no stalled-progress stop): the run
+        # can only end at the cap
+        proc = run("solve", "--n1", "8", "--m", "120", "--true-rank", "1", "--method", method,
+                   "--step", "fixed", "--tol", "1e-300", "--out", str(tmp_path / "f.npz"),
+                   "--summary", str(summary), "--no-progress", "--threads", "1",
+                   timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(summary.read_text())
+        caps[method] = (doc["n_iter"], doc["options"]["max_iter"], doc["status"])
+    assert caps["gd"] == (METHODS["gd"].default_max_iter, 10000, "max_iter")
+    assert caps["agn"] == (METHODS["agn"].default_max_iter, 3000, "max_iter")
+    # an explicit --max-iter still wins
+    proc = run("solve", "--n1", "8", "--m", "120", "--true-rank", "1", "--max-iter", "7",
+               "--step", "fixed", "--out", str(tmp_path / "g.npz"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "g.json").read_text())["n_iter"] == 7
+    # the help text lists each method's cap
+    help_text = " ".join(run("solve", "--help").stdout.split())
+    assert "gd, onestep 10000" in help_text and "agn 3000" in help_text
