@@ -510,7 +510,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
     def block_shape(self, k: int) -> tuple[int, int] | None:
         """Tile shape (rows, columns) the blocked layout uses for factors of width k, or
-        None when the row layout is used (``layout`` "rows" or "auto").
+        None when the row layout is used (``layout="rows"``, or "auto" while G and the
+        S^T F buffer fit in the last-level cache).
 
         The tiles are walked column block by column block (each thread its own row
         blocks), so a column block's G and S^T F slices stay cached while F and S G
