@@ -46,13 +46,16 @@ def peak_rss_gib() -> float:
 
 
 def _status_gib(field: str) -> float | None:
+    """A memory field of /proc/self/status (e.g. "VmHWM") in GiB; None where the file or
+    the field does not exist (not Linux): the --memory columns then print as missing."""
     try:
         with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024 / 2**30
+            lines = fh.readlines()
     except OSError:
-        pass
+        return None
+    for line in lines:
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / 2**30
     return None
 
 
