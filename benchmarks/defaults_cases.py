@@ -173,7 +173,7 @@ def case_onestep_trace(args):
         for meth, kw in (("gd", {}), ("onestep", {"unstall": 0}), ("onestep", {})):
             rows = {}
 
-            def cb(res):
+            def cb(res, rows=rows):
                 if res.n_iter in marks:
                     F, G = res.factors
                     X = F @ G.T
