@@ -17,8 +17,10 @@ Cases (``--cases``, comma separated; default all):
 * ``max_iter``: the same image, precgd at scale 1/sqrt(p): converges after 1000 its.
 * ``gd``: gd, asymmetric, n=50, r=3, k=6, cond=10, m=1500 (the peer: 1349 iterations).
 * ``stall``: a noisy instance (gaussian 60 x 60, r=3, m=1500, noise=1e-3), precgd/gd.
-* ``onestep``: onestep (trigger 0.1 and "auto") vs gd, asymmetric gaussian n=50, r=3,
-  k=6, m=1500, cond=100 (and 10, 1).
+* ``onestep``: onestep (the single step ``unstall=0``, the default, trigger "auto") vs
+  gd, asymmetric gaussian n=50, r=3, k=6, m=1500, cond=100 (and 10, 1).
+* ``onestep_trace``: the per-iteration trace behind onestep's ``unstall`` (cond=100;
+  ``--trace-cond``); not in the default set of cases.
 * ``overparam``: the rank-30 image, k=50, 30 % observed (precgd, agn; 5000 its).
 
 Usage: python benchmarks/defaults_cases.py [--cases lambda,gd] [--size 512]
@@ -134,13 +136,17 @@ def case_stall(args):
 
 
 def case_onestep(args):
-    """The named instance (cond=100) and the same at cond 10 and 1: gd, onestep at its
-    default trigger 0.1 (the paper's residual rule) and with trigger="auto" (the spectrum
-    rule of OneStepGD.ready), fixed steps from the small start and step="auto" from the
-    default start."""
+    """The named instance (cond=100) and the same at cond 10 and 1: gd; onestep "before"
+    (``unstall=0``: the paper's single rebalance at the residual 0.1, the old default);
+    onestep "after" (the default: the same plus the second rebalance on a stall,
+    ``OneStepGD.unstall``); ``trigger="auto"`` (with the default ``unstall``). Fixed steps
+    from the small start and step="auto" from the default start. The note is
+    "first rebalance iteration / second rebalance iteration"."""
     for cond in (100.0, 10.0, 1.0):
         prob = lc.make_problem(50, rank=3, m=1500, cond=cond, seed=args.seed)
-        runs = [("gd", "default", {}), ("onestep", "default: trigger=0.1", {}),
+        runs = [("gd", "default", {}),
+                ("onestep", "before: unstall=0 (single step)", {"unstall": 0}),
+                ("onestep", "after: default", {}),
                 ("onestep", "trigger='auto'", {"trigger": "auto"})]
         for step in ("fixed", "auto"):
             for meth, label, kw in runs:
@@ -148,7 +154,56 @@ def case_onestep(args):
                 res = lc.solve(prob.operator, prob.y, 6, method=meth, truth=prob, record=False,
                                seed=1, max_iter=3000, step=step, **init, **kw)
                 _row(f"asym n=50 r=3 k=6 m=1500 cond={cond:g}", f"step={step} {label}", res,
-                     res.get("rebalance_iteration"))
+                     f"{res.get('rebalance_iteration')} / {res.get('unstall_iteration')}")
+
+
+def case_onestep_trace(args):
+    """Per-iteration trace of the named instance (cond=100; ``--trace-cond``): relative
+    residual, line-search/fixed step, imbalance ||F^T F - G^T G||_F, sigma_{r+1}(F G^T),
+    error, the fit u_i^T F G^T v_i / sigma_i of each component of M*, the spurious part
+    ||P_U^perp F G^T P_V^perp||_F and ||u_r^T F||, ||v_r^T G|| (the smallest component's
+    rows), for gd and onestep with ``unstall=0`` and the default, at both steps."""
+    prob = lc.make_problem(50, rank=3, m=1500, cond=args.trace_cond, seed=args.seed)
+    U, sv, Vt = np.linalg.svd(prob.truth)
+    r = prob.rank
+    U, V, sv = U[:, :r], Vt[:r].T, sv[:r]
+    marks = sorted({0, 5, 10, 11, 12, 20, 50, 59, 60, 61, 62, 100, 131, 132, 133, 150, 200,
+                    213, 214, 215, 300, 500, 1000, 1500, 2000, 2500, 2999})
+    for step in ("auto", "fixed"):
+        for meth, kw in (("gd", {}), ("onestep", {"unstall": 0}), ("onestep", {})):
+            rows = {}
+
+            def cb(res, rows=rows):
+                if res.n_iter in marks:
+                    F, G = res.factors
+                    X = F @ G.T
+                    fit = np.diag(U.T @ X @ V) / sv
+                    spur = np.linalg.norm(X - U @ (U.T @ X) - (X @ V) @ V.T
+                                          + U @ (U.T @ X @ V) @ V.T)
+                    rows[res.n_iter] = (fit, spur, np.linalg.norm(U[:, -1] @ F),
+                                        np.linalg.norm(V[:, -1] @ G))
+
+            init = {"init": "small"} if step == "fixed" else {}
+            res = lc.solve(prob.operator, prob.y, 6, method=meth, truth=prob, seed=1,
+                           max_iter=3000, step=step, callback=cb, **init, **kw)
+            h = res.history
+            print(f"\n{meth} {kw} step={step} cond={args.trace_cond:g}: final error "
+                  f"{res.error:.2e}, rebalance {res.get('rebalance_iteration')} (beta "
+                  f"{res.get('beta')}), unstall {res.get('unstall_iteration')} (gamma "
+                  f"{res.get('gamma')})")
+            print("| t | residual | step | imbalance | sigma_r+1 | error | fit u_i^T X v_i/s_i "
+                  "| spurious | ‖u_r^T F‖ | ‖v_r^T G‖ |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            steps = np.asarray(h["step"])
+            for t in marks:
+                if t not in rows or t >= len(h["residual"]):
+                    continue
+                fit, spur, a, b = rows[t]
+                eta = steps[t] if t < len(steps) else float("nan")
+                print(f"| {t} | {h['residual'][t]:.2e} | {eta:.3g} | {h['imbalance'][t]:.2e} "
+                      f"| {h['tail_sv'][t]:.1e} | {h['error'][t]:.2e} | "
+                      f"{' '.join(f'{v:.3f}' for v in fit)} | {spur:.1e} | {a:.3f} | {b:.1e} |",
+                      flush=True)
 
 
 def case_overparam(args):
@@ -161,15 +216,16 @@ def case_overparam(args):
 
 CASES = {"lambda": case_lambda, "scale": case_scale, "max_iter": case_max_iter,
          "gd": case_gd, "stall": case_stall, "onestep": case_onestep,
-         "overparam": case_overparam}
+         "overparam": case_overparam, "onestep_trace": case_onestep_trace}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--cases", default=",".join(c for c in CASES if c != "onestep_trace"))
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overparam-iter", type=int, default=5000)
+    p.add_argument("--trace-cond", type=float, default=100.0)
     args = p.parse_args(argv)
     print("| instance | run | method | status | error | iterations | time s | note |")
     print("|---|---|---|---|---|---|---|---|")

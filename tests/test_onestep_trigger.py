@@ -72,11 +72,14 @@ def test_auto_trigger_fires_where_the_numpy_rule_says(kappa10):
 def test_auto_trigger_beats_the_residual_trigger_at_high_condition_number():
     """kappa = 100, small start, fixed step: the residual trigger 0.1 fires before the
     sigma_r component is fitted and stalls at ~sigma_r / ||M*||; "auto" waits and ends
-    below plain GD (docs/solvers.rst, case onestep)."""
+    below plain GD (docs/solvers.rst, case onestep). The single step (unstall=0) on both,
+    so that the triggers are compared, not the second rebalance."""
     prob = lc.make_problem(50, rank=3, m=1500, cond=100.0, seed=0)
     kw = dict(init="small", step="fixed", seed=1, n_threads=1, max_iter=3000, truth=prob,
               record=False)
-    gd = lc.solve(prob.operator, prob.y, 6, method="gd", **kw)
+    gd_kw = dict(kw)
+    kw["unstall"] = 0
+    gd = lc.solve(prob.operator, prob.y, 6, method="gd", **gd_kw)
     early = lc.solve(prob.operator, prob.y, 6, method="onestep", trigger=0.1, **kw)
     auto = lc.solve(prob.operator, prob.y, 6, method="onestep", trigger="auto", **kw)
     assert early.error > 5e-3            # stuck at the unfitted sigma_3 = 0.01

@@ -12,7 +12,11 @@ r"""Plain factored gradient descent and the one-step rebalance.
   F^T F - G^T G large and the convergence rate independent of the initialization scale.
   ``trigger="auto"`` (an option, not the default: see :meth:`OneStepGD.ready` and the
   measurements in docs/solvers.rst) fires instead once the spectrum of F G^T shows every
-  component of M* fitted.
+  component of M* fitted. ``unstall`` (ours, issue 18; default 100 iterations, 0 = the
+  paper's single step): if the relative residual then falls by less than 10 % over that
+  many iterations, one second rebalance sets the imbalance to F^T F - G^T G = gamma I,
+  gamma = rho ||F G^T||_F (:meth:`OneStepGD.unstall`), so that a component of M* that
+  was not fitted when the first step fired can grow again.
 
 Step: ``step="auto"`` (default) is the exact line search along the negative gradient
 (:mod:`lowrank_core.methods.linesearch`); ``step="fixed"`` is 0.3 / ||A^T(y)||_2 (0.3 is
@@ -21,7 +25,8 @@ stable when sigma_1(M*) = 1); a number is used as given. Default init: small ran
 
 Cost per iteration beyond the residual gradient: O((n1 + n2) k) (one AXPY per factor),
 plus with ``step="auto"`` the line search's forward passes of widths 2k and k;
-the rebalance costs O((n1 + n2) k^2 + k^3) once.
+the rebalance costs O((n1 + n2) k^2 + k^3) once, the second one (if it fires) the same
+plus one residual evaluation.
 """
 
 from __future__ import annotations
@@ -88,6 +93,11 @@ AUTO_SETTLED = 0.01
 AUTO_GAP = 10.0
 #: the components of F G^T below the residual must carry at least this fraction of it
 AUTO_EXPLAINED = 1.0 / 3.0
+#: ``unstall`` (ours, issue 18): the second rebalance fires when, ``unstall`` iterations
+#: (default UNSTALL_WINDOW) or more after the first, the relative residual is above
+#: UNSTALL_RATIO times its value ``unstall`` iterations earlier (less than 10 % progress).
+UNSTALL_WINDOW = 100
+UNSTALL_RATIO = 0.9
 
 
 def relative_spectrum(F, G) -> np.ndarray:
@@ -107,11 +117,16 @@ class OneStepGD(GradientDescent):
     name = "onestep"
     summary = "asymmetric GD with the one-step rebalance"
     forms = ("asymmetric",)
-    option_defaults = {"trigger": 0.1, "beta": None}
+    option_defaults = {"trigger": 0.1, "beta": None, "unstall": UNSTALL_WINDOW}
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
         opts = super().check_options(options)
+        u = opts["unstall"]
+        if isinstance(u, (bool, np.bool_)) or not isinstance(u, numbers.Integral) or u < 0:
+            raise ValueError(f"unstall must be a number of iterations >= 0 (0: the paper's "
+                             f"single rebalance), got {u!r}")
+        opts["unstall"] = int(u)
         t = opts["trigger"]
         if isinstance(t, str) and t == "auto":
             return cls._check_beta(opts)
@@ -137,6 +152,10 @@ class OneStepGD(GradientDescent):
         self._steps_done = 0
         self.rebalance_iteration = None
         self.beta_used = None
+        self.unstall_iteration = None
+        self.gamma_used = None
+        #: relative residuals since the first rebalance (the last ``unstall`` + 1)
+        self._after: collections.deque = collections.deque(maxlen=self.options["unstall"] + 1)
         self._spectra: collections.deque = collections.deque(
             maxlen=AUTO_WINDOW // AUTO_EVERY + 1)
 
@@ -222,11 +241,61 @@ class OneStepGD(GradientDescent):
         self.rebalance_iteration = self._steps_done
         self.beta_used = beta
 
+    def stalled(self) -> bool:
+        """Whether the second rebalance (:meth:`unstall`) fires now.
+
+        After the first rebalance at T1, with W = ``unstall`` (> 0) and rho_t the relative
+        residual: fires once, at the first t >= T1 + W with rho_t > 0.9 rho_{t-W}
+        (UNSTALL_RATIO). Records rho_t for t >= T1; O(1) per iteration.
+        """
+        if self.unstall_iteration is not None or not self.options["unstall"]:
+            return False
+        after = self._after
+        after.append(self.state.residual)
+        return len(after) == after.maxlen and after[-1] > UNSTALL_RATIO * after[0]
+
+    def unstall(self) -> None:
+        r"""Second rebalance: keep F G^T, set F^T F - G^T G = gamma I, gamma = rho ||F G^T||_F.
+
+        Why (issue 18, the trace of docs/solvers.rst): after the first step
+        F^T F = beta^2 I, beta^2 = sigma_1. A component sigma_j u_j v_j^T of M* that
+        F G^T had not fitted then has a = u_j^T F of size ~beta and b = v_j^T G damped at
+        the rate eta beta^2 to b ~ sigma_j a / beta^2; it sits at the fraction
+        ||a||^2/beta^2 of sigma_j and grows only at the rate eta sigma_j^2 / beta^2
+        (kappa = 100, sigma_3 = 0.01: 1e-4 eta per iteration), and the residual stalls at
+        ~sigma_j. With the imbalance gamma I instead, a ~ sqrt(gamma), and it grows at
+        eta sigma_j^2 / gamma; gamma = rho ||F G^T||_F ~ ||F G^T - M*||_F is the size
+        of the unfitted part (~sigma_j), which gives it GD's rate eta sigma_j, while the
+        spurious (over-parameterized) directions still decay at eta gamma.
+
+        With F = Q_F R_F, G = Q_G R_G and R_F R_G^T = W diag(s) Z^T (k x k):
+        F <- Q_F W diag(a), G <- Q_G Z diag(b), a_i^2 = (gamma + sqrt(gamma^2 + 4 s_i^2))/2,
+        b_i = s_i / a_i, so a_i b_i = s_i and a_i^2 - b_i^2 = gamma. Cost
+        O((n1 + n2) k^2 + k^3) and one residual evaluation (the new gradients), once.
+        """
+        s = self.state
+        F, G = s.F, s.G
+        qf, rf = np.linalg.qr(F)
+        qg, rg = np.linalg.qr(G)
+        W, sv, Zt = np.linalg.svd(rf @ rg.T)
+        gamma = s.residual * float(np.linalg.norm(sv))
+        a = np.sqrt(0.5 * (gamma + np.sqrt(gamma * gamma + 4.0 * sv * sv)))
+        b = np.divide(sv, a, out=np.zeros_like(sv), where=a > 0)
+        F[...] = qf @ (W * a)
+        G[...] = qg @ (Zt.T * b)
+        s.evaluate()
+        self.unstall_iteration = self._steps_done
+        self.gamma_used = gamma
+
     def step(self) -> None:
-        if self.rebalance_iteration is None and self.ready():
-            self.rebalance()
+        if self.rebalance_iteration is None:
+            if self.ready():
+                self.rebalance()
+        elif self.stalled():
+            self.unstall()
         self._steps_done += 1
         super().step()
 
     def info(self) -> dict:
-        return {"rebalance_iteration": self.rebalance_iteration, "beta": self.beta_used}
+        return {"rebalance_iteration": self.rebalance_iteration, "beta": self.beta_used,
+                "unstall_iteration": self.unstall_iteration, "gamma": self.gamma_used}
