@@ -18,12 +18,14 @@ Outputs (``--out`` prefix, default ``phase``): ``<out>_runs.csv`` (one row per s
 ``<out>_summary.csv`` (per kind, method, kappa, OS: the fraction recovered, the median
 time and iterations, the statuses seen), and heat maps per method
 (``docs/figures/phase-completion.png`` and ``phase-dense.png`` by default; ``--figures``
-names the directory, ``--no-plot`` skips them).
+names the directory, ``--no-plot`` skips them, ``--dpi`` sets the resolution, default 150;
+``--replot SUMMARY_CSV`` redraws them from a summary CSV without solving anything).
 
 Usage:
     python benchmarks/phase_transition.py                     # the full grid (~25 min, 2 cores)
     python benchmarks/phase_transition.py --seeds 2 --conds 10,1e3 --os 1.5,2.5,5
     python benchmarks/phase_transition.py --quick             # smoke test, seconds
+    python benchmarks/phase_transition.py --replot docs/figures/phase_summary.csv
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def parse_args(argv=None):
     p.add_argument("--rst-from", metavar="SUMMARY_CSV", default=None,
                    help="print the docs' list-tables (runs recovered / runs per cell and "
                         "method) from a summary CSV and exit")
+    p.add_argument("--replot", metavar="SUMMARY_CSV", default=None,
+                   help="redraw the heat maps into --figures from a summary CSV and exit "
+                        "(drawing only: no solve, the CSV is not written)")
+    p.add_argument("--dpi", type=int, default=None,
+                   help="resolution of the PNG heat maps (default 150)")
     p.add_argument("--quick", action="store_true",
                    help="tiny grid (n=30, r=2, 2 x 2 cells, 1 seed, dense n=10) for a smoke test")
     args = p.parse_args(argv)
@@ -181,11 +188,14 @@ def write_csv(path, columns, rows):
                         for c in columns})
 
 
-def plot(summary, kind, methods, path):
-    """One heat map per method: rows kappa, columns OS, colour = fraction recovered."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(summary, kind, methods, path, dpi=None):
+    """One heat map per method: rows kappa, columns OS, colour = fraction recovered.
+
+    Drawn with :mod:`lowrank_core.plotting` (Agg canvas, no pyplot state) and written at
+    ``dpi`` (default :data:`lowrank_core.plotting.DEFAULT_DPI`, 150). Returns the figure,
+    or None when ``summary`` has no row of ``kind``.
+    """
+    from lowrank_core.plotting import new_figure, save_figure
 
     xs = [x for x in summary if x["kind"] == kind]
     if not xs:
@@ -194,9 +204,9 @@ def plot(summary, kind, methods, path):
     oss = sorted({x["os"] for x in xs})
     ncol = min(4, len(methods))
     nrow = -(-len(methods) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.7 * nrow + 0.6),
-                             squeeze=False)
-    for ax, method in zip(axes.flat, methods):
+    fig, axes = new_figure(ncol, nrow, width=3.3, height=2.7 + 0.6 / nrow)
+    axes = np.atleast_1d(axes).ravel()
+    for ax, method in zip(axes, methods):
         grid = np.full((len(conds), len(oss)), np.nan)
         tmed = np.full_like(grid, np.nan)
         for x in xs:
@@ -212,19 +222,40 @@ def plot(summary, kind, methods, path):
                             color="black" if grid[i, j] > 0.5 else "white")
         ax.set_xticks(range(len(oss)), [f"{v:g}" for v in oss])
         ax.set_yticks(range(len(conds)), [f"{v:g}" for v in conds])
-        ax.set_xlabel("oversampling m / (r(n1+n2-r))")
-        ax.set_ylabel("condition number")
+        if kind == "completion":
+            ax.set_xlabel(r"oversampling $m\,/\,(r(n_1+n_2-r))$")
+        else:
+            ax.set_xlabel(r"oversampling $m\,/\,(r(2n-r))$")
+        ax.set_ylabel(r"condition number $\kappa$")
         ax.set_title(method)
-    for ax in list(axes.flat)[len(methods):]:
+    for ax in axes[len(methods):]:
         ax.axis("off")
     x0 = xs[0]
-    what = "matrix completion" if kind == "completion" else "dense Gaussian sensing"
-    fig.suptitle(f"{what}, n={x0['n']}, r={x0['rank']}: fraction of runs reaching relative "
-                 f"error 1e-8 (and median time), every method at its defaults")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if kind == "completion":
+        what = rf"matrix completion, $n_1=n_2={x0['n']}$, $r={x0['rank']}$"
+    else:
+        what = rf"dense Gaussian sensing, $n={x0['n']}$, $r={x0['rank']}$"
+    fig.suptitle(f"{what}: fraction of runs reaching relative error $10^{{-8}}$ (and median "
+                 "time), every method at its defaults")
+    save_figure(fig, path, dpi=dpi)
+    return fig
+
+
+def replot(summary_csv, figures, methods, dpi=None, log=print):
+    """Redraw ``phase-completion.png`` and ``phase-dense.png`` in ``figures`` from a summary
+    CSV (drawing only: nothing is solved and the CSV is only read). Methods are drawn in
+    the order of ``methods``, then any other method of the CSV in its order."""
+    summary = read_summary(summary_csv)
+    in_csv = list(dict.fromkeys(x["method"] for x in summary))
+    order = [m for m in methods if m in in_csv] + [m for m in in_csv if m not in methods]
+    os.makedirs(figures, exist_ok=True)
+    paths = []
+    for kind in ("completion", "dense"):
+        path = os.path.join(figures, f"phase-{kind}.png")
+        if plot(summary, kind, order, path, dpi=dpi) is not None:
+            log(f"wrote {os.path.normpath(path)}")
+            paths.append(path)
+    return paths
 
 
 def read_summary(path):
@@ -268,6 +299,9 @@ def main(argv=None):
                 print(rst_table(summary, kind, what.format(n=x0[kind]["n"],
                                                             r=x0[kind]["rank"])))
         return 0
+    if args.replot:
+        replot(args.replot, args.figures, args.methods, dpi=args.dpi)
+        return 0
     rows = run(args, log=lambda s: print(s, flush=True))
     summary = summarize(rows)
     write_csv(f"{args.out}_runs.csv", RUN_COLUMNS, rows)
@@ -276,9 +310,8 @@ def main(argv=None):
     if not args.no_plot:
         os.makedirs(args.figures, exist_ok=True)
         for kind in ("completion", "dense"):
-            path = plot(summary, kind, args.methods,
-                        os.path.join(args.figures, f"phase-{kind}.png"))
-            if path:
+            path = os.path.join(args.figures, f"phase-{kind}.png")
+            if plot(summary, kind, args.methods, path, dpi=args.dpi) is not None:
                 print(f"wrote {os.path.normpath(path)}")
     return 0
 

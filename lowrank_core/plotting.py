@@ -11,14 +11,14 @@ import contextlib
 import contextvars
 import os
 import re
-import textwrap
 from collections.abc import Iterator
 
 import numpy as np
 
 __all__ = ["PlottingUnavailable", "INSTALL_HINT", "DEFAULT_DPI", "FORMATS", "X_AXES",
            "require_matplotlib", "new_figure", "save_figure", "figure_dpi", "figure_format",
-           "plot_curves", "convergence_figure", "error_label", "mathtext_label", "history_curves",
+           "plot_curves", "convergence_figure", "error_label", "mathtext_label", "mathtext_figure",
+           "history_curves",
            "plot_results"]
 
 #: The command that installs the plotting extra.
@@ -144,25 +144,123 @@ def save_figure(fig, path, dpi: int | None = None) -> None:
     fig.savefig(path, dpi=dpi, format=fmt)
 
 
-# ASCII math of the experiments' and the demo's labels -> the same math text as the axes
-_MATH = [
-    (re.compile(r"\bX_t ?X_t\^T\b"), r"$X_tX_t^\top$"),
-    (re.compile(r"\bX ?X\^T\b"), r"$XX^\top$"),
-    (re.compile(r"\bF ?G\^T\b"), r"$FG^\top$"),
-    (re.compile(r"\bU ?V\^T\b"), r"$UV^\top$"),
-    (re.compile(r"\bM\*"), r"$M^*$"),
+# ASCII math of the experiments' and the demo's labels and titles -> math text. The
+# ASCII strings stay what the CSV headers and the console print; only drawing maps them.
+_NUM = r"\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+_GREEK = ("alpha", "beta", "gamma", "delta", "eta", "kappa", "lambda", "mu", "rho", "sigma",
+          "tau")
+# one operand: a Greek name, a coefficient product ("3nr*"), a number, or one letter with
+# an optional digit subscript ("n1"); then a star, a subscript and/or a power ("^T", "^-0.9")
+_ATOM = (rf"(?:(?<![A-Za-z\\])(?:{'|'.join(_GREEK)})|(?<![A-Za-z0-9.])\d+[a-z]{{1,3}}\*"
+         rf"|(?<![A-Za-z0-9.]){_NUM}|(?<![A-Za-z0-9.\\])[A-Za-z]\d?)(?![A-Za-z])"
+         rf"(?:\*|_[a-z0-9](?:\^(?:T|-?{_NUM}))?|\^(?:T|-?{_NUM}))?")
+_OP = r"(?: ?[=<>] ?|/)"
+_RULES = [  # (pattern, replacement: str or function of the match), tried left to right
+    (r"\bX_t ?X_t\^T\b", r"$X_tX_t^\top$"),
+    (r"\bX ?X\^T\b", r"$XX^\top$"),
+    (r"\bF ?G\^T\b", r"$FG^\top$"),
+    (r"\bU ?V\^T\b", r"$UV^\top$"),
+    (r"\by_i = a_i\^T M\* a_i\b", r"$y_i = a_i^\top M^* a_i$"),
+    (r"\bM\*", r"$M^*$"),
+    # initializations: "F0=aF~", "G0=(a/3)G~", "U0 = aU~" -> F_0 = alpha F-tilde ...
+    (r"\b([A-Z])0 ?= ?(a|\(a/\d+\))([A-Z])~",
+     lambda m: (f"${m[1]}_0={m[2].replace('a', chr(92) + 'alpha')}"
+                f"\\tilde{{{m[3]}}}$")),
+    (rf"\b([A-Z])0=\[([A-Z]),0\]\+({_NUM})([A-Z])\b",
+     lambda m: f"${m[1]}_0=[{m[2]},0]+{_tex_number(m[3])}{m[4]}$"),
+    (r"\(([=<>]) ?([A-Za-z])\)", lambda m: f"(${m[1]}{m[2]}$)"),  # "k=3 (= r)"
+    (r"\b([A-Za-z])=varies\b", lambda m: f"${m[1]}$ varies"),
+    (rf"{_ATOM}(?:{_OP}{_ATOM})*", lambda m: _chain(m[0])),
 ]
+_MATH = re.compile("|".join(f"(?P<r{i}>{p})" for i, (p, _) in enumerate(_RULES)))
+_RULES_RE = [re.compile(p) for p, _ in _RULES]
+_ATOM_RE = re.compile(_ATOM)
+
+
+def _tex_number(text: str) -> str:
+    """"1e-06" -> 10^{-6}, "2.5e-05" -> 2.5\times10^{-5}; other numbers unchanged."""
+    if "e" not in text:
+        return text
+    mant, expo = text.split("e")
+    power = f"10^{{{int(expo)}}}"
+    return power if float(mant) == 1 else f"{mant}\\times{power}"
+
+
+def _tex_atom(text: str) -> str:
+    m = re.fullmatch(rf"({'|'.join(_GREEK)}|\d+[a-z]+(?=\*$)|{_NUM}|[A-Za-z]\d?)(.*)", text)
+    base, suffix = m[1], m[2]
+    if base in _GREEK:
+        base = "\\" + base
+    elif re.fullmatch(_NUM, base):
+        base = _tex_number(base)
+    elif base[-1].isdigit():  # "n1" -> n_1
+        base = f"{base[0]}_{base[1:]}"
+    sub, _, power = suffix.partition("^")
+    if sub == "*":
+        return base + "^*"
+    if power:
+        power = r"\top" if power == "T" else _tex_number(power)
+        return f"{base}{sub}^{{{power}}}"
+    return base + sub
+
+
+def _chain(text: str) -> str:
+    """An operand chain ("k=5 > r=3", "alpha/3", "t^-0.93") as one math span; a lone
+    number or letter ("2", "iteration t") stays text."""
+    ops = re.findall(_OP, text)
+    atoms = _ATOM_RE.findall(text)
+    if not ops and re.fullmatch(rf"{_NUM}|[A-Za-z]", atoms[0]):
+        return text
+    tex = _tex_atom(atoms[0])
+    for op, atom in zip(ops, atoms[1:]):
+        tex += op.strip() + _tex_atom(atom)
+    return f"${tex}$"
+
+
+def _math_sub(m) -> str:
+    for i, (_, repl) in enumerate(_RULES):
+        text = m[f"r{i}"]
+        if text is not None:
+            return repl if isinstance(repl, str) else repl(_RULES_RE[i].fullmatch(text))
+    return m[0]
 
 
 def mathtext_label(label: str) -> str:
-    """``label`` with its ASCII matrix products as math text ("X X^T" -> $XX^\\top$,
-    "F G^T", "U V^T", "M*"), so legends match the math-text axis labels. Labels that
-    already contain ``$`` are returned unchanged."""
+    r"""``label`` with its ASCII math as matplotlib math text, so legends and titles match
+    the math-text axis labels; the ASCII text (CSV headers, console) is left as it is.
+
+    Mapped: matrix products ("X X^T" -> $XX^\top$, "X_tX_t^T", "F G^T", "U V^T", "M*"),
+    initializations ("F0=aF~" -> $F_0=\alpha\tilde{F}$, "G0=(a/3)G~", "X0=[Z,0]+0.01W"),
+    Greek names ("alpha=0.1" -> $\alpha=0.1$, "eta", "kappa", "sigma", ...), and chains
+    of variables, numbers and the operators = < > / ("k=5 > r=3" -> $k=5>r=3$,
+    "r*=2" -> $r^*=2$, "n1=n2=40" -> $n_1=n_2=40$, "t^-0.93" -> $t^{-0.93}$,
+    "alpha=1e-06" -> $\alpha=10^{-6}$, "(= r)" -> ($=r$)). A lone letter or number
+    stays text ("iteration t"). Labels that already contain ``$`` are returned
+    unchanged.
+    """
     if "$" in label:
         return label
-    for pattern, tex in _MATH:
-        label = pattern.sub(lambda _m, tex=tex: tex, label)
-    return label
+    return _MATH.sub(_math_sub, label)
+
+
+def mathtext_figure(fig):
+    """Apply :func:`mathtext_label` to every title, suptitle, axis label, legend entry
+    and line label of ``fig`` (drawing only; returns ``fig``). Texts that already
+    contain ``$`` are unchanged."""
+    texts = []
+    if getattr(fig, "_suptitle", None) is not None:
+        texts.append(fig._suptitle)
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        texts += list(ax.texts)
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += list(legend.get_texts()) + [legend.get_title()]
+        for line in ax.get_lines():
+            line.set_label(mathtext_label(line.get_label()))
+    for text in texts:
+        text.set_text(mathtext_label(text.get_text()))
+    return fig
 
 
 def error_label(symmetric: bool | None) -> str:
@@ -185,8 +283,10 @@ def plot_curves(ax, curves, *, xlabel="iteration t",
     ax : matplotlib Axes
     curves : sequence of (label, x, y) or (label, x, y, style_dict)
         Non-positive and non-finite y values are dropped when ``logy``. Labels go through
-        :func:`mathtext_label` (ASCII "X X^T" is drawn as math text).
+        :func:`mathtext_label` (ASCII "X X^T", "alpha=0.1" are drawn as math text).
     xlabel, ylabel, title : str
+        Also drawn through :func:`mathtext_label`; the title is first wrapped to the
+        panel's width.
     logy, logx : bool
         Logarithmic axes.
     legend_title : str, optional
@@ -207,13 +307,14 @@ def plot_curves(ax, curves, *, xlabel="iteration t",
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(mathtext_label(xlabel))
+    ax.set_ylabel(mathtext_label(ylabel))
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(mathtext_label(_wrapped(title, _panel_chars(ax))), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     if curves:
-        ax.legend(fontsize=8, title=legend_title, title_fontsize=8)
+        ax.legend(fontsize=8, title=legend_title and mathtext_label(legend_title),
+                  title_fontsize=8)
 
 
 def convergence_figure(curves, path, *, title, ylabel=None, xlabel="iteration t",
@@ -242,12 +343,47 @@ def convergence_figure(curves, path, *, title, ylabel=None, xlabel="iteration t"
     save_figure(fig, path, dpi=dpi)
 
 
+def _display_len(text: str) -> int:
+    """Approximate drawn width, in characters, of ``text`` once math-text mapped (a
+    Greek name or TeX command counts as one glyph; $ { } ^ _ as none)."""
+    tex = re.sub(r"\\[A-Za-z]+", "x", mathtext_label(text))
+    return len(re.sub(r"[${}^_]", "", tex))
+
+
 def _wrapped(title, width: int = 52):
-    """``title`` with each line wrapped at ``width`` characters (one 5.2 in panel at
-    fontsize 10 holds about 55), so a long setting description is not clipped."""
+    """``title`` with each line wrapped at ``width`` drawn characters (one 5.2 in panel
+    at fontsize 10 holds about 55), so a long setting description is not clipped.
+
+    Widths are those of the math-text form (:func:`_display_len`), and a line never
+    breaks inside a math-text span ("U0 = aU~", "r = r*"), so :func:`mathtext_label`
+    can map each wrapped line."""
     if not title:
         return title
-    return "\n".join(textwrap.fill(line, width) for line in str(title).splitlines())
+    lines = []
+    for line in str(title).splitlines():
+        # spaces inside a math span (any match of the mapping rules) do not break
+        protected = _MATH.sub(lambda m: m[0].replace(" ", "\0"), line)
+        current = ""
+        for word in protected.split(" "):
+            trial = f"{current} {word}" if current else word
+            if current and _display_len(trial.replace("\0", " ")) > width:
+                lines.append(current)
+                current = word
+            else:
+                current = trial
+        lines.append(current)
+    return "\n".join(line.replace("\0", " ") for line in lines)
+
+
+def _panel_chars(ax) -> int:
+    """Characters of fontsize-10 text that fit across ``ax``'s grid cell (about 10 per
+    inch of figure width)."""
+    try:
+        spec = ax.get_subplotspec()
+        cols = len(spec.colspan) / spec.get_gridspec().ncols
+    except AttributeError:  # not on a grid
+        cols = ax.get_position().width
+    return max(20, int(10 * ax.figure.get_figwidth() * cols))
 
 
 def history_curves(runs, *, metric: str = "error", x: str = "iteration") -> list:

@@ -91,7 +91,7 @@ def test_y_label_names_the_runs_form_and_legends_are_math_text(runs):
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == [r"PrecGD (symmetric $XX^\top$)", r"GD (asymmetric $FG^\top$)"]
     assert plotting.mathtext_label("$a$ X X^T") == "$a$ X X^T"  # math already: unchanged
-    assert plotting.mathtext_label("X_tX_t^T, k=5") == r"$X_tX_t^\top$, k=5"
+    assert plotting.mathtext_label("X_tX_t^T, k=5") == r"$X_tX_t^\top$, $k=5$"
 
 
 def test_missing_history_entry_says_how_to_record_it(runs):

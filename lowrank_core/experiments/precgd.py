@@ -88,7 +88,7 @@ def _precgd_verdicts(final, rates, ranks, conds, rs, T):
 
 def _precgd_draw(panels, title, suptitle, rs):
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import mathtext_figure, new_figure, plot_curves
         nc = len(panels)
         ncols = 2 if nc == 4 else nc
         nrows = (nc + ncols - 1) // ncols
@@ -99,7 +99,7 @@ def _precgd_draw(panels, title, suptitle, rs):
             plot_curves(ax, curves, ylabel=r"$\|XX^\top - M^*\|_F\,/\,\|M^*\|_F$",
                         title=f"kappa={cond:g}, r={r} ({kind})")
         fig.suptitle(suptitle + "\n" + title, fontsize=11)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
     return draw
 
 

@@ -94,7 +94,7 @@ def ssx_alpha(quick=False, seed=0, n_threads=None, log=None):
     title = _ssx_title(p, k, ", U0 = aU~, V0 = aV~")
 
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import mathtext_figure, new_figure, plot_curves
         fig, (a1, a2) = new_figure(2)
         plot_curves(a1, curves, ylabel=r"test error $\|UV^\top - M^*\|_F\,/\,\|M^*\|_F$",
                     title=title)
@@ -106,7 +106,7 @@ def ssx_alpha(quick=False, seed=0, n_threads=None, log=None):
         a2.legend(fontsize=8)
         fig.suptitle("Soltanolkotabi-Stoger-Xie: small initialization generalizes",
                      fontsize=11)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
 
     tables = [_curve_table("curves", curves),
               Table("final", ["alpha", "final_error", "min_error", "iterations_to_0.5",
@@ -143,7 +143,7 @@ def ssx_rank(quick=False, seed=0, n_threads=None, log=None):
     title = _ssx_title(p, "varies", f", alpha={a:g}, T={p['T']}")
 
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import mathtext_figure, new_figure, plot_curves
         fig, (a1, a2) = new_figure(2)
         plot_curves(a1, curves, ylabel=r"test error $\|UV^\top - M^*\|_F\,/\,\|M^*\|_F$",
                     title=title)
@@ -154,7 +154,7 @@ def ssx_rank(quick=False, seed=0, n_threads=None, log=None):
         a2.grid(True, which="both", alpha=0.3)
         fig.suptitle("Soltanolkotabi-Stoger-Xie: insensitivity to over-parameterization",
                      fontsize=11)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
 
     tables = [_curve_table("curves", curves),
               Table("final", ["k", "final_error", "iterations", "train_residual"], rows)]
@@ -205,7 +205,7 @@ def ssx_balance(quick=False, seed=0, n_threads=None, log=None):
     title = _ssx_title(p, k, f", alpha={a:g}, eta={eta:.3g}")
 
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import mathtext_figure, new_figure, plot_curves
         fig, (a1, a2, a3) = new_figure(3)
         items = list(runs.items())
         plot_curves(a1, [(lab, hh["iteration"], hh["imbalance"]) for lab, hh in items],
@@ -216,7 +216,7 @@ def ssx_balance(quick=False, seed=0, n_threads=None, log=None):
         plot_curves(a3, [(lab, hh["iteration"], hh["error"]) for lab, hh in items],
                     ylabel="test error", title="test error")
         fig.suptitle("Soltanolkotabi-Stoger-Xie: implicit balancing, " + title, fontsize=11)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
 
     tables = []
     for lab, hh in runs.items():

@@ -72,7 +72,7 @@ def xiong_symmetric(quick=False, seed=0, n_threads=None, log=None):
     fit_t = np.array([T / 10, T])
 
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import mathtext_figure, new_figure, plot_curves
         fig, (a1, a2) = new_figure(2)
         plot_curves(a1, curves, ylabel=r"$\|X_tX_t^\top - M^*\|_F$", title=title + "\n(semilog)")
         fitted = [c for c in curves]
@@ -82,7 +82,7 @@ def xiong_symmetric(quick=False, seed=0, n_threads=None, log=None):
         plot_curves(a2, fitted, ylabel=r"$\|X_tX_t^\top - M^*\|_F$", logx=True,
                     title="log-log: k > r decays like 1/t")
         fig.suptitle("Xiong-Ding-Du: over-parameterization slows symmetric GD", fontsize=11)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
 
     table = _curve_table("curves", curves, "frob_error")
     return ExperimentResult("xiong-symmetric", "symmetric GD: exact vs over-parameterized",
@@ -141,7 +141,7 @@ def xiong_alpha(quick=False, seed=0, n_threads=None, log=None):
     title = f"asymmetric GD, n={p['n']}, r={r}, m={p['m']}, eta={p['step']}, F0=aF~, G0=(a/3)G~"
 
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import mathtext_figure, new_figure, plot_curves
         fig, (a1, a2, a3) = new_figure(3)
         plot_curves(a1, curves[p["k_over"]], title=f"k={p['k_over']} > r={r}")
         plot_curves(a2, curves[r], title=f"k = r = {r}")
@@ -153,7 +153,7 @@ def xiong_alpha(quick=False, seed=0, n_threads=None, log=None):
         a3.grid(True, which="both", alpha=0.3)
         a3.legend(fontsize=8)
         fig.suptitle("Xiong-Ding-Du: " + title, fontsize=11)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
 
     tables = [_curve_table(f"curves_k{p['k_over']}", curves[p["k_over"]]),
               _curve_table(f"curves_k{r}", curves[r]),
@@ -194,12 +194,12 @@ def xiong_psd(quick=False, seed=0, n_threads=None, log=None):
              f"eta={p['step']}")
 
     def draw():
-        from ..plotting import error_label, new_figure, plot_curves
+        from ..plotting import error_label, mathtext_figure, new_figure, plot_curves
         fig, ax = new_figure(width=6.4, height=4.4)
         # one symmetric (X X^T) and one asymmetric (F G^T) run: the label names both
         plot_curves(ax, curves, ylabel=error_label(None), title="Xiong-Ding-Du: asymmetric "
                     "vs symmetric parameterization\n" + title)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
 
     return ExperimentResult("xiong-psd", "PSD target: asymmetric vs symmetric", title,
                             [_curve_table("curves", curves)], [v1, v2], draw)
@@ -254,14 +254,14 @@ def xiong_onestep(quick=False, seed=0, n_threads=None, log=None):
     title = f"asymmetric, n={p['n']}, r={r}, k={k}, m={p['m']}, eta={p['step']}, trigger 0.1"
 
     def draw():
-        from ..plotting import new_figure, plot_curves
+        from ..plotting import mathtext_figure, new_figure, plot_curves
         fig, ax = new_figure(width=7.0, height=4.6)
         colors = [f"C{i}" for i in range(len(alphas))]
         styled = [(c[0], c[1], c[2], {"color": col, "linestyle": ":"})
                   for c, col in zip(curves_gd, colors)]
         styled += [(c[0], c[1], c[2], {"color": col}) for c, col in zip(curves_os, colors)]
         plot_curves(ax, styled, title="Xiong-Ding-Du: one-step rebalance vs GD\n" + title)
-        return fig
+        return mathtext_figure(fig)  # ASCII labels and titles drawn as math text
 
     tables = [_curve_table("curves", curves_gd + curves_os),
               Table("rates", ["alpha", "gd_rate", "gd_final_error", "gd_iterations",
