@@ -441,7 +441,7 @@ def _numpy_line_search(rows, cols, F, G, D_F, D_G, z, scale):
     return np.array([z @ u, u @ u, z @ v, u @ v, v @ v])
 
 
-@pytest.mark.filterwarnings("ignore::lowrank_core.ThreadCapWarning")
+@pytest.mark.filterwarnings("ignore::lowrank_core._threads.ThreadCapWarning")
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 8, 10, 16, 33])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_from_entries_blocked_line_search(monkeypatch, many_threads, k, dtype):
