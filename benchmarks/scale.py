@@ -354,6 +354,60 @@ def probe(n: int, nobs: int, k: int, threads: int, seed: int, path: str, iters: 
         op.residual_gradient(F, G, y, out=out)
 
 
+def sweep(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
+          shapes: list, prefetch: list) -> list:
+    """Same-run comparison of tile shapes and software-prefetch distances for the
+    from_entries blocked path: per tile shape one build, then per prefetch distance the
+    residual gradient (the kernel called directly), and, at the default distance, the
+    line search, each against the numpy read, in alternation (median of ``repeats``).
+    Also the minor page faults per gradient (getrusage)."""
+    import lowrank_core as lc
+
+    kernels = lc.operators.entries._blocked_kernels
+    rng, rows, cols, values = _draw(n, nobs, seed)
+    F = rng.standard_normal((n, k)) * 0.1
+    G = rng.standard_normal((n, k)) * 0.1
+    z, SG, StF = np.ones(nobs), np.ones((n, k)), np.ones((n, k))
+    rowloss, bufs = np.ones(n), np.ones((max(threads - 1, 1), n, k))
+    out = []
+    for shape in shapes:
+        op, y = lc.EntryOperator.from_entries(rows, cols, values, (n, n), n_threads=threads,
+                                              layout="blocked", k=k, block_shape=shape)
+        b = op._blocked
+        bounds = op._blocked_bounds(b)
+
+        def rg(pf, b=b, bounds=bounds, y=y, op=op):
+            return kernels.residual_gradient(b["tptr"], b["code"], op._dummy, False, False,
+                                             *b["shape"], F, G, y, z, SG, StF, bufs, 1.0,
+                                             rowloss, bounds, True, pf)
+
+        fns = {f"residual gradient, prefetch {pf}": (lambda pf=pf: rg(pf))
+               for pf in prefetch}
+        fns["line search"] = lambda op=op: op.line_search_products(z, F, G, SG, StF)
+        fns["numpy read"] = lambda: (rows.max(), cols.max(), values.max())
+        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        wall, cpu = alternate(fns, repeats)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+        out.append({"shape": b["shape"], "wall": wall, "cpu": cpu, "load": os.getloadavg(),
+                    "minflt_per_call": faults / ((repeats + 1) * len(fns))})
+        del op, y, b, fns
+    return out
+
+
+def sweep_report(res: list, nobs: int) -> str:
+    lines = ["| tiles | path | wall s | CPU s | vs numpy read (wall, CPU) | obs per CPU-s |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in res:
+        w, c = r["wall"], r["cpu"]
+        for name in w:
+            lines.append(f"| {r['shape'][0]} x {r['shape'][1]} | {name} | {w[name]:.3f} | "
+                         f"{c[name]:.3f} | {w[name] / w['numpy read']:.1f}x, "
+                         f"{c[name] / c['numpy read']:.1f}x | {nobs / c[name]:.3g} |")
+        lines.append(f"| | minor page faults per call {r['minflt_per_call']:.1f}; load "
+                     f"{r['load'][0]:.1f} | | | | |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", action="store_true",
@@ -373,12 +427,21 @@ def main(argv=None) -> int:
     ap.add_argument("--probe", choices=PATHS[:4], default=None,
                     help="only build this path and run --iters gradients (for cachegrind)")
     ap.add_argument("--iters", type=int, default=1)
+    ap.add_argument("--sweep", nargs="+", default=None, metavar="BRxBC",
+                    help="same-run comparison of from_entries tile shapes (e.g. "
+                         "65536x65536 65536x8192) and of --prefetch distances")
+    ap.add_argument("--prefetch", type=int, nargs="+", default=[8],
+                    help="software-prefetch distances (entries ahead) for --sweep")
     ap.add_argument("--memory-phase", choices=("problem", "build", "iteration"),
                     default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     n = int(1e6) if args.scale else int(args.n)
     nobs = int(args.nobs if args.nobs is not None else (5e7 if args.scale else 4e6))
-    if args.memory_phase:
+    if args.sweep:
+        shapes = [tuple(int(v) for v in t.lower().split("x")) for t in args.sweep]
+        print(sweep_report(sweep(n, nobs, args.k, args.threads, args.repeats, args.seed,
+                                 shapes, args.prefetch), nobs))
+    elif args.memory_phase:
         import json
         print(json.dumps(_phase_memory(args.memory_phase, n, nobs, args.k, args.threads,
                                        args.seed, args.block_shape)))

@@ -252,6 +252,10 @@ def test_scale_benchmark_smoke(many_threads):
     text = bench.memory_report(mem)
     assert "| iteration | solve(" in text and "| build | from_entries" in text
     bench.probe(3000, 40000, 4, 2, 0, "blocked, from_entries", 1, block_shape=(256, 128))
+    sw = bench.sweep(3000, 40000, 4, 2, 1, 0, [(256, 128), (64, 64)], [4, 8])
+    assert [tuple(r["shape"]) for r in sw] == [(256, 128), (64, 64)]
+    text = bench.sweep_report(sw, 40000)
+    assert "| 64 x 64 | residual gradient, prefetch 4 |" in text and "line search" in text
 
 
 # ---------------------------------------------------------------- from_entries
