@@ -330,10 +330,16 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         -----
         Blocked: the operator holds the row pointers (n1 + 1), one 32-bit tile code per
         observation and 8 bytes per tile (4 bytes per observation, against 8-16 for the
-        constructor's layouts); the row layout the other products (line search,
-        adjoint, forward) walk is built from the tiles on first use (2 index words per
-        observation). Peak memory of the build: the inputs, one row grouping (2 index
-        words per observation), the codes and the order, and y.
+        constructor's layouts). ``residual_gradient`` and the line search walk the
+        tiles; the row layout the other products (adjoint, forward, spectral
+        initialization) walk is built from the tiles on first use (2 index words per
+        observation). The build reads the user's arrays directly: one counting pass,
+        one stable scatter into the tiles, and each tile sorted by row through a
+        scratch of the largest tile's size, O(m + n1 + tiles x rows per tile); its peak
+        memory is the inputs plus what it returns, y and the codes (12 bytes per
+        float64 observation; plus the order, 4 or 8, with ``return_order``). With very
+        many tiny tiles (tiles x rows per tile > 4 m) it goes through the row layout
+        instead (2 index words per observation more, transiently).
         """
         k = check_positive_int(k, "k")
         values = as_float_array(values, "values", ndim=1)
