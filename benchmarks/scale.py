@@ -200,49 +200,106 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
             "rss_data": rss_data, "rss": peak_rss_gib(), "load": os.getloadavg()}
 
 
-def memory_run(n: int, nobs: int, k: int, threads: int, seed: int, block_shape=None):
-    """Peak RSS of the from_entries blocked path: build, then (peak reset) iterations."""
+def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int,
+                  block_shape=None) -> dict:
+    """One memory phase, in this (fresh) process: RSS deltas from /proc/self/status.
+
+    Each step resets the peak mark (VmHWM, /proc/self/clear_refs), reads VmRSS before it
+    and VmHWM after it: "peak" is the step's extra peak over what was resident before
+    it, "kept" what it left resident. Phases: "problem" (the user's arrays), "build"
+    (from_entries, the user's arrays resident), "iteration" (the user's arrays dropped,
+    y and the operator kept: one residual_gradient into preallocated outputs, one line
+    search, then one iteration of ``solve``).
+    """
     import lowrank_core as lc
 
-    rng, rows, cols, values = _draw(n, nobs, seed)
-    out = {"n": n, "nobs": nobs, "k": k, "threads": threads,
-           "rss_problem": _status_gib("VmRSS")}
-    c0, t0 = time.process_time(), time.perf_counter()
-    op, y = lc.EntryOperator.from_entries(rows, cols, values, (n, n), n_threads=threads,
-                                          layout="blocked", k=k, block_shape=block_shape)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out.update(build_wall=wall, build_cpu=cpu, rss_build_peak=_status_gib("VmHWM"),
-               nbytes=op.nbytes, shape=op._blocked["shape"])
-    del rows, cols, values          # the user keeps y (in the operator's order) only
-    out["reset"] = reset_peak_rss()
-    F = rng.standard_normal((n, k)) * 0.1
-    G = rng.standard_normal((n, k)) * 0.1
-    times = []
-    for _ in range(2):
-        _, wall, cpu = _timed(lambda: op.residual_gradient(F, G, y))
-        times.append((wall, cpu))
-    out.update(times=times, rss_iter_peak=_status_gib("VmHWM"),
-               rss_now=_status_gib("VmRSS"), load=os.getloadavg())
+    def gib(field):
+        v = _status_gib(field)
+        return float("nan") if v is None else v
+
+    out = {"phase": phase, "base": gib("VmRSS")}
+    steps = []
+
+    def step(name, fn):
+        reset_peak_rss()
+        rss0 = gib("VmRSS")
+        c0, t0 = time.process_time(), time.perf_counter()
+        res = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        steps.append({"step": name, "peak": gib("VmHWM") - rss0,
+                      "kept": gib("VmRSS") - rss0, "total_peak": gib("VmHWM"),
+                      "wall": wall, "cpu": cpu})
+        return res
+
+    rng, rows, cols, values = step("draw the problem (rows, cols int32, values float64)",
+                                   lambda: _draw(n, nobs, seed))
+    if phase != "problem":
+        op, y = step("from_entries (blocked)", lambda: lc.EntryOperator.from_entries(
+            rows, cols, values, (n, n), n_threads=threads, layout="blocked", k=k,
+            block_shape=block_shape))
+        out.update(shape=op._blocked["shape"], nbytes=op.nbytes)
+    if phase == "iteration":
+        del rows, cols, values
+        F = rng.standard_normal((n, k)) * 0.1
+        G = rng.standard_normal((n, k)) * 0.1
+        bufs = step("outputs z, SG, StF allocated", lambda: (
+            np.ones(nobs), np.ones((n, k)), np.ones((n, k))))
+        z = bufs[0]
+        step("residual_gradient (preallocated outputs; first call)",
+             lambda: op.residual_gradient(F, G, y, out=bufs))
+        step("residual_gradient (second call)",
+             lambda: op.residual_gradient(F, G, y, out=bufs))
+        step("line search products (first call)",
+             lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
+        step("line search products (second call)",
+             lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
+        del bufs, z
+        step("solve(method='gd', max_iter=1, init=(F, G))", lambda: lc.solve(
+            op, y, k, method="gd", init=(F, G), max_iter=1, n_threads=threads))
+        out["row_layout_built"] = op._cols_r is not None
+        out["nbytes_after"] = op.nbytes
+    out.update(steps=steps, load=os.getloadavg())
     return out
 
 
+def memory_run(n: int, nobs: int, k: int, threads: int, seed: int, block_shape=None):
+    """The three memory phases, each in a fresh subprocess (VmHWM of a process only
+    grows: a fresh one per phase keeps each phase's peak its own)."""
+    import json
+    import subprocess
+
+    results = []
+    for phase in ("problem", "build", "iteration"):
+        cmd = [sys.executable, os.path.abspath(__file__), "--n", str(n), "--nobs", str(nobs),
+               "--k", str(k), "--threads", str(threads), "--seed", str(seed),
+               "--memory-phase", phase]
+        if block_shape is not None:
+            cmd += ["--block-shape", *map(str, block_shape)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {"n": n, "nobs": nobs, "k": k, "threads": threads, "phases": results}
+
+
 def memory_report(r: dict) -> str:
+    it = r["phases"][-1]
     lines = [f"from_entries, blocked: n1 = n2 = {r['n']:.0e}, |Omega| = {r['nobs']:.3g}, "
-             f"k = {r['k']}, float64, {r['threads']} threads, tiles {r['shape'][0]} x "
-             f"{r['shape'][1]}; load average at the end {r['load'][0]:.1f}", "",
-             "| phase | value |", "|---|---|",
-             f"| RSS of the drawn problem (rows, cols int32, values float64) | "
-             f"{r['rss_problem']:.2f} GiB |",
-             f"| from_entries build | {r['build_wall']:.1f} s wall, {r['build_cpu']:.1f} "
-             "CPU s |",
-             f"| peak RSS of the build | {r['rss_build_peak']:.2f} GiB |",
-             f"| operator index memory (op.nbytes) | {r['nbytes'] / 2**30:.2f} GiB |"]
-    for i, (w, c) in enumerate(r["times"]):
-        lines.append(f"| residual_gradient {i + 1} (new outputs) | {w:.3f} s wall, "
-                     f"{c:.3f} CPU s |")
-    hwm = "peak RSS of the iterations (y, z, factors, gradients, operator)"
-    lines.append(f"| {hwm} | {r['rss_iter_peak']:.2f} GiB"
-                 + ("" if r["reset"] else " (peak not reset: includes the build)") + " |")
+             f"k = {r['k']}, float64, {r['threads']} threads, tiles {it['shape'][0]} x "
+             f"{it['shape'][1]}; each phase a fresh process; load average at the end "
+             f"{it['load'][0]:.1f}; bytes per observation in brackets", "",
+             "| phase | step | extra peak GiB | kept GiB | process peak GiB "
+             "| wall s | CPU s |", "|---|---|---:|---:|---:|---:|---:|"]
+    per = 2**30 / r["nobs"]
+    for ph in r["phases"]:
+        for s in ph["steps"]:
+            lines.append(f"| {ph['phase']} | {s['step']} | {s['peak']:.2f} "
+                         f"({s['peak'] * per:.1f} B) | {s['kept']:.2f} "
+                         f"({s['kept'] * per:.1f} B) | {s['total_peak']:.2f} | "
+                         f"{s['wall']:.2f} | {s['cpu']:.2f} |")
+    lines += ["", f"python + numpy + lowrank_core before the problem: "
+              f"{r['phases'][0]['base']:.2f} GiB; operator index memory (op.nbytes) "
+              f"{it['nbytes'] / 2**30:.2f} GiB after the build, "
+              f"{it['nbytes_after'] / 2**30:.2f} GiB after the solve (row layout built: "
+              f"{it['row_layout_built']})"]
     return "\n".join(lines)
 
 
@@ -297,6 +354,60 @@ def probe(n: int, nobs: int, k: int, threads: int, seed: int, path: str, iters: 
         op.residual_gradient(F, G, y, out=out)
 
 
+def sweep(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
+          shapes: list, prefetch: list) -> list:
+    """Same-run comparison of tile shapes and software-prefetch distances for the
+    from_entries blocked path: per tile shape one build, then per prefetch distance the
+    residual gradient (the kernel called directly), and, at the default distance, the
+    line search, each against the numpy read, in alternation (median of ``repeats``).
+    Also the minor page faults per gradient (getrusage)."""
+    import lowrank_core as lc
+
+    kernels = lc.operators.entries._blocked_kernels
+    rng, rows, cols, values = _draw(n, nobs, seed)
+    F = rng.standard_normal((n, k)) * 0.1
+    G = rng.standard_normal((n, k)) * 0.1
+    z, SG, StF = np.ones(nobs), np.ones((n, k)), np.ones((n, k))
+    rowloss, bufs = np.ones(n), np.ones((max(threads - 1, 1), n, k))
+    out = []
+    for shape in shapes:
+        op, y = lc.EntryOperator.from_entries(rows, cols, values, (n, n), n_threads=threads,
+                                              layout="blocked", k=k, block_shape=shape)
+        b = op._blocked
+        bounds = op._blocked_bounds(b)
+
+        def rg(pf, b=b, bounds=bounds, y=y, op=op):
+            return kernels.residual_gradient(b["tptr"], b["code"], op._dummy, False, False,
+                                             *b["shape"], F, G, y, z, SG, StF, bufs, 1.0,
+                                             rowloss, bounds, True, pf)
+
+        fns = {f"residual gradient, prefetch {pf}": (lambda pf=pf: rg(pf))
+               for pf in prefetch}
+        fns["line search"] = lambda op=op: op.line_search_products(z, F, G, SG, StF)
+        fns["numpy read"] = lambda: (rows.max(), cols.max(), values.max())
+        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        wall, cpu = alternate(fns, repeats)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+        out.append({"shape": b["shape"], "wall": wall, "cpu": cpu, "load": os.getloadavg(),
+                    "minflt_per_call": faults / ((repeats + 1) * len(fns))})
+        del op, y, b, fns
+    return out
+
+
+def sweep_report(res: list, nobs: int) -> str:
+    lines = ["| tiles | path | wall s | CPU s | vs numpy read (wall, CPU) | obs per CPU-s |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in res:
+        w, c = r["wall"], r["cpu"]
+        for name in w:
+            lines.append(f"| {r['shape'][0]} x {r['shape'][1]} | {name} | {w[name]:.3f} | "
+                         f"{c[name]:.3f} | {w[name] / w['numpy read']:.1f}x, "
+                         f"{c[name] / c['numpy read']:.1f}x | {nobs / c[name]:.3g} |")
+        lines.append(f"| | minor page faults per call {r['minflt_per_call']:.1f}; load "
+                     f"{r['load'][0]:.1f} | | | | |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", action="store_true",
@@ -316,10 +427,25 @@ def main(argv=None) -> int:
     ap.add_argument("--probe", choices=PATHS[:4], default=None,
                     help="only build this path and run --iters gradients (for cachegrind)")
     ap.add_argument("--iters", type=int, default=1)
+    ap.add_argument("--sweep", nargs="+", default=None, metavar="BRxBC",
+                    help="same-run comparison of from_entries tile shapes (e.g. "
+                         "65536x65536 65536x8192) and of --prefetch distances")
+    ap.add_argument("--prefetch", type=int, nargs="+", default=[8],
+                    help="software-prefetch distances (entries ahead) for --sweep")
+    ap.add_argument("--memory-phase", choices=("problem", "build", "iteration"),
+                    default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     n = int(1e6) if args.scale else int(args.n)
     nobs = int(args.nobs if args.nobs is not None else (5e7 if args.scale else 4e6))
-    if args.probe:
+    if args.sweep:
+        shapes = [tuple(int(v) for v in t.lower().split("x")) for t in args.sweep]
+        print(sweep_report(sweep(n, nobs, args.k, args.threads, args.repeats, args.seed,
+                                 shapes, args.prefetch), nobs))
+    elif args.memory_phase:
+        import json
+        print(json.dumps(_phase_memory(args.memory_phase, n, nobs, args.k, args.threads,
+                                       args.seed, args.block_shape)))
+    elif args.probe:
         probe(n, nobs, args.k, args.threads, args.seed, args.probe, args.iters,
               args.block_shape)
     elif args.memory:

@@ -200,8 +200,9 @@ def test_layout_choice_and_arguments():
                           n_threads=1)
     assert op.block_shape(10) == (65536, min(max(llc // (8 * 10 * 8), 64), 65536))
     # "auto": blocked exactly when G and the S^T F buffer (2 n2 k itemsize) exceed the LLC
-    auto_big = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), n_threads=2)
-    forced = lc.EntryOperator([0, big - 1], [0, big - 1], (big, big), n_threads=2,
+    wide = max(big, llc // (2 * 10 * 8) + 1)      # G and the buffer exceed this LLC
+    auto_big = lc.EntryOperator([0, big - 1], [0, wide - 1], (big, wide), n_threads=2)
+    forced = lc.EntryOperator([0, big - 1], [0, wide - 1], (big, wide), n_threads=2,
                               layout="blocked")
     assert auto_big.block_shape(10) == forced.block_shape(10) is not None
     n2_fit = llc // (2 * 10 * 8)          # the widest G that still fits
@@ -241,9 +242,20 @@ def test_scale_benchmark_smoke(many_threads):
     for name in [f"| {p} |" for p in bench.PATHS] + ["peak RSS", "from_entries, blocked"]:
         assert name in text
     mem = bench.memory_run(3000, 40000, 4, 2, 0, block_shape=(256, 128))
-    assert mem["shape"] == (256, 128) and len(mem["times"]) == 2
-    assert "peak RSS of the iterations" in bench.memory_report(mem)
+    assert [ph["phase"] for ph in mem["phases"]] == ["problem", "build", "iteration"]
+    it = mem["phases"][-1]
+    assert tuple(it["shape"]) == (256, 128) and not it["row_layout_built"]
+    # the user's arrays: rows, cols int32 and values float64, 16 bytes per observation
+    # (VmRSS in KiB pages: to within 64 KiB)
+    drawn = mem["phases"][0]["steps"][0]["kept"] * 2**30
+    assert abs(drawn - 16 * 40000) < 65536
+    text = bench.memory_report(mem)
+    assert "| iteration | solve(" in text and "| build | from_entries" in text
     bench.probe(3000, 40000, 4, 2, 0, "blocked, from_entries", 1, block_shape=(256, 128))
+    sw = bench.sweep(3000, 40000, 4, 2, 1, 0, [(256, 128), (64, 64)], [4, 8])
+    assert [tuple(r["shape"]) for r in sw] == [(256, 128), (64, 64)]
+    text = bench.sweep_report(sw, 40000)
+    assert "| 64 x 64 | residual gradient, prefetch 4 |" in text and "line search" in text
 
 
 # ---------------------------------------------------------------- from_entries
@@ -370,3 +382,128 @@ def test_from_entries_arguments():
     op, y = lc.EntryOperator.from_entries(rows, cols, np.float32([1, 2, 3]), (3, 3))
     assert op.dtype == np.float32 and y.dtype == np.float32
     np.testing.assert_array_equal(y, [1, 2, 3])      # already row-sorted: same order
+
+
+# ------------------------------------- from_entries' direct build and blocked line search
+def _numpy_tile_order(rows, cols, n2, br, bc):
+    """The blocked order by numpy: stable by (tile, tile-local row), then user order."""
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    tile = (rows // br) * -(-n2 // bc) + cols // bc
+    order = np.lexsort((np.arange(rows.size), rows % br, tile))
+    code = ((rows % br) << 16 | (cols % bc)).astype(np.uint32)[order]
+    return order, code, tile
+
+
+@pytest.mark.parametrize("shape, block, m", [
+    ((40, 31), (4, 5), 300),            # many tiles, empty ones: the direct build
+    ((300, 200), (64, 32), 5000),       # a partial last row and column block
+    ((2000, 1000), (2000, 1), 1000),    # n_tiles * rows > 4 m + 2**20: the row-layout path
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_from_entries_build_order_against_numpy(shape, block, m, dtype):
+    """from_entries' blocked order (built from the user's arrays without a row layout or
+    a permutation of length m) is numpy's stable sort by (tile, row, user order)."""
+    n1, n2 = shape
+    rng = np.random.default_rng(11)
+    rows = rng.integers(0, n1, m).astype(np.int32)
+    cols = rng.integers(0, n2, m).astype(np.int32)
+    rows[:7] = rows[0]                                   # repeated rows and entries
+    cols[:3] = cols[0]
+    vals = rng.standard_normal(m).astype(dtype)
+    for ret in (True, False):
+        out = lc.EntryOperator.from_entries(rows, cols, vals, shape, layout="blocked",
+                                            block_shape=block, return_order=ret)
+        op, y = out[0], out[1]
+        order, code, tile = _numpy_tile_order(rows, cols, n2, *block)
+        if ret:
+            np.testing.assert_array_equal(out[2], order)
+        np.testing.assert_array_equal(y, vals[order])
+        b = op._blocked
+        np.testing.assert_array_equal(b["code"], code)
+        n_tiles = -(-n1 // block[0]) * -(-n2 // block[1])
+        np.testing.assert_array_equal(
+            b["tptr"], np.concatenate([[0], np.cumsum(np.bincount(tile,
+                                                                 minlength=n_tiles))]))
+        np.testing.assert_array_equal(
+            op._ptr_r, np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n1))]))
+        np.testing.assert_array_equal(op.rows, rows[order])
+        np.testing.assert_array_equal(op.cols, cols[order])
+
+
+def _numpy_line_search(rows, cols, F, G, D_F, D_G, z, scale):
+    F, G, z = (np.asarray(x, np.float64) for x in (F, G, z))
+    if D_G is None or D_F is None:
+        X, Y = (np.asarray(D_F, np.float64), G) if D_G is None else (F, np.asarray(D_G,
+                                                                                 np.float64))
+        u = scale * np.einsum("ij,ij->i", X[rows], Y[cols])
+        v = np.zeros_like(u)
+    else:
+        D_F, D_G = np.asarray(D_F, np.float64), np.asarray(D_G, np.float64)
+        u = scale * (np.einsum("ij,ij->i", F[rows], D_G[cols])
+                     + np.einsum("ij,ij->i", D_F[rows], G[cols]))
+        v = scale * np.einsum("ij,ij->i", D_F[rows], D_G[cols])
+    return np.array([z @ u, u @ u, z @ v, u @ v, v @ v])
+
+
+@pytest.mark.filterwarnings("ignore::lowrank_core._threads.ThreadCapWarning")
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 8, 10, 16, 33])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_from_entries_blocked_line_search(monkeypatch, many_threads, k, dtype):
+    """The line search of a from_entries blocked operator walks the tiles (no row layout
+    built): against numpy, bitwise the same for 1, 2 and 3 threads, and equal to the
+    row layout's search to rounding; every build (baseline and AVX2)."""
+    n1, n2, m = 41, 33, 400
+    rows, cols, F, G, vals = _problem(n1, n2, m, k, dtype, 20 + k, sorted_input=False,
+                                      empty_rows=[3, 4, 40], empty_cols=[0, 9])
+    rng = np.random.default_rng(k)
+    D_F = rng.standard_normal(F.shape).astype(dtype)
+    D_G = rng.standard_normal(G.shape).astype(dtype)
+    z = rng.standard_normal(m).astype(dtype)
+    tol = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}[np.dtype(dtype)]
+    for _rows_k, blocked_k in _builds():
+        monkeypatch.setattr(entries_mod, "_blocked_kernels", blocked_k)
+        runs = []
+        for T in (1, 2, 3):
+            op, y, order = lc.EntryOperator.from_entries(
+                rows, cols, vals, (n1, n2), scale=0.6, n_threads=T, layout="blocked",
+                block_shape=(5, 4), return_order=True)
+            zb = z[order]
+            got = [op.line_search_products(zb, F, G, D_F, D_G),
+                   op.line_search_products(zb, F, G, D_F, None),
+                   op.line_search_products(zb, F, G, None, D_G)]
+            assert op._cols_r is None                      # no row layout built
+            runs.append(got)
+            for res, (a, b) in zip(got, ((D_F, D_G), (D_F, None), (None, D_G))):
+                ref = _numpy_line_search(rows, cols, F, G, a, b, z, 0.6)
+                scale_ref = np.max(np.abs(ref))
+                assert np.max(np.abs(np.array(res) - ref)) <= tol * scale_ref
+        assert runs[0] == runs[1] == runs[2]
+        # the row layout of the same operator (built from the tiles: the same within-row
+        # order): equal to rounding (its per-row sums are compiler-vectorized reductions)
+        op._row_layout()
+        op._blocked, op.layout = None, "rows"
+        rowres = op.line_search_products(zb, F, G, D_F, D_G)
+        np.testing.assert_allclose(rowres, runs[0][0], rtol=tol, atol=tol * max(
+            abs(x) for x in rowres))
+
+
+def test_from_entries_solve_builds_no_row_layout():
+    """One solve of a from_entries blocked operator (gd, line search) holds only the
+    tile codes (4 bytes per observation) and the row pointers: the row layout (two
+    index words per observation) is never built; the iterates match the row layout's
+    solve to rounding."""
+    p = lc.make_problem(60, 45, rank=3, m=1500, operator="entries", seed=9, n_threads=1)
+    perm = np.random.default_rng(2).permutation(p.operator.m)
+    rows, cols, vals = p.operator.rows[perm], p.operator.cols[perm], p.y[perm]
+    op, y, order = lc.EntryOperator.from_entries(
+        rows, cols, vals, p.operator.shape, scale=p.operator.scale, n_threads=1,
+        layout="blocked", block_shape=(7, 6), k=3, return_order=True)
+    small = op.nbytes
+    res = lc.solve(op, y, 3, method="gd", max_iter=20, seed=1)
+    assert op._cols_r is None and op.nbytes == small
+    ref = lc.EntryOperator(rows[order], cols[order], p.operator.shape,
+                           scale=p.operator.scale, n_threads=1, layout="rows")
+    b = lc.solve(ref, y, 3, method="gd", max_iter=20, seed=1)
+    assert res.n_iter == b.n_iter
+    for u, v in zip(res.factors, b.factors):
+        np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)

@@ -155,6 +155,14 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                  layout: Literal["auto", "rows", "blocked"] = "auto",
                  block_shape: tuple[int, int] | None = None,
                  cache_size: int | None = None) -> None:
+        rows, cols = self._setup(rows, cols, shape, dtype, scale, n_threads, layout,
+                                 block_shape, cache_size)
+        self._build(rows, cols)
+
+    def _setup(self, rows, cols, shape, dtype, scale, n_threads, layout, block_shape,
+               cache_size):
+        """Validate the arguments and set everything but the index arrays; returns rows
+        and cols as C-contiguous arrays of the index dtype (no copy when they are)."""
         super().__init__(n_threads)
         self._set_layout(layout, block_shape, cache_size)
         n1, n2 = ix.check_shape(shape)
@@ -187,7 +195,9 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         self.m = m
         self.scale = float(scale)
         self._itype = itype
-        self._build(rows.astype(itype, copy=False), cols.astype(itype, copy=False))
+        self._dummy = np.zeros(1, itype)
+        self._bounds_cache = {}
+        return rows.astype(itype, copy=False), cols.astype(itype, copy=False)
 
     def _build(self, rows, cols):
         n1 = self.shape[0]
@@ -199,9 +209,33 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         else:
             self._cols_r = cols[order_r]
         self._pos_r = order_r
-        self._dummy = np.zeros(1, itype)
-        self._bounds_cache = {}
         ix.readonly(self._ptr_r, self._cols_r, self._pos_r)
+
+    def _build_tiles_direct(self, rows, cols, values, tiles, want_order):
+        """from_entries' blocked layout straight from the user's arrays (no row layout,
+        no permutation of length m): one stable scatter into the tiles, then each tile
+        sorted by row through a scratch of the largest tile's size. Returns y (values
+        in the layout's order) and order (y = values[order]) or None."""
+        br, bc = tiles
+        n1, n2 = self.shape
+        m, it = self.m, self._itype
+        n_tiles = -(-n1 // br) * -(-n2 // bc)
+        tptr = np.empty(n_tiles + 1, np.int64)
+        self._ptr_r = np.empty(n1 + 1, it)
+        _blocked_kernels.count_tiles(rows, cols, br, bc, self._ptr_r, tptr)
+        big = int(np.diff(tptr).max())          # the largest tile bounds the scratch
+        code = np.empty(m, np.uint32)
+        y = np.empty(m, self.dtype)
+        order = np.empty(m if want_order else 1, it)
+        _blocked_kernels.build_direct(
+            rows, cols, values, br, bc, n1, tptr, code, y, order, want_order,
+            np.empty(br + 1, np.int64), np.empty(big, np.uint32), np.empty(big, self.dtype),
+            np.empty(big if want_order else 1, it))
+        self._cols_r = self._pos_r = None          # row layout built from the tiles on use
+        ix.readonly(self._ptr_r)
+        self._block_shape = tiles
+        self._set_blocked(tiles, tptr, code, None)
+        return y, (order if want_order else None)
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -296,25 +330,39 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         -----
         Blocked: the operator holds the row pointers (n1 + 1), one 32-bit tile code per
         observation and 8 bytes per tile (4 bytes per observation, against 8-16 for the
-        constructor's layouts); the row layout the other products (line search,
-        adjoint, forward) walk is built from the tiles on first use (2 index words per
-        observation). Peak memory of the build: the inputs, one row grouping (2 index
-        words per observation), the codes and the order, and y.
+        constructor's layouts). ``residual_gradient`` and the line search walk the
+        tiles; the row layout the other products (adjoint, forward, spectral
+        initialization) walk is built from the tiles on first use (2 index words per
+        observation). The build reads the user's arrays directly: one counting pass,
+        one stable scatter into the tiles, and each tile sorted by row through a
+        scratch of the largest tile's size, O(m + n1 + tiles x rows per tile); its peak
+        memory is the inputs plus what it returns, y and the codes (12 bytes per
+        float64 observation; plus the order, 4 or 8, with ``return_order``). With very
+        many tiny tiles (tiles x rows per tile > 4 m) it goes through the row layout
+        instead (2 index words per observation more, transiently).
         """
         k = check_positive_int(k, "k")
         values = as_float_array(values, "values", ndim=1)
-        op = cls(rows, cols, shape, dtype=values.dtype, scale=scale, n_threads=n_threads,
-                 layout=layout, block_shape=block_shape, cache_size=cache_size)
+        op = cls.__new__(cls)
+        rows, cols = op._setup(rows, cols, shape, values.dtype, scale, n_threads, layout,
+                               block_shape, cache_size)
         if values.shape[0] != op.m:
             raise ValueError(f"values must have one entry per observation (rows and cols "
                              f"have {op.m}), got {values.shape[0]}")
         tiles = op.block_shape(k)
         if tiles is None:
             # row layout: the row order becomes the measurement order (no positions)
+            op._build(rows, cols)
             order = op._pos_r
             y = values.copy() if order is None else values[order]
             op._pos_r = None
+        elif -(-op.shape[0] // tiles[0]) * -(-op.shape[1] // tiles[1]) * tiles[0] \
+                <= 4 * op.m + (1 << 20):
+            y, order = op._build_tiles_direct(rows, cols, values, tiles, return_order)
         else:
+            # very many small tiles (the per-tile row sort would cost n_tiles * rows):
+            # through the constructor's row layout, one counting sort into the tiles
+            op._build(rows, cols)
             br, bc = tiles
             n1, n2 = op.shape
             tptr = np.empty(-(-n1 // br) * -(-n2 // bc) + 1, np.int64)
@@ -598,6 +646,29 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                 pos is not None, y_blocked, br, bc, F, G, y, z, SG, StF, bufs, self._sc(),
                 rowloss, bounds, self._col_major)
 
+    def _blocked_line_search(self, blocked, F, G, D_F, D_G, z):
+        """The line-search products over the tiles (no row layout, no stacked factors).
+
+        One float64 partial per matrix row, accumulated tile by tile and summed in row
+        order: bitwise independent of the thread count. Not bitwise the row layout's
+        (its per-row sums are register reductions the compiler may re-associate,
+        -fassociative-math); equal to it to rounding (tests/test_blocked_entries.py)."""
+        br, bc = blocked["shape"]
+        bounds = self._blocked_bounds(blocked)
+        quad = D_F is None or D_G is None
+        if quad:
+            X, Y = (D_F, G) if D_G is None else (F, D_G)
+            D_X, D_Y = X, Y                          # not read
+        else:
+            X, Y, D_X, D_Y = F, G, D_F, D_G
+        pos = blocked["pos"]
+        with self._workspace("ls-blocked", (), lambda: np.empty(
+                (self.shape[0], _linesearch.N_PRODUCTS))) as parts:
+            return _blocked_kernels.line_search_products(
+                blocked["tptr"], blocked["code"], self._dummy if pos is None else pos,
+                pos is not None, br, bc, X, D_X, Y, D_Y, quad, z, self._sc(), parts,
+                bounds, self._col_major)
+
     def _adjoint_products_into(self, w, F, G, SG, StF):
         ptr, cols, pos, has = self._pr()
         bounds = self._bounds(ptr)
@@ -609,6 +680,11 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
     def _line_search_products(self, F, G, D_F, D_G, z):
         # one pass over Omega (src/_linesearch.pyx.tp); float64 partial per matrix row
+        # from_entries' blocked operators walk their tiles (no row layout built); the
+        # constructor's keep the row layout's search (they hold it anyway)
+        blocked = self._blocked
+        if blocked is not None and blocked["pos"] is None:
+            return self._blocked_line_search(blocked, F, G, D_F, D_G, z)
         ptr, cols, pos, has = self._pr()
         bounds = self._bounds(ptr)
         k, quad = F.shape[1], D_F is None or D_G is None
