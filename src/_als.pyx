@@ -10,9 +10,12 @@
 #
 # Per row, the observations are processed in blocks of at most B = block_entries(k) entries:
 # the block's rows of G are gathered into a contiguous B x k scratch array Gb (and the
-# matching y into yb), then C_i += scale^2 Gb^T Gb by one BLAS syrk (upper triangle) and
-# rhs_i += scale Gb^T yb by one gemv, so the O(|Omega_i| k^2) work runs in BLAS's packed
-# kernels instead of scalar loops over an indexed G. B k <= 8192 keeps every call small
+# matching y into yb), then C_i += scale^2 Gb^T Gb by one BLAS gemm and rhs_i += scale
+# Gb^T yb by one gemv, so the O(|Omega_i| k^2) work runs in BLAS's packed kernels instead
+# of scalar loops over an indexed G. (syrk would do half the flops, but with OpenBLAS's
+# syrk at these small shapes the whole half-step measured 1.16-1.43x slower than with
+# gemm, k = 10-40, float32 and float64, camera and synthetic cases of
+# benchmarks/estimator_speed.py, during development.) B k <= 8192 keeps every call small
 # enough that the BLAS library runs it on the calling thread (no nested threading inside
 # the OpenMP row loop). C_i + damping I is factored by LAPACK potrf and solved by potrs. A
 # pivot (squared diagonal of the Cholesky factor) below rcond * max diagonal, or potrf's
@@ -20,8 +23,8 @@
 # rank-deficient G_{Omega_i}, with damping 0): that row is solved by the eigendecomposition
 # of the k x k matrix (LAPACK syev through the shim) with the eigenvalues below
 # rcond * max dropped, i.e. the minimal-norm least-squares solution; an empty row gets
-# F_i = 0. Cost: m k (k + 3) flops for the Gram matrices plus n k^3 / 3 for the
-# factorizations, and m k copies for the gathers.
+# F_i = 0. Cost: 2 m k (k + 1) flops for the Gram matrices (gemm fills both triangles)
+# plus n k^3 / 3 for the factorizations, and m k copies for the gathers.
 #
 # Determinism: thread t owns the fixed row range [bounds[t], bounds[t+1]) and every row is
 # computed by one thread in a fixed order, so the result is bitwise independent of the
@@ -38,7 +41,7 @@ from _indexed cimport index_t
 
 cdef int _pinv_solve(floating* C, floating* x, Py_ssize_t k, floating rcond, floating* w,
                      floating* tmp, floating* work, blas_int lwork) noexcept nogil:
-    """x <- C^+ x for symmetric PSD C (lower triangle filled; destroyed)."""
+    """x <- C^+ x for symmetric PSD C (row-major upper triangle read; destroyed)."""
     cdef Py_ssize_t i, l
     cdef floating s, cutoff
     cdef blas_int info = _blas.syev(<blas_int>k, C, <blas_int>k, w, work, lwork)
@@ -102,8 +105,8 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
                 for a in range(k):
                     Gb[(e - e0) * k + a] = g[a]
                 yb[e - e0] = y[pos[e]] if has_pos else y[e]
-            # C += s^2 Gb^T Gb (row-major upper), x += s Gb^T yb
-            _blas.syrk_upper(c't', bk, <blas_int>nb, s2, Gb, bk, one, C, bk)
+            # C += s^2 Gb^T Gb, x += s Gb^T yb (gemm, not syrk: see the module comment)
+            _blas.gemm(c't', c'n', bk, bk, <blas_int>nb, s2, Gb, bk, Gb, bk, one, C, bk)
             _blas.gemv(c't', <blas_int>nb, bk, scale, Gb, bk, yb, 1, one, x, 1)
             e0 = e1
         maxdiag = 0
@@ -127,10 +130,7 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
             _blas.potrs_right(bk, 1, L, bk, x, bk)
         else:
             n_singular += 1
-            if maxdiag > 0:
-                for a in range(k):
-                    for b in range(a):
-                        C[a * k + b] = C[b * k + a]
+            if maxdiag > 0:   # C is full (gemm); syev reads its row-major upper triangle
                 if _pinv_solve(C, x, k, rcond, w, tmp, work, lwork) != 0:
                     failed[0] = 1
             else:
