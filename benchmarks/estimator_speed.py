@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -98,17 +97,24 @@ def _timed(fn):
 
 
 def _load():
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 # ----------------------------------------------------------------------- fancyimpute
+# (label, class, keyword arguments; "shrinkage_value": ("sigma_max/", d) is the largest
+# singular value of the zero-filled observations over d, computed outside the timing)
 FANCY_SYNTHETIC = [
     ("SoftImpute max_rank=10", "SoftImpute", {"max_rank": 10}),
 ]
 FANCY_CAMERA = [
     ("SoftImpute max_rank=40", "SoftImpute", {"max_rank": 40}),
-    ("SoftImpute (defaults, full SVD)", "SoftImpute", {}),
-    ("IterativeSVD rank=40", "IterativeSVD", {"rank": 40}),
+    # the best of max_rank {30, 40} x shrinkage sigma_max/{50, 100, 200, 400} x
+    # convergence_threshold {1e-3, 1e-2} by the PSNR on the removed pixels (an oracle choice)
+    ("SoftImpute max_rank=30 shrinkage=sigma_max/200", "SoftImpute",
+     {"max_rank": 30, "shrinkage_value": ("sigma_max/", 200.0)}),
+    ("SoftImpute (all defaults: full SVD)", "SoftImpute", {}),
+    # the best of rank 20, 30, 40
+    ("IterativeSVD rank=20", "IterativeSVD", {"rank": 20}),
 ]
 
 
@@ -122,12 +128,14 @@ def fancy_rows(case, quick=False):
     else:
         X, img, removed = camera_data()
         specs = FANCY_CAMERA
+    sigma_max = float(np.linalg.norm(np.where(np.isnan(X), 0.0, X), 2))
     for label, cls, kw in specs:
+        kw = {k: (sigma_max / v[1] if isinstance(v, tuple) else v) for k, v in kw.items()}
         model = getattr(fancyimpute, cls)(verbose=False, **kw)
-        out, wall, cpu = _timed(lambda: model.fit_transform(X.copy()))
+        out, wall, cpu = _timed(lambda m=model: m.fit_transform(X.copy()))
         row = {"name": "fancyimpute " + label, "wall": wall, "cpu": cpu}
         if case == "synthetic":
-            row["rmse"] = synthetic_rmse(lambda r, c: out[r, c], truth, held)
+            row["rmse"] = synthetic_rmse(lambda r, c, o=out: o[r, c], truth, held)
         else:
             row["psnr"] = psnr(out, img, removed)
         rows.append(row)
@@ -167,30 +175,53 @@ def _settings_text(s):
     return ", ".join(f"{k}={v}" for k, v in s.items())
 
 
+# MatrixCompletion settings (everything else the estimator's defaults; init None is the
+# method's own, spectral for ALS and AGN; "small" a small random start). The tuned rows'
+# rank/reg/tol were chosen on these data by the held-out error (the same oracle
+# privilege the baselines' lambda gets).
 SYNTHETIC_OURS = [
     {"method": "als", "rank": 10, "reg": 0.0, "tol": 1e-3},
-    {"method": "als", "rank": 10, "reg": 0.0, "tol": 1e-4},
-    {"method": "agn", "rank": 10, "reg": 0.0, "tol": 1e-3},
+    {"method": "als", "rank": 10, "reg": 100.0, "tol": 1e-3, "init": "small"},
+    {"method": "agn", "rank": 10, "reg": 100.0, "tol": 1e-3},
 ]
 CAMERA_OURS = [
     {"method": "als", "rank": 40, "reg": 0.3, "tol": 1e-3},
-    {"method": "als", "rank": 20, "reg": 0.3, "tol": 1e-3},
-    {"method": "agn", "rank": 40, "reg": 0.3, "tol": 1e-3},
+    {"method": "als", "rank": 30, "reg": 0.5, "tol": 3e-3, "init": "small",
+     "dtype": "float32"},
+    {"method": "als", "rank": 28, "reg": 0.5, "tol": 5e-3, "init": "small",
+     "dtype": "float32"},
+    {"method": "als", "rank": 20, "reg": 0.5, "tol": 1e-2, "init": "small",
+     "dtype": "float32"},
+    {"method": "als", "rank": 20, "reg": 0.5, "tol": 2e-2, "init": "small",
+     "dtype": "float32"},
+    {"method": "agn", "rank": 28, "reg": 0.5, "tol": 5e-3, "init": "small",
+     "dtype": "float32"},
 ]
 
 
-def print_table(title, rows, metric, ref_name):
-    ref = next((r for r in rows if r["name"].startswith(ref_name)), None)
+def print_table(title, rows, metric):
+    """The rows, then for each fancyimpute row the fastest (CPU) MatrixCompletion row at
+    an equal or better metric and the time ratio."""
+    better = (lambda a, b: a <= b) if metric == "rmse" else (lambda a, b: a >= b)
+    fmt = (lambda v: f"{v:.4f}") if metric == "rmse" else (lambda v: f"{v:.2f} dB")
     print(f"\n{title}")
-    print(f"| competitor | wall s | CPU s | {metric} | CPU ratio vs {ref_name} |")
+    print(f"| competitor | iterations | wall s | CPU s | {metric} |")
     print("|---|---|---|---|---|")
     for r in rows:
-        ratio = f"{ref['cpu'] / r['cpu']:.1f}x" if ref and r["cpu"] > 0 else "-"
-        val = r[metric]
-        print(f"| {r['name']} | {r['wall']:.2f} | {r['cpu']:.2f} | "
-              f"{val:.4f} | {ratio} |" if metric == "rmse" else
-              f"| {r['name']} | {r['wall']:.2f} | {r['cpu']:.2f} | "
-              f"{val:.2f} dB | {ratio} |")
+        print(f"| {r['name']} | {r.get('iterations', '-')} | {r['wall']:.3f} | "
+              f"{r['cpu']:.3f} | {fmt(r[metric])} |")
+    ours_rows = [r for r in rows if r["name"].startswith("MatrixCompletion")]
+    for ref in rows:
+        if not ref["name"].startswith("fancyimpute"):
+            continue
+        ok = [r for r in ours_rows if better(r[metric], ref[metric])]
+        if not ok:
+            print(f"  vs {ref['name']}: no MatrixCompletion row reaches {fmt(ref[metric])}")
+            continue
+        best = min(ok, key=lambda r: r["cpu"])
+        print(f"  vs {ref['name']} ({fmt(ref[metric])}): {best['name']} "
+              f"({fmt(best[metric])}) is {ref['cpu'] / best['cpu']:.1f}x faster in CPU "
+              f"time, {ref['wall'] / best['wall']:.1f}x in wall time")
 
 
 def case_synthetic(args):
@@ -213,8 +244,7 @@ def case_synthetic(args):
     else:
         print("  [numpy softImpute skipped on this case: a full 5000 x 4000 SVD per "
               "iteration; --numpy-synthetic runs it]")
-    print_table("synthetic: held-out RMSE (lower is better)", rows, "rmse",
-                "fancyimpute SoftImpute")
+    print_table("synthetic: held-out RMSE (lower is better)", rows, "rmse")
     return rows
 
 
@@ -224,7 +254,7 @@ def numpy_soft_impute_synthetic(X, truth, held):
     lam = float(np.linalg.norm(np.where(mask, X, 0.0), 2)) / 50.0
     path, wall, cpu = _timed(lambda: soft_impute(X, mask, [lam], eps=1e-3, max_iter=100))
     Z = path[0][1]
-    return {"name": f"numpy softImpute (lambda = sigma_max/50, eps 1e-3)", "wall": wall,
+    return {"name": "numpy softImpute (lambda = sigma_max/50, eps 1e-3)", "wall": wall,
             "cpu": cpu, "rmse": synthetic_rmse(lambda r, c: Z[r, c], truth, held)}
 
 
@@ -249,14 +279,12 @@ def case_camera(args):
     rows.append({"name": f"numpy softImpute (20-lambda path, best lambda "
                          f"{path[best][0] / lam_max:.3g} lambda_max by the oracle)",
                  "wall": wall, "cpu": cpu, "psnr": scores[best]})
-    print_table("camera: PSNR on the removed pixels (higher is better)", rows, "psnr",
-                "fancyimpute SoftImpute max_rank=40")
+    print_table("camera: PSNR on the removed pixels (higher is better)", rows, "psnr")
     return rows
 
 
 def case_sweep(args):
     """One ALS sweep: blocked BLAS kernel vs the scalar loops, same run."""
-    import lowrank_core as lc
     from lowrank_core import _kernels
     from lowrank_core.methods import als as als_mod
     print(f"\none ALS sweep (F and G half-steps) of the row kernel, blocked vs scalar "
@@ -267,45 +295,49 @@ def case_sweep(args):
     kern = _kernels.load("_als")
     from lowrank_core import _steps
     from lowrank_core._threads import resolve_n_threads
-    cases = [("synthetic", synthetic_data(*((1000, 800) if args.quick else ()))[0], 10),
-             ("camera", camera_data()[0], 40)]
+    Xs, Xc = synthetic_data(*((1000, 800) if args.quick else ()))[0], camera_data()[0]
+    cases = [("synthetic", Xs, 10, np.float64), ("synthetic", Xs, 10, np.float32),
+             ("camera", Xc, 40, np.float64), ("camera", Xc, 28, np.float32)]
     rows = []
-    for name, X, k in cases:
+    for name, X, k, dt in cases:
         r, c = np.nonzero(~np.isnan(X))
-        y = X[r, c]
+        y = X[r, c].astype(dt)
         n1, n2 = X.shape
         itype = als_mod._index_type(n1, n2, y.size)
         by_row = als_mod._Grouping(r.astype(itype), c.astype(itype), n1, itype)
         by_col = als_mod._Grouping(c.astype(itype), r.astype(itype), n2, itype)
         nt = resolve_n_threads(args.threads)
         br, bc = als_mod._row_bounds(by_row.ptr, nt), als_mod._row_bounds(by_col.ptr, nt)
-        lwork = int(_steps.eigen_workspace_size(k, np.float64))
-        work = np.empty((max(br.size, bc.size) - 1, kern.scratch_size(k, lwork)))
+        lwork = int(_steps.eigen_workspace_size(k, dt))
+        work = np.empty((max(br.size, bc.size) - 1, kern.scratch_size(k, lwork)), dt)
         rng = np.random.default_rng(1)
-        G0 = rng.standard_normal((n2, k))
-        F, G = np.empty((n1, k)), np.empty((n2, k))
+        G0 = rng.standard_normal((n2, k)).astype(dt)
+        F, G = np.empty((n1, k), dt), np.empty((n2, k), dt)
         results, times = {}, {True: [], False: []}
-        for rep in range(args.repeats):
+        def sweep(blocked, y=y, G0=G0, F=F, G=G, work=work, br=br, bc=bc, lwork=lwork,
+                  by_row=by_row, by_col=by_col):
+            kern.solve_rows(by_row.ptr, by_row.idx, by_row.pos, by_row.has_pos, y,
+                            G0, F, 1.0, 0.1, 1e-12, work, br, lwork, blocked)
+            kern.solve_rows(by_col.ptr, by_col.idx, by_col.pos, by_col.has_pos, y,
+                            F, G, 1.0, 0.1, 1e-12, work, bc, lwork, blocked)
+        for _ in range(args.repeats):
             for blocked in (False, True):
-                def sweep():
-                    kern.solve_rows(by_row.ptr, by_row.idx, by_row.pos, by_row.has_pos, y,
-                                    G0, F, 1.0, 0.1, 1e-12, work, br, lwork, blocked)
-                    kern.solve_rows(by_col.ptr, by_col.idx, by_col.pos, by_col.has_pos, y,
-                                    F, G, 1.0, 0.1, 1e-12, work, bc, lwork, blocked)
-                _, wall, cpu = _timed(sweep)
+                _, wall, cpu = _timed(lambda b=blocked: sweep(b))
                 times[blocked].append((cpu, wall))
                 results[blocked] = (F.copy(), G.copy())
         diff = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
                    for a, b in zip(results[True], results[False]))
         (c0, w0), (c1, w1) = (min(times[False]), min(times[True]))
-        print(f"| {name} {n1}x{n2} | {k} | {y.size} | {c0:.4f} | {c1:.4f} | "
+        print(f"| {name} {n1}x{n2} {np.dtype(dt).name} | {k} | {y.size} | {c0:.4f} | {c1:.4f} | "
               f"{c0 / c1:.1f}x | {w0:.4f} | {w1:.4f} | {diff:.1e} |")
-        rows.append({"case": name, "k": k, "entries": int(y.size), "loops_cpu": c0,
+        rows.append({"case": name, "dtype": np.dtype(dt).name, "k": k,
+                     "entries": int(y.size), "loops_cpu": c0,
                      "blocked_cpu": c1, "loops_wall": w0, "blocked_wall": w1,
                      "max_rel_diff": diff})
-        if diff > 1e-8:
+        if diff > (1e-3 if dt == np.float32 else 1e-8):
             raise SystemExit(f"the blocked and the scalar-loop sweeps disagree ({diff:.2e})")
-    print(f"(best of {args.repeats} alternating repeats each, ridge 0.1, float64)")
+    print(f"(best of {args.repeats} alternating repeats each, ridge 0.1, rcond 1e-12; "
+          f"max rel. difference: max |blocked - loops| / max |loops| over F and G)")
     return rows
 
 
