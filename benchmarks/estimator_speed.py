@@ -186,6 +186,8 @@ SYNTHETIC_OURS = [
 ]
 CAMERA_OURS = [
     {"method": "als", "rank": 40, "reg": 0.3, "tol": 1e-3},
+    {"method": "als", "rank": 35, "reg": 0.5, "tol": 3e-3, "init": "small",
+     "dtype": "float32"},
     {"method": "als", "rank": 30, "reg": 0.5, "tol": 3e-3, "init": "small",
      "dtype": "float32"},
     {"method": "als", "rank": 28, "reg": 0.5, "tol": 5e-3, "init": "small",
