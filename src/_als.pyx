@@ -15,9 +15,10 @@
 # of scalar loops over an indexed G. (syrk would do half the flops, but with OpenBLAS's
 # syrk at these small shapes the whole half-step measured 1.16-1.43x slower than with
 # gemm, k = 10-40, float32 and float64, camera and synthetic cases of
-# benchmarks/estimator_speed.py, during development.) B k <= 8192 keeps every call small
-# enough that the BLAS library runs it on the calling thread (no nested threading inside
-# the OpenMP row loop). C_i + damping I is factored by LAPACK potrf and solved by potrs. A
+# benchmarks/estimator_speed.py, during development.) B k <= 8192 and B k^2 <= 200000
+# keep every call small enough that OpenBLAS runs it on the calling thread: a threaded
+# BLAS call inside the OpenMP row loop (OpenBLAS with its default thread count, i.e.
+# OMP_NUM_THREADS unset) measured 14x slower on the camera case at k = 40, B = 204. C_i + damping I is factored by LAPACK potrf and solved by potrs. A
 # pivot (squared diagonal of the Cholesky factor) below rcond * max diagonal, or potrf's
 # failure, marks the system singular (fewer than k observations in the row, or a
 # rank-deficient G_{Omega_i}, with damping 0): that row is solved by the eigendecomposition
@@ -66,9 +67,14 @@ cdef int _pinv_solve(floating* C, floating* x, Py_ssize_t k, floating rcond, flo
 
 
 cdef inline Py_ssize_t _block_entries(Py_ssize_t k) noexcept nogil:
-    """B: entries per gathered block, B k <= 8192 (and B >= 16)."""
+    """B: entries per gathered block, the largest with B k <= 8192 and B k^2 <= 200000
+    (and B >= 1): below OpenBLAS's thresholds for threading a gemv (m n < 9216) and a
+    gemm (m n k < 262144), so every call runs on the calling OpenMP thread."""
     cdef Py_ssize_t b = 8192 // k if k > 0 else 8192
-    return b if b > 16 else 16
+    cdef Py_ssize_t b2 = 200000 // (k * k) if k > 0 else 8192
+    if b2 < b:
+        b = b2
+    return b if b > 1 else 1
 
 
 cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
@@ -242,7 +248,7 @@ cdef Py_ssize_t _solve_range_loops(Py_ssize_t i0, Py_ssize_t i1, const index_t* 
 
 
 def block_entries(Py_ssize_t k) -> Py_ssize_t:
-    """B, the entries per gathered block of :func:`solve_rows` (B k <= 8192)."""
+    """B, the entries per gathered block of :func:`solve_rows` (B k <= 8192, B k^2 <= 200000)."""
     return _block_entries(k)
 
 

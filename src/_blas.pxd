@@ -98,23 +98,6 @@ cdef inline void syrk(char trans, blas_int n, blas_int k, floating alpha,
             C[i * ldc + j] = C[j * ldc + i]
 
 
-cdef inline void syrk_upper(char trans, blas_int n, blas_int k, floating alpha,
-                            const floating* A, blas_int lda, floating beta,
-                            floating* C, blas_int ldc) noexcept nogil:
-    """Row-major Gram matrix, UPPER triangle only (the strict lower one is not touched).
-
-    Same operation and shapes as :func:`syrk` without the mirroring: for callers that
-    factor C by :func:`potrf` (which reads the row-major upper triangle) and would
-    otherwise pay k^2 stores per call, e.g. once per accumulated block.
-    """
-    cdef char uplo = c'L'  # Fortran lower == row-major upper
-    cdef char ftrans = c't' if (trans == c'n' or trans == c'N') else c'n'
-    if floating is double:
-        _fb.dsyrk(&uplo, &ftrans, &n, &k, &alpha, <double*>A, &lda, &beta, C, &ldc)
-    else:
-        _fb.ssyrk(&uplo, &ftrans, &n, &k, &alpha, <float*>A, &lda, &beta, C, &ldc)
-
-
 cdef inline blas_int potrf(blas_int n, floating* A, blas_int lda) noexcept nogil:
     """Cholesky factor of a symmetric positive definite n x n matrix, in place.
 
