@@ -8,14 +8,24 @@
 #         = (scale^2 C_i + damping I)^{-1} scale G_{Omega_i}^T y_{Omega_i},
 #     C_i = G_{Omega_i}^T G_{Omega_i} = sum_e G_{idx_e} G_{idx_e}^T   (k x k).
 #
-# C_i (lower triangle) and the right-hand side are accumulated in plain loops (k is small:
-# a BLAS call per entry would cost more than the k(k+1)/2 multiply-adds), then factored by
-# an in-kernel Cholesky. A pivot below rcond * max diagonal marks the system singular
-# (fewer than k observations in the row, or a rank-deficient G_{Omega_i}, with damping 0):
-# that row is solved by the eigendecomposition of the k x k matrix (LAPACK syev through the
-# shim) with the eigenvalues below rcond * max dropped, i.e. the minimal-norm least-squares
-# solution; an empty row gets F_i = 0. Cost: m k (k + 3) flops for the Gram matrices plus
-# n k^3 / 3 for the factorizations.
+# Per row, the observations are processed in blocks of at most B = block_entries(k) entries:
+# the block's rows of G are gathered into a contiguous B x k scratch array Gb (and the
+# matching y into yb), then C_i += scale^2 Gb^T Gb by one BLAS gemm and rhs_i += scale
+# Gb^T yb by one gemv, so the O(|Omega_i| k^2) work runs in BLAS's packed kernels instead
+# of scalar loops over an indexed G. (syrk would do half the flops, but with OpenBLAS's
+# syrk at these small shapes the whole half-step measured 1.16-1.43x slower than with
+# gemm, k = 10-40, float32 and float64, camera and synthetic cases of
+# benchmarks/estimator_speed.py, during development.) B k <= 8192 and B k^2 <= 200000
+# keep every call small enough that OpenBLAS runs it on the calling thread: a threaded
+# BLAS call inside the OpenMP row loop (OpenBLAS with its default thread count, i.e.
+# OMP_NUM_THREADS unset) measured 14x slower on the camera case at k = 40, B = 204. C_i + damping I is factored by LAPACK potrf and solved by potrs. A
+# pivot (squared diagonal of the Cholesky factor) below rcond * max diagonal, or potrf's
+# failure, marks the system singular (fewer than k observations in the row, or a
+# rank-deficient G_{Omega_i}, with damping 0): that row is solved by the eigendecomposition
+# of the k x k matrix (LAPACK syev through the shim) with the eigenvalues below
+# rcond * max dropped, i.e. the minimal-norm least-squares solution; an empty row gets
+# F_i = 0. Cost: 2 m k (k + 1) flops for the Gram matrices (gemm fills both triangles)
+# plus n k^3 / 3 for the factorizations, and m k copies for the gathers.
 #
 # Determinism: thread t owns the fixed row range [bounds[t], bounds[t+1]) and every row is
 # computed by one thread in a fixed order, so the result is bitwise independent of the
@@ -29,6 +39,118 @@ cimport _blas
 from _blas cimport blas_int
 from _indexed cimport index_t
 
+
+cdef int _pinv_solve(floating* C, floating* x, Py_ssize_t k, floating rcond, floating* w,
+                     floating* tmp, floating* work, blas_int lwork) noexcept nogil:
+    """x <- C^+ x for symmetric PSD C (row-major upper triangle read; destroyed)."""
+    cdef Py_ssize_t i, l
+    cdef floating s, cutoff
+    cdef blas_int info = _blas.syev(<blas_int>k, C, <blas_int>k, w, work, lwork)
+    if info != 0:
+        return -1
+    # rows of C are the eigenvectors q_i: C^+ x = sum_i (q_i . x / w_i) q_i over kept i
+    cutoff = rcond * w[k - 1]
+    for i in range(k):
+        s = 0
+        if w[i] > cutoff and w[i] > 0:
+            for l in range(k):
+                s = s + C[i * k + l] * x[l]
+            s = s / w[i]
+        tmp[i] = s
+    for l in range(k):
+        x[l] = 0
+    for i in range(k):
+        if tmp[i] != 0:
+            for l in range(k):
+                x[l] = x[l] + tmp[i] * C[i * k + l]
+    return 0
+
+
+cdef inline Py_ssize_t _block_entries(Py_ssize_t k) noexcept nogil:
+    """B: entries per gathered block, the largest with B k <= 8192 and B k^2 <= 200000
+    (and B >= 1): below OpenBLAS's thresholds for threading a gemv (m n < 9216) and a
+    gemm (m n k < 262144), so every call runs on the calling OpenMP thread."""
+    cdef Py_ssize_t b = 8192 // k if k > 0 else 8192
+    cdef Py_ssize_t b2 = 200000 // (k * k) if k > 0 else 8192
+    if b2 < b:
+        b = b2
+    return b if b > 1 else 1
+
+
+cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
+                             const index_t* idx, const index_t* pos, bint has_pos,
+                             const floating* y, const floating* G, Py_ssize_t k, floating* F,
+                             floating scale, floating damping, floating rcond,
+                             floating* ws, blas_int lwork, int* failed) noexcept nogil:
+    """Rows [i0, i1); ws holds scratch_size(k, lwork) entries. Returns the singular rows."""
+    cdef Py_ssize_t B = _block_entries(k)
+    cdef floating* C = ws
+    cdef floating* L = ws + k * k
+    cdef floating* x = ws + 2 * k * k
+    cdef floating* w = x + k
+    cdef floating* tmp = w + k
+    cdef floating* work = tmp + k
+    cdef floating* Gb = work + lwork
+    cdef floating* yb = Gb + B * k
+    cdef const floating* g
+    cdef floating s2 = scale * scale, maxdiag, threshold, one = 1
+    cdef Py_ssize_t i, e, e0, e1, a, b, nb, n_singular = 0
+    cdef bint ok
+    cdef blas_int bk = <blas_int>k
+    for i in range(i0, i1):
+        for a in range(k * k):
+            C[a] = 0
+        for a in range(k):
+            x[a] = 0
+        e0 = ptr[i]
+        while e0 < ptr[i + 1]:
+            e1 = e0 + B if e0 + B < ptr[i + 1] else ptr[i + 1]
+            nb = e1 - e0
+            for e in range(e0, e1):
+                g = G + <Py_ssize_t>idx[e] * k
+                for a in range(k):
+                    Gb[(e - e0) * k + a] = g[a]
+                yb[e - e0] = y[pos[e]] if has_pos else y[e]
+            # C += s^2 Gb^T Gb, x += s Gb^T yb (gemm, not syrk: see the module comment)
+            _blas.gemm(c't', c'n', bk, bk, <blas_int>nb, s2, Gb, bk, Gb, bk, one, C, bk)
+            _blas.gemv(c't', <blas_int>nb, bk, scale, Gb, bk, yb, 1, one, x, 1)
+            e0 = e1
+        maxdiag = 0
+        for a in range(k):
+            C[a * k + a] = C[a * k + a] + damping
+            if C[a * k + a] > maxdiag:
+                maxdiag = C[a * k + a]
+        ok = False
+        if ptr[i + 1] > ptr[i] or damping > 0:
+            for a in range(k):
+                for b in range(a, k):
+                    L[a * k + b] = C[a * k + b]
+            ok = _blas.potrf(bk, L, bk) == 0
+            if ok:
+                threshold = rcond * maxdiag
+                for a in range(k):
+                    if not L[a * k + a] * L[a * k + a] > threshold:
+                        ok = False
+                        break
+        if ok:
+            _blas.potrs_right(bk, 1, L, bk, x, bk)
+        else:
+            n_singular += 1
+            if maxdiag > 0:   # C is full (gemm); syev reads its row-major upper triangle
+                if _pinv_solve(C, x, k, rcond, w, tmp, work, lwork) != 0:
+                    failed[0] = 1
+            else:
+                for a in range(k):
+                    x[a] = 0
+        for a in range(k):
+            F[i * k + a] = x[a]
+    return n_singular
+
+
+# ---------------------------------------------------------------- scalar-loop baseline
+# The kernel as it was before the blocked BLAS version: kept (not used by the solvers) as
+# the baseline of benchmarks/estimator_speed.py's sweep section and as an independent
+# implementation the tests compare against.
 
 cdef inline bint _cholesky(floating* L, const floating* C, Py_ssize_t k,
                            floating threshold) noexcept nogil:
@@ -69,38 +191,13 @@ cdef inline void _cholesky_solve(const floating* L, floating* x, Py_ssize_t k) n
         x[i] = s / L[i * k + i]
 
 
-cdef int _pinv_solve(floating* C, floating* x, Py_ssize_t k, floating rcond, floating* w,
-                     floating* tmp, floating* work, blas_int lwork) noexcept nogil:
-    """x <- C^+ x for symmetric PSD C (lower triangle filled; destroyed)."""
-    cdef Py_ssize_t i, l
-    cdef floating s, cutoff
-    cdef blas_int info = _blas.syev(<blas_int>k, C, <blas_int>k, w, work, lwork)
-    if info != 0:
-        return -1
-    # rows of C are the eigenvectors q_i: C^+ x = sum_i (q_i . x / w_i) q_i over kept i
-    cutoff = rcond * w[k - 1]
-    for i in range(k):
-        s = 0
-        if w[i] > cutoff and w[i] > 0:
-            for l in range(k):
-                s = s + C[i * k + l] * x[l]
-            s = s / w[i]
-        tmp[i] = s
-    for l in range(k):
-        x[l] = 0
-    for i in range(k):
-        if tmp[i] != 0:
-            for l in range(k):
-                x[l] = x[l] + tmp[i] * C[i * k + l]
-    return 0
-
-
-cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
+cdef Py_ssize_t _solve_range_loops(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
                              const index_t* idx, const index_t* pos, bint has_pos,
                              const floating* y, const floating* G, Py_ssize_t k, floating* F,
                              floating scale, floating damping, floating rcond,
                              floating* ws, blas_int lwork, int* failed) noexcept nogil:
-    """Rows [i0, i1); ws holds 2 k^2 + 3 k + lwork scratch. Returns the singular rows."""
+    """The scalar-loop variant of _solve_range (the kernel before the BLAS blocks): C_i
+    and the rhs accumulated entry by entry, in-kernel Cholesky. Same scratch layout."""
     cdef floating* C = ws
     cdef floating* L = ws + k * k
     cdef floating* x = ws + 2 * k * k
@@ -150,21 +247,30 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
     return n_singular
 
 
+def block_entries(Py_ssize_t k) -> Py_ssize_t:
+    """B, the entries per gathered block of :func:`solve_rows` (B k <= 8192, B k^2 <= 200000)."""
+    return _block_entries(k)
+
+
 def scratch_size(Py_ssize_t k, Py_ssize_t lwork) -> Py_ssize_t:
-    """Length of one thread's scratch row for :func:`solve_rows`."""
-    return 2 * k * k + 3 * k + lwork
+    """Length of one thread's scratch row for :func:`solve_rows`:
+    2 k^2 + 3 k + lwork + B (k + 1), B = :func:`block_entries` (k)."""
+    return 2 * k * k + 3 * k + lwork + _block_entries(k) * (k + 1)
 
 
 def solve_rows(const index_t[::1] ptr, const index_t[::1] idx, const index_t[::1] pos,
                bint has_pos, const floating[::1] y, const floating[:, ::1] G,
                floating[:, ::1] F, double scale, double damping, double rcond,
-               floating[:, ::1] work, const Py_ssize_t[::1] bounds, Py_ssize_t lwork):
+               floating[:, ::1] work, const Py_ssize_t[::1] bounds, Py_ssize_t lwork,
+               bint blocked=True):
     """F_i <- (scale^2 G_Oi^T G_Oi + damping I)^{-1} scale G_Oi^T y_Oi for every row i.
 
     ptr (n + 1), idx, pos: the observed entries grouped by the rows of F. work (T, >=
     scratch_size(k, lwork)) is per-thread scratch, lwork the syev workspace length;
     bounds (T + 1) the fixed row ranges of the T threads. Returns the number of rows
     solved by the pseudo-inverse (singular systems); raises on a LAPACK failure.
+    ``blocked=False`` runs the scalar-loop variant (the baseline of the sweep benchmark
+    and the tests' cross-check; same results to rounding).
     """
     cdef int T = bounds.shape[0] - 1, t
     cdef Py_ssize_t k = F.shape[1], n_singular = 0
@@ -175,10 +281,18 @@ def solve_rows(const index_t[::1] ptr, const index_t[::1] idx, const index_t[::1
         raise ValueError("solve_rows: work is too small")
     with nogil:
         for t in prange(T, schedule='static', chunksize=1, num_threads=T):
-            n_singular += _solve_range(bounds[t], bounds[t + 1], &ptr[0], &idx[0], &pos[0],
-                                       has_pos, &y[0], &G[0, 0], k, &F[0, 0],
-                                       <floating>scale, <floating>damping, <floating>rcond,
-                                       &work[t, 0], <blas_int>lwork, &failed)
+            if blocked:
+                n_singular += _solve_range(bounds[t], bounds[t + 1], &ptr[0], &idx[0],
+                                           &pos[0], has_pos, &y[0], &G[0, 0], k, &F[0, 0],
+                                           <floating>scale, <floating>damping,
+                                           <floating>rcond, &work[t, 0], <blas_int>lwork,
+                                           &failed)
+            else:
+                n_singular += _solve_range_loops(bounds[t], bounds[t + 1], &ptr[0], &idx[0],
+                                                 &pos[0], has_pos, &y[0], &G[0, 0], k,
+                                                 &F[0, 0], <floating>scale,
+                                                 <floating>damping, <floating>rcond,
+                                                 &work[t, 0], <blas_int>lwork, &failed)
     if failed:
         raise FloatingPointError("solve_rows: LAPACK syev failed on a row's k x k system "
                                  "(non-finite data?)")

@@ -76,6 +76,42 @@ def test_row_kernel_bitwise_independent_of_thread_count():
     np.testing.assert_array_equal(runs[0].G, runs[1].G)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("blocked", [True, False])
+def test_long_rows_span_several_blocks_and_match_lstsq(dtype, blocked):
+    """Rows longer than the kernel's gather block (block_entries(k) entries) accumulate
+    their Gram matrix over several BLAS calls; both kernel variants against lstsq, with
+    a row of fewer than k entries (singular: minimal-norm solution) and an empty row."""
+    als = _kernels.load("_als")
+    from lowrank_core import _steps
+    k, n_other = 8, 3500
+    B = als.block_entries(k)
+    lengths = [2 * B + 37, B, B + 1, 5, 0, 3 * B]
+    assert max(lengths) <= n_other
+    rng = np.random.default_rng(11)
+    idx = np.concatenate([rng.choice(n_other, size=n, replace=False) for n in lengths])
+    keys = np.repeat(np.arange(len(lengths)), lengths)
+    ptr = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=ptr[1:])
+    G = rng.standard_normal((n_other, k)).astype(dtype)
+    y = rng.standard_normal(idx.size).astype(dtype)
+    lwork = int(_steps.eigen_workspace_size(k, dtype))
+    eps = float(np.finfo(dtype).eps)
+    for damping in (0.0, 2.5):
+        F = np.full((len(lengths), k), np.nan, dtype)
+        work = np.empty((2, als.scratch_size(k, lwork)), dtype)
+        bounds = np.array([0, 3, len(lengths)], np.intp)
+        n_sing = als.solve_rows(ptr, idx.astype(np.int32), np.zeros(1, np.int32), False, y,
+                                G, F, 1.3, damping, 10 * k * eps, work, bounds, lwork,
+                                blocked)
+        ref = completion_half_step(keys, idx, y, G, len(lengths), 1.3, damping)
+        rtol = 5e-4 if dtype == np.float32 else 1e-9
+        np.testing.assert_allclose(F, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+        # row 3 (5 < k entries) and row 4 (empty) are singular without the ridge
+        assert n_sing == (2 if damping == 0 else 0)
+        assert np.all(F[4] == 0)
+
+
 def test_kernel_rejects_bad_shapes():
     als = _kernels.load("_als")
     ptr = np.array([0, 1], np.int32)

@@ -32,7 +32,9 @@ by row: with Omega_i the observed columns of row i,
 
 one k x k Cholesky per row, and the same per column of G with the entries grouped by
 column. The compiled kernel ``lowrank_core._als.solve_rows`` runs the rows in parallel
-(fixed row ranges balanced by entry count; bitwise independent of the thread count).
+(fixed row ranges balanced by entry count; bitwise independent of the thread count); per
+row it gathers the observed G rows into a contiguous block and forms the Gram matrix and
+right-hand side by BLAS gemm/gemv, then LAPACK potrf/potrs (src/_als.pyx).
 Singular rows (lam = 0 and fewer than k observations, or a rank-deficient
 G_{Omega_i}; detected as a Cholesky pivot below ``rcond`` times the largest diagonal
 entry) get the minimal-norm least-squares solution from the k x k eigendecomposition
@@ -41,8 +43,8 @@ entry) get the minimal-norm least-squares solution from the k x k eigendecomposi
 than k observations (not determined by the data) are reported once by a RuntimeWarning
 and counted in ``result.underdetermined_lines``. The column grouping is
 built once per solve (O(m log m), 2 m index words). Cost per iteration:
-2 m k (k + 3) flops for the Gram matrices and right-hand sides plus (n1 + n2) k^3 / 3 for
-the factorizations.
+4 m k (k + 1) flops for the Gram matrices (gemm forms both triangles) and right-hand
+sides plus (n1 + n2) k^3 / 3 for the factorizations.
 
 Every other operator: each half-step is the linear least-squares problem in n1 k (resp.
 n2 k) unknowns, solved by conjugate gradients on its normal equations
