@@ -16,7 +16,7 @@ import numpy as np
 import lowrank_core as lc
 
 
-def main(n1=2000, n2=1500, r=5, p=0.1, methods=("als", "scaledgd", "agn")):
+def main(n1=2000, n2=1500, r=5, p=0.1, methods=("scaledgd", "agn", "als")):
     rng = np.random.default_rng(0)
     L = rng.standard_normal((n1, r)) @ rng.standard_normal((r, n2))
     M = L + 3.0 + 2.0 * rng.standard_normal(n1)[:, None] + 2.0 * rng.standard_normal(n2)
