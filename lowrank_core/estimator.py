@@ -482,8 +482,8 @@ class MatrixCompletion:
         min over (f_i, b_i) of ||G_Oi f_i + b_i 1 - (x_Oi - mu - c_Oi)||^2 + reg ||f_i||^2,
         solved per row from its (k + 1) x (k + 1) normal equations by an eigendecomposition
         (minimal-norm solution when singular: eigenvalues below 10 (k + 1) eps times the
-        largest dropped; 0 for a row without observations); O(|O_i| k^2 + k^3) per row,
-        a Python loop over the rows.
+        largest dropped; 0 for a row without observations); O(n_i k^2 + k^3) for a row
+        with n_i observations, a Python loop over the rows.
 
         Parameters
         ----------
