@@ -742,8 +742,9 @@ class BipartiteBiases:
     and singular (null vector (1, -1) per connected component). They are solved by
     conjugate gradients preconditioned by the diagonal (Jacobi) D = diag(D_r, D_c),
     from 0, in float64: one product is a gather t = b_r + c_c and two scatter-adds, one
-    fused compiled pass over the entries (``lowrank_core._biases``), O(m + n1 + n2). The CG stops when the preconditioned residual norm
-    sqrt(r^T D^{-1} r) is at most ``tol`` ||z|| (it starts at most sqrt(2) ||z||); the
+    fused compiled pass over the entries (``lowrank_core._biases``), O(m + n1 + n2).
+    The CG stops when the preconditioned residual norm sqrt(r^T D^{-1} r) is at most
+    ``tol`` ||z|| (it starts at most sqrt(2) ||z||); the
     error of the fitted values B (b; c) is then at most that over sqrt(lambda), lambda the
     smallest nonzero eigenvalue of D^{-1/2} B^T B D^{-1/2} (near 1 for well-connected
     uniformly sampled graphs; small for a graph with weakly connected parts).
