@@ -35,9 +35,9 @@ def main(n1=2000, n2=1500, r=5, p=0.1, methods=("scaledgd", "agn", "als")):
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
             rmse = est.rmse(rows, cols, M[rows, cols])
             cg = ""
-            op = getattr(est, "_bias_solver", None)
-            if op is not None and op.solves:
-                cg = f"{op.iterations / op.solves:.1f}"
+            its, solves = getattr(est, "bias_cg_", (0, 0))
+            if solves:
+                cg = f"{its / solves:.1f}"
             print(f"{method:9} {str(center):7} {est.n_iter_:5d} {cpu:7.2f} {wall:7.2f} "
                   f"{rmse:12.4f} {cg:>12}")
 

@@ -239,6 +239,8 @@ class MatrixCompletion:
         b, the row biases (``center="biases"``, gauge above), else zeros.
     col_bias_ : ndarray (n2,)
         c, the column biases (``center="biases"``), else zeros.
+    bias_cg_ : (int, int), only with ``center="biases"``
+        Total CG iterations and number of bias least-squares solves of the fit.
     validation_entries_ : (rows, cols, values) or None
         The held-out observations (``validation_fraction``).
 
@@ -407,7 +409,7 @@ class MatrixCompletion:
         if isinstance(offsets, _BiasProjectedEntries):
             F, G = offsets.model_factors(F, G)   # the model's low-rank part F_c G_c^T
             res["F"], res["G"] = F, G
-            self._bias_solver = offsets.biases   # CG counts (benchmarks)
+            self.bias_cg_ = (offsets.biases.iterations, offsets.biases.solves)
         self.intercept_ = 0.0
         self.row_bias_, self.col_bias_ = np.zeros(n1, dt), np.zeros(n2, dt)
         if offsets is not None:
@@ -776,7 +778,10 @@ class BipartiteBiases:
         self.inv_dc = np.divide(1.0, dc, out=np.zeros_like(dc), where=dc > 0)
         self.iterations = 0
         self.solves = 0
-        self._kernel = _kernels.load("_biases")
+
+    @property
+    def _kernel(self):
+        return _kernels.load("_biases")   # cached by _kernels; not stored (picklable)
 
     def n_components(self) -> int:
         """Connected components of the observation graph (lines with observations)."""

@@ -3,6 +3,8 @@ exact recovery of low-rank + mu + b_i + c_j (where center=False / True at the sa
 cannot), the documented gauge, fold-in of a new row's bias against lstsq, and the
 validation RMSE including the biases."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -88,6 +90,9 @@ def test_biases_recover_low_rank_plus_biases(method):
     rows, cols = np.nonzero(~mask)
     np.testing.assert_allclose(est.predict(rows, cols), M[rows, cols], atol=1e-7)
     assert est.score((rows, cols, M[rows, cols])) > -1e-7
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict(rows, cols), est.predict(rows, cols))
+    assert est.bias_cg_[1] > 0 and est.bias_cg_[0] >= est.bias_cg_[1]
     # the same rank without the biases cannot fit M (rank 5), nor with the mean alone
     for center in (False, True):
         other = lc.MatrixCompletion(center=center, **kw).fit_transform(X)
