@@ -166,6 +166,8 @@ def _cmd_solve(args) -> int:
     from .driver import solve
 
     options = dict(_parse_option(o) for o in (args.option or []))
+    if "reg" in options:
+        raise CLIError("pass the ridge weight as --reg LAMBDA, not -o reg=...")
     if args.problem is not None:
         generated_flags = [f for f in ("n1", "n2", "m", "true_rank", "operator", "psd",
                                        "cond", "noise", "dtype", "problem_seed")
@@ -216,7 +218,7 @@ def _cmd_solve(args) -> int:
     res = solve(op, y, k, method=args.method, symmetric=args.symmetric, init=args.init,
                 init_scale=init_scale, step=args.step, max_iter=args.max_iter, tol=args.tol,
                 max_time=args.max_time, truth=truth, record=record, seed=args.seed,
-                progress=progress, **options)
+                progress=progress, reg=args.reg, **options)
 
     if args.problem is None and args.save_problem:
         problem_io.save_problem(args.save_problem, prob)
@@ -578,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tol", type=_positive_float, default=None,
                    help="stop at relative residual <= tol (default 1e-10; float32 1e-5)")
     m.add_argument("--max-time", type=_positive_float, default=None, help="seconds")
+    m.add_argument("--reg", type=_nonneg_float, default=0.0, metavar="LAMBDA",
+                   help="ridge weight: the loss gains LAMBDA/2 (||F||^2 + ||G||^2) "
+                        "(solve(reg=); default 0, for noisy data > 0)")
     m.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
                    help="method option, e.g. trigger=0.05, damping=gradient (repeatable)")
     m.add_argument("--seed", type=_nonneg_int, default=0,

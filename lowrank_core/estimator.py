@@ -28,7 +28,7 @@ from .methods import METHODS
 from .methods.als import _Grouping, _index_type, _row_bounds
 from .operators import EntryOperator
 
-__all__ = ["EFFECTIVE_RANK_RTOL", "MatrixCompletion", "NotFittedError"]
+__all__ = ["EFFECTIVE_RANK_RTOL", "BipartiteBiases", "MatrixCompletion", "NotFittedError"]
 
 #: ``effective_rank_`` counts the singular values of F G^T above this times the largest.
 EFFECTIVE_RANK_RTOL = 1e-3
@@ -156,14 +156,28 @@ class MatrixCompletion:
         one k x k solve per row and column).
     reg : float
         lam >= 0, the ridge weight (``solve(reg=)``); lam > 0 for noisy data.
-    center : bool
+    center : False, True or "biases"
         True: fit a global mean mu jointly, (F G^T)_ij + mu for every entry (not a
         precomputed mean, which would add a rank to an exactly low-rank matrix).
         mu is eliminated exactly: for fixed factors the best mu is the mean residual,
         so the solver runs on the centered operator C A, C = I - 1 1^T / m, with
         y' = C y (one forward and one adjoint pass per evaluation instead of the fused
         one; ALS then uses its conjugate-gradient half-steps). ``intercept_`` is mu.
-        Row/column biases (``center="biases"``) are not implemented (ValueError).
+        "biases": the model is (F G^T)_ij + mu + b_i + c_j with a row bias b (n1,) and
+        a column bias c (n2,) fitted jointly (unregularized) the same way: the solver
+        runs on M -> P A(C1 M C2) and P y, P the orthogonal projection onto the
+        complement of span{1, row indicators, column indicators} restricted to the
+        observations (the bias least squares on the bipartite observation graph,
+        solved by Jacobi-preconditioned conjugate gradients at every forward pass, O(m)
+        per CG iteration, :class:`BipartiteBiases`) and C1, C2 the centering matrices;
+        the biases are recovered from the final residual. Gauge (the split is not
+        unique otherwise): the low-rank part is double-centered, the stored factors
+        have zero column means (so F G^T has zero row and column means over the whole
+        matrix); mean(b) = 0 over the rows with observations and mean(c) = 0 over the
+        columns with observations (a line without observations gets bias 0), so
+        ``intercept_`` is the mean of mu + b_i + c_j over those lines. The biases are
+        not regularized by ``reg``. Every method works; each evaluation costs a few
+        more O(m) passes than ``center=False`` (docs/estimator.rst has measurements).
     max_iter : int
         Maximum iterations of the solver.
     tol : float
@@ -220,7 +234,13 @@ class MatrixCompletion:
     n_features_in_ : int
         n2.
     intercept_ : float
-        The jointly fitted global mean mu (``center=True``), else 0.
+        The jointly fitted global mean mu (``center=True`` or "biases"), else 0.
+    row_bias_ : ndarray (n1,)
+        b, the row biases (``center="biases"``, gauge above), else zeros.
+    col_bias_ : ndarray (n2,)
+        c, the column biases (``center="biases"``), else zeros.
+    bias_cg_ : (int, int), only with ``center="biases"``
+        Total CG iterations and number of bias least-squares solves of the fit.
     validation_entries_ : (rows, cols, values) or None
         The held-out observations (``validation_fraction``).
 
@@ -302,9 +322,13 @@ class MatrixCompletion:
         if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real) \
                 or not np.isfinite(reg) or reg < 0:
             raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
-        if not isinstance(self.center, (bool, np.bool_)):
-            raise ValueError(f"center must be True or False (center='biases', row and "
-                             f"column biases, is not implemented yet), got {self.center!r}")
+        center = self.center
+        if isinstance(center, str):
+            if center != "biases":
+                raise ValueError(f"center must be False, True or 'biases' (global mean "
+                                 f"plus row and column biases), got {center!r}")
+        elif not isinstance(center, (bool, np.bool_)):
+            raise ValueError(f"center must be False, True or 'biases', got {center!r}")
         max_iter = _check_int(self.max_iter, "max_iter", 0)
         tol = self.tol
         if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) \
@@ -362,8 +386,12 @@ class MatrixCompletion:
             rows, cols, values = rows[kept], cols[kept], values[kept]
         op = EntryOperator(rows, cols, shape, dtype=dt, n_threads=self.n_threads)
         y = values
-        if self.center:
-            op = _CenteredEntries(op)
+        offsets = None
+        if isinstance(self.center, str):
+            op = offsets = _BiasProjectedEntries(op)
+            y = op.project(values)
+        elif self.center:
+            op = offsets = _CenteredEntries(op)
             y = values - values.mean(dtype=np.float64).astype(dt)
         init = self.init
         if self.warm_start and hasattr(self, "components_") \
@@ -371,14 +399,24 @@ class MatrixCompletion:
                 and self.components_.shape == (rank, n2) and self.row_factors_.dtype == dt:
             init = (self.row_factors_.copy(), self.components_.T.copy())
 
-        monitor = _Monitor(val, tol, patience, op if self.center else None, values)
+        monitor = _Monitor(val, tol, patience, offsets, values)
         res = solve(op, y, rank, method=self.method, init=init, max_iter=max_iter,
                     record=["loss", "residual", "time"], callback=monitor, seed=rng,
                     n_threads=self.n_threads, progress=bool(self.verbose), reg=reg,
                     stall_tol=0.0)  # tol (relative change) is the estimator's own stop
         monitor.finish(res)
         F, G = res.factors
-        self.intercept_ = op.intercept(F, G, values) if self.center else 0.0
+        if isinstance(offsets, _BiasProjectedEntries):
+            F, G = offsets.model_factors(F, G)   # the model's low-rank part F_c G_c^T
+            res["F"], res["G"] = F, G
+            self.bias_cg_ = (offsets.biases.iterations, offsets.biases.solves)
+        self.intercept_ = 0.0
+        self.row_bias_, self.col_bias_ = np.zeros(n1, dt), np.zeros(n2, dt)
+        if offsets is not None:
+            mu, b, c = offsets.offsets(F, G, values)
+            self.intercept_ = mu
+            if b is not None:
+                self.row_bias_, self.col_bias_ = b.astype(dt), c.astype(dt)
         self.row_factors_ = F
         self.components_ = np.ascontiguousarray(G.T)
         self.n_iter_ = int(res.n_iter)
@@ -409,11 +447,21 @@ class MatrixCompletion:
         self.fit(X, y)
         rows, cols, values, shape = _observations(X, self.row_factors_.dtype)
         out = self.row_factors_ @ self.components_
-        if self.intercept_:
-            out += out.dtype.type(self.intercept_)
+        self._add_offsets(out)
         if self.keep_observed:
             out[rows, cols] = values
         return out
+
+    def _biased(self):
+        return isinstance(self.center, str) and hasattr(self, "row_bias_")
+
+    def _add_offsets(self, out, row_bias=None):
+        """out (n, n2) += mu + b_i + c_j (b: ``row_bias`` or the fitted row biases)."""
+        if self.intercept_:
+            out += out.dtype.type(self.intercept_)
+        if self._biased():
+            out += (self.row_bias_ if row_bias is None else row_bias)[:, None]
+            out += self.col_bias_[None, :]
 
     def transform(self, X):
         """Complete the rows of X (n_new, n2) with G fixed: :meth:`fold_in`.
@@ -428,7 +476,16 @@ class MatrixCompletion:
         Row i's factor is the ridge least-squares solution over its observed columns O_i,
         f_i = (G_Oi^T G_Oi + reg I)^{-1} G_Oi^T x_Oi (minimal-norm pseudo-inverse solution
         when singular, 0 for a row without observations), computed by the same compiled
-        row-solve kernel as alternating least squares (``lowrank_core._als.solve_rows``).
+        row-solve kernel as alternating least squares (``lowrank_core._als.solve_rows``),
+        on x - mu with ``center=True``.
+
+        With ``center="biases"`` the new row's bias b_i is fitted with its factor: the
+        ridge least squares with a constant column, unregularized,
+        min over (f_i, b_i) of ||G_Oi f_i + b_i 1 - (x_Oi - mu - c_Oi)||^2 + reg ||f_i||^2,
+        solved per row from its (k + 1) x (k + 1) normal equations by an eigendecomposition
+        (minimal-norm solution when singular: eigenvalues below 10 (k + 1) eps times the
+        largest dropped; 0 for a row without observations); O(n_i k^2 + k^3) for a row
+        with n_i observations, a Python loop over the rows.
 
         Parameters
         ----------
@@ -441,24 +498,34 @@ class MatrixCompletion:
         completed : ndarray (n_new, n2)
             f_i G^T, with the observed entries as given when ``keep_observed``.
         factors : ndarray (n_new, k), only with ``return_factors``
+        row_bias : ndarray (n_new,), only with ``return_factors`` and ``center="biases"``
+            The new rows' biases b_i.
         """
         self._check_fitted()
         G = np.ascontiguousarray(self.components_.T)
         rows, cols, values, shape = _observations(X, G.dtype)
         self._check_features(shape[1])
         mu = G.dtype.type(self.intercept_)
-        Fn = _ridge_rows(rows, cols, values - mu if mu else values, shape[0], G,
-                         float(self.reg), self.n_threads)
+        target = values - mu if mu else values
+        bn = None
+        if self._biased():
+            Fn, bn = _ridge_rows_with_bias(rows, cols, target - self.col_bias_[cols],
+                                           shape[0], G, float(self.reg))
+        else:
+            Fn = _ridge_rows(rows, cols, target, shape[0], G, float(self.reg),
+                             self.n_threads)
         out = Fn @ self.components_
-        if mu:
-            out += mu
+        self._add_offsets(out, bn)
         if self.keep_observed:
             out[rows, cols] = values
-        return (out, Fn) if return_factors else out
+        if not return_factors:
+            return out
+        return (out, Fn) if bn is None else (out, Fn, bn)
 
     def predict(self, rows, cols=None):
         """Entries of the fit, (F G^T)[rows, cols], in O(k) each (no matrix formed).
 
+        Plus mu (``center=True``) or mu + b_rows + c_cols (``center="biases"``).
         With one 2-D argument X (n_new, n2) instead: the model's completion of X's rows,
         fold-in with every entry predicted (observed ones replaced by the fit).
         """
@@ -489,6 +556,9 @@ class MatrixCompletion:
         out = op.forward_factored(F, G)
         if self.intercept_:
             out += out.dtype.type(self.intercept_)
+        if self._biased():
+            out += self.row_bias_[rows]
+            out += self.col_bias_[cols]
         return out
 
     def rmse(self, rows, cols, values):
@@ -528,9 +598,9 @@ class _Monitor:
     turns that into "converged" / "early_stopped" and restores the best iterate.
     """
 
-    def __init__(self, val, tol, patience, centered=None, values=None):
+    def __init__(self, val, tol, patience, offsets=None, values=None):
         self.val, self.tol, self.patience = val, tol, patience
-        self.centered, self.values = centered, values
+        self.offsets, self.values = offsets, values
         self.scores = {}
         self.best_value = np.nan
         self.best_iteration = None
@@ -540,11 +610,20 @@ class _Monitor:
 
     def _validation(self, F, G):
         op, values = self.val
+        F, G = self._model(F, G)
         pred = op.forward_factored(F, G).astype(np.float64)
-        if self.centered is not None:
-            pred += self.centered.intercept(F, G, self.values)
+        if self.offsets is not None:   # the optimal mean / biases for these factors
+            mu, b, c = self.offsets.offsets(F, G, self.values)
+            pred += mu
+            if b is not None:
+                pred += b[np.asarray(op.rows)]
+                pred += c[np.asarray(op.cols)]
         diff = pred - values
         return float(np.sqrt(np.mean(diff * diff)))
+
+    def _model(self, F, G):
+        into = getattr(self.offsets, "model_factors", None)
+        return (F, G) if into is None else into(F, G)
 
     def _see(self, res):
         t = int(res["n_iter"])
@@ -562,7 +641,7 @@ class _Monitor:
             if t - self.best_iteration >= self.patience:
                 self.reason = "early_stopped"
                 raise StopIteration
-        F, G = res["F"], res["G"]
+        F, G = self._model(res["F"], res["G"])
         prev, self.previous = self.previous, (F, G)
         if prev is not None and _relative_change(prev, (F, G)) <= self.tol:
             self.reason = "converged"
@@ -646,6 +725,231 @@ class _CenteredEntries:
         fit = self.base.forward_factored(F, G)
         return float(np.mean(values.astype(np.float64) - fit))
 
+    def offsets(self, F, G, values):
+        """(mu, None, None): the optimal global mean, no biases."""
+        return self.intercept(F, G, values), None, None
+
+
+class BipartiteBiases:
+    r"""Least squares for row and column biases on the observed entries.
+
+    For observations (r_e, c_e), e = 1..m, of an n1 x n2 matrix and values z (m,):
+
+        min over b (n1,), c (n2,) of  sum_e (b_{r_e} + c_{c_e} - z_e)^2,
+
+    i.e. the least squares with the m x (n1 + n2) design B = [R, C] of row and column
+    indicators (the global mean's column 1 = R 1 lies in its span). The normal equations
+    B^T B (b; c) = B^T z have the matrix [[D_r, N], [N^T, D_c]] of the bipartite
+    observation graph (D_r, D_c the row/column counts, N the n1 x n2 count matrix): PSD
+    and singular (null vector (1, -1) per connected component). They are solved by
+    conjugate gradients preconditioned by the diagonal (Jacobi) D = diag(D_r, D_c),
+    from 0, in float64: one product is a gather t = b_r + c_c and two scatter-adds, one
+    fused compiled pass over the entries (``lowrank_core._biases``), O(m + n1 + n2).
+    The CG stops when the preconditioned residual norm sqrt(r^T D^{-1} r) is at most
+    ``tol`` ||z|| (it starts at most sqrt(2) ||z||); the
+    error of the fitted values B (b; c) is then at most that over sqrt(lambda), lambda the
+    smallest nonzero eigenvalue of D^{-1/2} B^T B D^{-1/2} (near 1 for well-connected
+    uniformly sampled graphs; small for a graph with weakly connected parts).
+
+    ``project(z)`` is P z = z - B (b; c), the orthogonal projection onto the complement
+    of span{1, row indicators, column indicators}. ``iterations`` counts CG iterations
+    over all solves (``solves`` the solves).
+
+    Parameters
+    ----------
+    rows, cols : int arrays (m,)
+    shape : (n1, n2)
+    tol : float
+        Relative CG tolerance (default 1e-13).
+    max_iter : int, optional
+        CG iterations at most (default 10 (n1 + n2) + 100).
+    """
+
+    def __init__(self, rows, cols, shape, tol=1e-13, max_iter=None):
+        self.rows = np.ascontiguousarray(rows, dtype=np.intp)
+        self.cols = np.ascontiguousarray(cols, dtype=np.intp)
+        self.n1, self.n2 = (int(n) for n in shape)
+        self.tol = float(tol)
+        self.max_iter = 10 * (self.n1 + self.n2) + 100 if max_iter is None else max_iter
+        dr = np.bincount(self.rows, minlength=self.n1).astype(np.float64)
+        dc = np.bincount(self.cols, minlength=self.n2).astype(np.float64)
+        self.has_row, self.has_col = dr > 0, dc > 0
+        self.inv_dr = np.divide(1.0, dr, out=np.zeros_like(dr), where=dr > 0)
+        self.inv_dc = np.divide(1.0, dc, out=np.zeros_like(dc), where=dc > 0)
+        self.iterations = 0
+        self.solves = 0
+
+    @property
+    def _kernel(self):
+        return _kernels.load("_biases")   # cached by _kernels; not stored (picklable)
+
+    def n_components(self) -> int:
+        """Connected components of the observation graph (lines with observations)."""
+        from scipy.sparse.csgraph import connected_components
+        n1, n2 = self.n1, self.n2
+        ones = np.ones(self.rows.size, np.int8)
+        adj = sp.coo_matrix((ones, (self.rows, n1 + self.cols)), shape=(n1 + n2,) * 2)
+        keep = np.concatenate([self.has_row, self.has_col])
+        adj = adj.tocsr()[keep][:, keep]
+        return int(connected_components(adj, directed=False)[0])
+
+    def solve(self, z):
+        """(b, c) of the least squares above (a solution; CG from 0)."""
+        z = np.ascontiguousarray(z)
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        kern = self._kernel
+        rb, rc = np.empty(self.n1), np.empty(self.n2)
+        zz = kern.scatter(self.rows, self.cols, z, rb, rc)
+        b, c = np.zeros(self.n1), np.zeros(self.n2)
+        qb, qc = np.empty(self.n1), np.empty(self.n2)
+        sb, sc = self.inv_dr * rb, self.inv_dc * rc
+        rho = float(rb @ sb + rc @ sc)
+        stop = self.tol * self.tol * zz
+        pb, pc = sb, sc
+        its = 0
+        while rho > stop and its < self.max_iter:
+            kern.normal(self.rows, self.cols, pb, pc, qb, qc)
+            pq = float(pb @ qb + pc @ qc)
+            if not pq > 0:
+                break
+            a = rho / pq
+            b += a * pb
+            c += a * pc
+            rb -= a * qb
+            rc -= a * qc
+            sb, sc = self.inv_dr * rb, self.inv_dc * rc
+            rho_new = float(rb @ sb + rc @ sc)
+            beta = rho_new / rho
+            pb, pc = sb + beta * pb, sc + beta * pc
+            rho = rho_new
+            its += 1
+        self.iterations += its
+        self.solves += 1
+        return b, c
+
+    def fitted(self, b, c):
+        """B (b; c): b_{r_e} + c_{c_e} per observation."""
+        return b[self.rows] + c[self.cols]
+
+    def project(self, z, out=None):
+        """P z = z - B (b; c) in z's dtype (float32 or float64; into ``out`` if given,
+        which may be z)."""
+        z = np.ascontiguousarray(z)
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        b, c = self.solve(z)
+        if out is None:
+            out = np.empty_like(z)
+        self._kernel.subtract(self.rows, self.cols, b, c, z, out)
+        return out
+
+    def gauged(self, b, c):
+        """(mu, b, c) with the same b_i + c_j + mu on every observation: mean(b) = 0 over
+        the rows with observations, mean(c) = 0 over such columns, 0 elsewhere."""
+        b, c = b.copy(), c.copy()
+        mb = float(b[self.has_row].mean()) if self.has_row.any() else 0.0
+        mc = float(c[self.has_col].mean()) if self.has_col.any() else 0.0
+        b -= mb
+        c -= mc
+        b[~self.has_row] = 0.0
+        c[~self.has_col] = 0.0
+        return mb + mc, b, c
+
+
+class _BiasProjectedEntries(_CenteredEntries):
+    r"""The operator M -> P A(C1 M C2) for an EntryOperator A (``center="biases"``).
+
+    P is the projection of :class:`BipartiteBiases` (onto the complement of the bias
+    span on the observations), C1 = I - 1 1^T / n1 and C2 = I - 1 1^T / n2 double-center
+    the low-rank part. The model of entry (i, j) is (C1 F G^T C2)_ij + mu + b_i + c_j:
+
+    * min over (mu, b, c) of 1/2 ||A(C1 F G^T C2) + mu + b_r + c_c - y||^2 is
+      1/2 ||P (A(C1 F G^T C2) - y)||^2, so solving with this operator and P y fits the
+      biases jointly with the factors (recovered from the final residual, ``offsets``);
+    * the double centering fixes the split between the low-rank part and the biases:
+      L + u 1^T + 1 v^T has the rank of L whenever u lies in L's column space and v in
+      its row space, so without it the biases are not identifiable (and ALS's half-steps
+      drift along those near-null directions). C1 F G^T C2 = F_c G_c^T with the centered
+      factors F_c = C1 F, G_c = C2 G, so the forward pass centers the factors
+      (O((n1 + n2) k)) and the adjoint products center theirs: the gradient in F is
+      C1 A^T(P w) G_c.
+
+    Every forward pass solves one bias least squares (Jacobi-preconditioned CG, a few
+    O(m) products); the adjoint projects w too, which costs one residual check (two
+    bincounts, 0 CG iterations) when w is already projected (residuals are).
+    """
+
+    kind = "entries-biases"
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.biases = BipartiteBiases(base.rows, base.cols, base.shape,
+                                      tol=1e-13 if base.dtype == np.float64 else 1e-6)
+        n_comp = self.biases.n_components()
+        if n_comp > 1:
+            warnings.warn(f"center='biases': the observation graph has {n_comp} connected "
+                          f"components; the biases are determined only up to a shift "
+                          f"per component, so predictions between components are not "
+                          f"determined by the data", RuntimeWarning, stacklevel=4)
+
+    @staticmethod
+    def model_factors(F, G):
+        """(C1 F, C2 G): the centered factors, F_c G_c^T the model's low-rank part."""
+        return (F - F.mean(axis=0, dtype=np.float64).astype(F.dtype),
+                G - G.mean(axis=0, dtype=np.float64).astype(G.dtype))
+
+    def project(self, z):
+        return self.biases.project(z)
+
+    def _forward_factored_into(self, F, G, out):
+        self.base._forward_factored_into(*self.model_factors(F, G), out)
+        if out.flags.c_contiguous:
+            self.biases.project(out, out=out)
+        else:
+            out[...] = self.biases.project(out)
+
+    def _adjoint_products_into(self, w, F, G, SG, StF):
+        Fc, Gc = self.model_factors(F, G)
+        self.base._adjoint_products_into(self.biases.project(w), Fc, Gc, SG, StF)
+        SG -= SG.mean(axis=0, dtype=np.float64).astype(SG.dtype)
+        StF -= StF.mean(axis=0, dtype=np.float64).astype(StF.dtype)
+
+    def _residual_gradient_into(self, F, G, y, z, SG, StF):
+        self._forward_factored_into(F, G, z)
+        z -= y
+        self._adjoint_products_into(z, F, G, SG, StF)
+        zd = z.astype(np.float64, copy=False)
+        return 0.5 * float(np.dot(zd, zd))
+
+    def _double_centered(self, lin):
+        from scipy.sparse.linalg import LinearOperator
+
+        def center(v):
+            v = np.asarray(v)
+            return v - v.mean(axis=0, keepdims=True)
+
+        return LinearOperator(
+            lin.shape, dtype=lin.dtype,
+            matvec=lambda v: center(lin.matvec(center(v))),
+            rmatvec=lambda v: center(lin.rmatvec(center(v))),
+            matmat=lambda V: center(lin.matmat(center(V))),
+            rmatmat=lambda V: center(lin.rmatmat(center(V))))
+
+    def adjoint_operator(self, z):
+        """C1 A^T(P z) C2 as a LinearOperator."""
+        return self._double_centered(self.base.adjoint_operator(
+            self.biases.project(np.asarray(z))))
+
+    def spectral_operator(self, y):
+        return self._double_centered(self.base.spectral_operator(
+            self.biases.project(np.asarray(y))))
+
+    def offsets(self, F, G, values):
+        """(mu, b, c): the optimal biases for the factors' model, gauged."""
+        z = values.astype(np.float64) - self.base.forward_factored(*self.model_factors(F, G))
+        return self.biases.gauged(*self.biases.solve(z))
+
 
 def _relative_change(old, new):
     """||F1 G1^T - F0 G0^T||_F / ||F0 G0^T||_F from the factors, O((n1 + n2) k^2):
@@ -669,6 +973,35 @@ def _factored_singular_values(F, G):
     Rf = np.linalg.qr(F.astype(np.float64), mode="r")
     Rg = np.linalg.qr(G.astype(np.float64), mode="r")
     return np.linalg.svd(Rf @ Rg.T, compute_uv=False)
+
+
+def _ridge_rows_with_bias(rows, cols, values, n_rows, G, reg):
+    """(F, b): per row min ||G_O f + b 1 - x_O||^2 + reg ||f||^2 (bias unregularized),
+    from the (k + 1) x (k + 1) normal equations by eigendecomposition (minimal-norm when
+    singular); zeros for rows without observations."""
+    k, dt = G.shape[1], G.dtype
+    F, b = np.zeros((n_rows, k), dt), np.zeros(n_rows, dt)
+    if values.size == 0:
+        return F, b
+    order = np.argsort(rows, kind="stable")
+    ptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
+    Ga = np.hstack([G.astype(np.float64), np.ones((G.shape[0], 1))])
+    x = np.asarray(values, dtype=np.float64)[order]
+    c_sorted = cols[order]
+    ridge = np.full(k + 1, reg)
+    ridge[k] = 0.0
+    rcond = 10.0 * (k + 1) * float(np.finfo(np.float64).eps)
+    for i in np.flatnonzero(ptr[1:] > ptr[:-1]):
+        lo, hi = ptr[i], ptr[i + 1]
+        A = Ga[c_sorted[lo:hi]]
+        H = A.T @ A
+        H[np.diag_indices(k + 1)] += ridge
+        w, V = np.linalg.eigh(H)
+        keep = w > rcond * w[-1]
+        sol = V[:, keep] @ ((V[:, keep].T @ (A.T @ x[lo:hi])) / w[keep])
+        F[i], b[i] = sol[:k], sol[k]
+    return F, b
 
 
 def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads):

@@ -196,11 +196,12 @@ SKIPPED_CHECKS = {
 }
 
 
-def test_check_estimator():
+@pytest.mark.parametrize("center", [False, "biases"])
+def test_check_estimator(center):
     from sklearn.base import clone
     from sklearn.utils.estimator_checks import check_estimator
 
-    est = lc.MatrixCompletion(rank=1, random_state=0)
+    est = lc.MatrixCompletion(rank=1, center=center, random_state=0)
     assert clone(est).get_params() == est.get_params()
     results = check_estimator(est, on_fail=None, expected_failed_checks=SKIPPED_CHECKS)
     bad = [(r["check_name"], repr(r["exception"])) for r in results
@@ -259,5 +260,5 @@ def test_center_fits_the_mean_jointly(method):
     plain = lc.MatrixCompletion(rank=3, method=method, tol=1e-12, max_iter=500,
                                 random_state=0).fit_transform(X)
     assert np.linalg.norm(plain - M) / np.linalg.norm(M) > 1e-2
-    with pytest.raises(ValueError, match="biases"):
-        lc.MatrixCompletion(center="biases").fit(X)
+    with pytest.raises(ValueError, match="center must be False, True or 'biases'"):
+        lc.MatrixCompletion(center="rows").fit(X)
