@@ -246,7 +246,7 @@ class MatrixCompletion:
 
     Notes
     -----
-    Cost: the solver's per iteration (ALS: about 2 m k (k + 3) + (n1 + n2) k^3 / 3 flops);
+    Cost: the solver's per iteration (ALS: about 4 m k (k + 1) + (n1 + n2) k^3 / 3 flops);
     ``predict`` O(k) per entry; ``fold_in`` O(m_new k^2 + n_new k^3).
     """
 
