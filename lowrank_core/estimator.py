@@ -33,6 +33,11 @@ __all__ = ["EFFECTIVE_RANK_RTOL", "BipartiteBiases", "MatrixCompletion", "NotFit
 #: ``effective_rank_`` counts the singular values of F G^T above this times the largest.
 EFFECTIVE_RANK_RTOL = 1e-3
 
+#: ``center="biases"`` with ``method="als"`` runs :func:`_biased_als` (row kernel on the
+#: augmented factors); False runs ``solve`` on the projected operator (the reference path
+#: the tests and benchmarks/center_biases.py compare against).
+_FAST_BIASES_ALS = True
+
 try:  # scikit-learn's NotFittedError when it is installed (its checks expect that class)
     from sklearn.exceptions import NotFittedError
 except ImportError:  # pragma: no cover - depends on the environment
@@ -400,10 +405,15 @@ class MatrixCompletion:
             init = (self.row_factors_.copy(), self.components_.T.copy())
 
         monitor = _Monitor(val, tol, patience, offsets, values)
-        res = solve(op, y, rank, method=self.method, init=init, max_iter=max_iter,
+        fast = _FAST_BIASES_ALS and self.method == "als" \
+            and isinstance(offsets, _BiasProjectedEntries)
+        res = solve(op, y, rank, method=self.method, init=init,
+                    max_iter=0 if fast else max_iter,
                     record=["loss", "residual", "time"], callback=monitor, seed=rng,
-                    n_threads=self.n_threads, progress=bool(self.verbose), reg=reg,
-                    stall_tol=0.0)  # tol (relative change) is the estimator's own stop
+                    n_threads=self.n_threads, progress=bool(self.verbose) and not fast,
+                    reg=reg, stall_tol=0.0)  # tol (relative change): the estimator's stop
+        if fast:   # solve gave the start (its initialization); iterate on the biased model
+            _biased_als(res, offsets, values, reg, max_iter, monitor)
         monitor.finish(res)
         F, G = res.factors
         if isinstance(offsets, _BiasProjectedEntries):
@@ -949,6 +959,145 @@ class _BiasProjectedEntries(_CenteredEntries):
         """(mu, b, c): the optimal biases for the factors' model, gauged."""
         z = values.astype(np.float64) - self.base.forward_factored(*self.model_factors(F, G))
         return self.biases.gauged(*self.biases.solve(z))
+
+
+def _biased_als(res, offsets, values, reg, max_iter, monitor):
+    r"""ALS on the augmented factors for ``center="biases"``; updates ``res`` in place.
+
+    The model is (F G^T)_ij + b_i + c_j (mu folded into b while iterating). One
+    iteration is two exact block minimizations of
+
+        1/2 sum_Omega ((F G^T)_ij + b_i + c_j - y_ij)^2 + lam/2 (||F||^2 + ||G||^2),
+
+    the row step  (F_i, b_i) = argmin ||[G, 1]_{Omega_i} (f; beta) - (y - c)_{Omega_i}||^2
+    + lam ||f||^2 and the column step (G_j, c_j) likewise with [F, 1] and y - b: the
+    compiled row kernel (``_als.solve_rows``) at width k + 1 with ``n_unpenalized=1``
+    (the bias is not penalized). lam = ``reg``, or with reg = 0 ALS's vanishing ridge
+    ``damping="auto"``: c rho^2 p ||fixed||_F^2 / k (c = 1, rho the relative residual,
+    p = m / (n1 n2); see :mod:`lowrank_core.methods.als`). Same objective as the
+    projected path: for any (F, G, b, c), centering the factor columns moves a u 1^T +
+    1 v^T part into the biases and does not increase the penalty, so both have the same
+    minimizers up to that gauge; ``fit`` then stores C1 F, C2 G and the gauged optimal
+    biases of that model (one bias least squares), as on the projected path.
+
+    Start: ``res`` (``solve(max_iter=0)``: the method's initialization of the projected
+    problem) with the optimal biases for it. Stopping: ``monitor`` (the estimator's
+    relative-change tol on the model C1 F G^T C2 and the validation early stopping),
+    the relative residual ||r|| / ||P y|| below ``res.options["tol"]`` (status
+    "converged"), or ``max_iter`` ("max_iter"). ``loss`` is the objective above,
+    ``residual`` ||r|| / ||P y|| (the projected path's quantities at its iterates).
+    Cost per iteration: the row kernel's 4 m (k + 1)(k + 2) + (n1 + n2)(k + 1)^3 / 3
+    flops plus O(m + (n1 + n2) k) for the targets and one forward pass for the residual.
+    """
+    import time as _time
+
+    from . import _steps
+    from .methods.als import AlternatingLeastSquares
+    base = offsets.base
+    als = _kernels.load("_als")
+    n1, n2 = base.shape
+    m = base.m
+    F0, G0 = res.factors
+    dt = F0.dtype
+    k = F0.shape[1]
+    K = k + 1
+    itype = _index_type(n1, n2, m)
+    rows = np.asarray(base.rows).astype(itype, copy=False)
+    cols = np.asarray(base.cols).astype(itype, copy=False)
+    by_row = _Grouping(rows, cols, n1, itype)
+    by_col = _Grouping(cols, rows, n2, itype)
+    nt = base.n_threads
+    bounds_r, bounds_c = _row_bounds(by_row.ptr, nt), _row_bounds(by_col.ptr, nt)
+    lwork = int(_steps.eigen_workspace_size(K, dt))
+    T = max(bounds_r.shape[0], bounds_c.shape[0]) - 1
+    work = np.empty((T, als.scratch_size(K, lwork)), dt)
+    opts = AlternatingLeastSquares.check_options({})
+    rcond = 10.0 * K * float(np.finfo(dt).eps)
+    gram_scale = m / (float(n1) * float(n2))
+    tol = float(res.options.get("tol", 0.0) or 0.0)
+
+    y = np.ascontiguousarray(values, dtype=dt)
+    rowsi, colsi = np.asarray(base.rows, dtype=np.intp), np.asarray(base.cols, dtype=np.intp)
+    y_norm = float(np.linalg.norm(offsets.project(y).astype(np.float64)))
+    # the augmented factors [F, 1], [G, 1] (the fixed features of the other half-step)
+    # and the biases b (n1,), c (n2,) kept apart
+    Fa, Ga = np.ones((n1, K), dt), np.ones((n2, K), dt)
+    Fa[:, :k], Ga[:, :k] = F0, G0
+    # the optimal biases for the start (b absorbs mu)
+    b0, c0 = offsets.biases.solve(y.astype(np.float64) - base.forward_factored(F0, G0))
+    bias = {"row": b0.astype(dt), "col": c0.astype(dt)}
+    target = np.empty(m, dt)
+    fit = np.empty(m, dt)
+
+    def evaluate():
+        base._forward_factored_into(np.ascontiguousarray(Fa[:, :k]),
+                                    np.ascontiguousarray(Ga[:, :k]), fit)
+        r = fit.astype(np.float64) + bias["row"][rowsi] + bias["col"][colsi] - y
+        rr = float(r @ r)
+        pen = float(np.vdot(Fa[:, :k], Fa[:, :k]) + np.vdot(Ga[:, :k], Ga[:, :k]))
+        return 0.5 * rr + 0.5 * reg * pen, (np.sqrt(rr) / y_norm if y_norm > 0 else 0.0)
+
+    loss, relres = evaluate()
+    hist = {name: list(np.asarray(v)) for name, v in res.history.items()}
+    ridge, singular = [], []
+    status, message = "max_iter", f"reached max_iter = {max_iter}"
+    t0 = _time.perf_counter()
+    t_start = float(hist["time"][-1]) if hist.get("time") else 0.0
+    it = 0
+    if tol and relres <= tol:
+        status, message = "converged", "the start already fits to tol"
+    else:
+        for it in range(1, max_iter + 1):
+            n_sing = 0
+            # row step: unknown [F, b], fixed [G, 1], targets y - c; then the columns
+            for grouping, bounds, mine, other, lines, side, other_side in (
+                    (by_row, bounds_r, Fa, Ga, colsi, "row", "col"),
+                    (by_col, bounds_c, Ga, Fa, rowsi, "col", "row")):
+                if reg:
+                    lam = reg
+                else:   # ALS's damping="auto", the vanishing ridge
+                    fixed = other[:, :k]
+                    lam = (opts["damping_scale"] * relres * relres * gram_scale
+                           * float(np.vdot(fixed, fixed)) / k)
+                    lam = lam if np.isfinite(lam) else 0.0
+                np.subtract(y, bias[other_side][lines], out=target)
+                n_sing += int(als.solve_rows(grouping.ptr, grouping.idx, grouping.pos,
+                                             grouping.has_pos, target, other, mine, 1.0,
+                                             lam, rcond, work, bounds, lwork, True, 1))
+                bias[side] = mine[:, k].copy()
+                mine[:, k] = 1
+                if side == "row":
+                    ridge.append(lam)
+            singular.append(n_sing)
+            loss, relres = evaluate()
+            if not np.isfinite(loss):
+                status, message = "diverged", f"non-finite objective at iteration {it}"
+                break
+            now = t_start + _time.perf_counter() - t0
+            for name, v in (("iteration", it), ("step", 1.0), ("step_G", 1.0),
+                            ("loss", loss), ("residual", relres), ("time", now)):
+                if name in hist:
+                    hist[name].append(v)
+            state = {"n_iter": it, "F": np.ascontiguousarray(Fa[:, :k]),
+                     "G": np.ascontiguousarray(Ga[:, :k]), "loss": loss,
+                     "residual": relres, "status": "running"}
+            try:
+                monitor(state)
+            except StopIteration:
+                status, message = "callback", "stopped by the estimator's monitor"
+                break
+            if tol and relres <= tol:
+                status, message = "converged", (f"relative residual {relres:.3g} <= tol = "
+                                                f"{tol:g} at iteration {it}")
+                break
+    for name, v in hist.items():
+        res.history[name] = np.asarray(v, dtype=np.float64)
+    res["F"], res["G"] = np.ascontiguousarray(Fa[:, :k]), np.ascontiguousarray(Ga[:, :k])
+    res["n_iter"], res["loss"], res["residual"] = it, loss, relres
+    res["status"], res["message"] = status, message
+    res["time"] = t_start + _time.perf_counter() - t0
+    res["ridge"], res["singular_rows"] = ridge, singular
+    res.options["biases_fast_path"] = True
 
 
 def _relative_change(old, new):
