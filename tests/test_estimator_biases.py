@@ -297,8 +297,7 @@ def test_als_fast_path_matches_the_projected_path(monkeypatch, reg, noise):
                                atol=1e-7 * scale)
 
 
-def test_als_fast_path_validation_early_stopping(monkeypatch):
-    import lowrank_core.estimator as estimator
+def test_als_fast_path_validation_early_stopping():
     M, L, mask = _biased_low_rank(seed=5)
     rng = np.random.default_rng(6)
     X = np.where(mask, M + 0.3 * rng.standard_normal(M.shape), np.nan)
