@@ -183,6 +183,12 @@ class MatrixCompletion:
         ``intercept_`` is the mean of mu + b_i + c_j over those lines. The biases are
         not regularized by ``reg``. Every method works; each evaluation costs a few
         more O(m) passes than ``center=False`` (docs/estimator.rst has measurements).
+        ``method="als"`` does not use the projected operator: it alternates exact
+        block minimizations of the same objective over (F, b) and (G, c), the compiled
+        row kernel on the augmented factors [G, 1] and [F, 1] with the bias coordinate
+        unpenalized (:func:`_biased_als`; same start, stopping rule, history, result and
+        validation early stopping, and the same gauge applied at the end), about the
+        cost of ``center=False`` at rank k + 1.
     max_iter : int
         Maximum iterations of the solver.
     tol : float
@@ -492,10 +498,9 @@ class MatrixCompletion:
         With ``center="biases"`` the new row's bias b_i is fitted with its factor: the
         ridge least squares with a constant column, unregularized,
         min over (f_i, b_i) of ||G_Oi f_i + b_i 1 - (x_Oi - mu - c_Oi)||^2 + reg ||f_i||^2,
-        solved per row from its (k + 1) x (k + 1) normal equations by an eigendecomposition
-        (minimal-norm solution when singular: eigenvalues below 10 (k + 1) eps times the
-        largest dropped; 0 for a row without observations); O(n_i k^2 + k^3) for a row
-        with n_i observations, a Python loop over the rows.
+        by the same kernel at width k + 1 on [G, 1] with the last coordinate unpenalized
+        (``n_unpenalized=1``; minimal-norm solution when singular, 0 for a row without
+        observations); O(n_i k^2 + k^3) for a row with n_i observations.
 
         Parameters
         ----------
@@ -519,8 +524,8 @@ class MatrixCompletion:
         target = values - mu if mu else values
         bn = None
         if self._biased():
-            Fn, bn = _ridge_rows_with_bias(rows, cols, target - self.col_bias_[cols],
-                                           shape[0], G, float(self.reg))
+            Fn, bn = _ridge_rows(rows, cols, target - self.col_bias_[cols], shape[0], G,
+                                 float(self.reg), self.n_threads, bias=True)
         else:
             Fn = _ridge_rows(rows, cols, target, shape[0], G, float(self.reg),
                              self.n_threads)
@@ -1124,41 +1129,18 @@ def _factored_singular_values(F, G):
     return np.linalg.svd(Rf @ Rg.T, compute_uv=False)
 
 
-def _ridge_rows_with_bias(rows, cols, values, n_rows, G, reg):
-    """(F, b): per row min ||G_O f + b 1 - x_O||^2 + reg ||f||^2 (bias unregularized),
-    from the (k + 1) x (k + 1) normal equations by eigendecomposition (minimal-norm when
-    singular); zeros for rows without observations."""
-    k, dt = G.shape[1], G.dtype
-    F, b = np.zeros((n_rows, k), dt), np.zeros(n_rows, dt)
-    if values.size == 0:
-        return F, b
-    order = np.argsort(rows, kind="stable")
-    ptr = np.zeros(n_rows + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
-    Ga = np.hstack([G.astype(np.float64), np.ones((G.shape[0], 1))])
-    x = np.asarray(values, dtype=np.float64)[order]
-    c_sorted = cols[order]
-    ridge = np.full(k + 1, reg)
-    ridge[k] = 0.0
-    rcond = 10.0 * (k + 1) * float(np.finfo(np.float64).eps)
-    for i in np.flatnonzero(ptr[1:] > ptr[:-1]):
-        lo, hi = ptr[i], ptr[i + 1]
-        A = Ga[c_sorted[lo:hi]]
-        H = A.T @ A
-        H[np.diag_indices(k + 1)] += ridge
-        w, V = np.linalg.eigh(H)
-        keep = w > rcond * w[-1]
-        sol = V[:, keep] @ ((V[:, keep].T @ (A.T @ x[lo:hi])) / w[keep])
-        F[i], b[i] = sol[:k], sol[k]
-    return F, b
-
-
-def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads):
+def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads, bias=False):
     """Row factors f_i = (G_Oi^T G_Oi + reg I)^{-1} G_Oi^T x_Oi through the compiled ALS
-    row-solve kernel (minimal-norm solution when singular; 0 for empty rows)."""
+    row-solve kernel (minimal-norm solution when singular; 0 for empty rows).
+
+    ``bias``: also a per-row intercept b_i, not penalized: (f_i, b_i) = argmin
+    ||G_Oi f + b 1 - x_Oi||^2 + reg ||f||^2, the kernel at width k + 1 on [G, 1] with
+    ``n_unpenalized=1``; returns (F, b)."""
     als = _kernels.load("_als")
     from . import _steps
     from ._threads import resolve_n_threads
+    if bias:
+        G = np.hstack([G, np.ones((G.shape[0], 1), G.dtype)])
     k, dt = G.shape[1], G.dtype
     itype = _index_type(n_rows, G.shape[0], max(1, values.size))
     grouping = _Grouping(rows.astype(itype), cols.astype(itype), n_rows, itype)
@@ -1168,11 +1150,10 @@ def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads):
     work = np.empty((bounds.shape[0] - 1, als.scratch_size(k, lwork)), dt)
     F = np.zeros((n_rows, k), dt)
     y = np.ascontiguousarray(values, dtype=dt)
-    if y.size == 0:
-        return F
-    rcond = 10.0 * k * float(np.finfo(dt).eps)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        als.solve_rows(grouping.ptr, grouping.idx, grouping.pos, grouping.has_pos, y, G, F,
-                       1.0, reg, rcond, work, bounds, lwork)
-    return F
+    if y.size:
+        rcond = 10.0 * k * float(np.finfo(dt).eps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            als.solve_rows(grouping.ptr, grouping.idx, grouping.pos, grouping.has_pos, y,
+                           G, F, 1.0, reg, rcond, work, bounds, lwork, True, int(bias))
+    return (np.ascontiguousarray(F[:, :-1]), F[:, -1].copy()) if bias else F

@@ -27,6 +27,11 @@
 # F_i = 0. Cost: 2 m k (k + 1) flops for the Gram matrices (gemm fills both triangles)
 # plus n k^3 / 3 for the factorizations, and m k copies for the gathers.
 #
+# Unpenalized coordinates: with n_unpenalized = u > 0 the damping is added to the first
+# k - u diagonal entries only (an intercept column of ones in G gives a per-row bias that
+# the ridge does not shrink: MatrixCompletion(center="biases", method="als") solves its
+# rows at width k + 1 with u = 1); u = 0, the default, is the plain ridge bit for bit.
+#
 # Determinism: thread t owns the fixed row range [bounds[t], bounds[t+1]) and every row is
 # computed by one thread in a fixed order, so the result is bitwise independent of the
 # thread count.
