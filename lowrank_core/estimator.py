@@ -1054,6 +1054,7 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
     else:
         for it in range(1, max_iter + 1):
             n_sing = 0
+            last = (Fa.copy(), Ga.copy(), bias["row"], bias["col"])   # O((n1 + n2) k)
             # row step: unknown [F, b], fixed [G, 1], targets y - c; then the columns
             for grouping, bounds, mine, other, lines, side, other_side in (
                     (by_row, bounds_r, Fa, Ga, colsi, "row", "col"),
@@ -1072,11 +1073,16 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                 bias[side] = mine[:, k].copy()
                 mine[:, k] = 1
                 if side == "row":
-                    ridge.append(lam)
+                    ridge.append(float(lam))
             singular.append(n_sing)
             loss, relres = evaluate()
-            if not np.isfinite(loss):
-                status, message = "diverged", f"non-finite objective at iteration {it}"
+            if not np.isfinite(loss):   # return the last finite iterate
+                Fa[...], Ga[...] = last[0], last[1]
+                bias["row"], bias["col"] = last[2], last[3]
+                loss, relres = evaluate()
+                it -= 1
+                status, message = "diverged", (f"non-finite objective at iteration "
+                                               f"{it + 1}; iterate {it} returned")
                 break
             now = t_start + _time.perf_counter() - t0
             for name, v in (("iteration", it), ("step", 1.0), ("step_G", 1.0),
@@ -1102,6 +1108,8 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
     res["status"], res["message"] = status, message
     res["time"] = t_start + _time.perf_counter() - t0
     res["ridge"], res["singular_rows"] = ridge, singular
+    res["n_evaluations"] = int(res.get("n_evaluations", 0)) + it
+    res.options["max_iter"] = max_iter
     res.options["biases_fast_path"] = True
 
 
