@@ -33,6 +33,11 @@ __all__ = ["EFFECTIVE_RANK_RTOL", "BipartiteBiases", "MatrixCompletion", "NotFit
 #: ``effective_rank_`` counts the singular values of F G^T above this times the largest.
 EFFECTIVE_RANK_RTOL = 1e-3
 
+#: ``center="biases"`` with ``method="als"`` runs :func:`_biased_als` (row kernel on the
+#: augmented factors); False runs ``solve`` on the projected operator (the reference path
+#: the tests and benchmarks/center_biases.py compare against).
+_FAST_BIASES_ALS = True
+
 try:  # scikit-learn's NotFittedError when it is installed (its checks expect that class)
     from sklearn.exceptions import NotFittedError
 except ImportError:  # pragma: no cover - depends on the environment
@@ -178,6 +183,12 @@ class MatrixCompletion:
         ``intercept_`` is the mean of mu + b_i + c_j over those lines. The biases are
         not regularized by ``reg``. Every method works; each evaluation costs a few
         more O(m) passes than ``center=False`` (docs/estimator.rst has measurements).
+        ``method="als"`` does not use the projected operator: it alternates exact
+        block minimizations of the same objective over (F, b) and (G, c), the compiled
+        row kernel on the augmented factors [G, 1] and [F, 1] with the bias coordinate
+        unpenalized (:func:`_biased_als`; same start, stopping rule, history, result and
+        validation early stopping, and the same gauge applied at the end), about the
+        cost of ``center=False`` at rank k + 1.
     max_iter : int
         Maximum iterations of the solver.
     tol : float
@@ -400,10 +411,15 @@ class MatrixCompletion:
             init = (self.row_factors_.copy(), self.components_.T.copy())
 
         monitor = _Monitor(val, tol, patience, offsets, values)
-        res = solve(op, y, rank, method=self.method, init=init, max_iter=max_iter,
+        fast = _FAST_BIASES_ALS and self.method == "als" \
+            and isinstance(offsets, _BiasProjectedEntries)
+        res = solve(op, y, rank, method=self.method, init=init,
+                    max_iter=0 if fast else max_iter,
                     record=["loss", "residual", "time"], callback=monitor, seed=rng,
-                    n_threads=self.n_threads, progress=bool(self.verbose), reg=reg,
-                    stall_tol=0.0)  # tol (relative change) is the estimator's own stop
+                    n_threads=self.n_threads, progress=bool(self.verbose) and not fast,
+                    reg=reg, stall_tol=0.0)  # tol (relative change): the estimator's stop
+        if fast:   # solve gave the start (its initialization); iterate on the biased model
+            _biased_als(res, offsets, values, reg, max_iter, monitor)
         monitor.finish(res)
         F, G = res.factors
         if isinstance(offsets, _BiasProjectedEntries):
@@ -482,10 +498,9 @@ class MatrixCompletion:
         With ``center="biases"`` the new row's bias b_i is fitted with its factor: the
         ridge least squares with a constant column, unregularized,
         min over (f_i, b_i) of ||G_Oi f_i + b_i 1 - (x_Oi - mu - c_Oi)||^2 + reg ||f_i||^2,
-        solved per row from its (k + 1) x (k + 1) normal equations by an eigendecomposition
-        (minimal-norm solution when singular: eigenvalues below 10 (k + 1) eps times the
-        largest dropped; 0 for a row without observations); O(n_i k^2 + k^3) for a row
-        with n_i observations, a Python loop over the rows.
+        by the same kernel at width k + 1 on [G, 1] with the last coordinate unpenalized
+        (``n_unpenalized=1``; minimal-norm solution when singular, 0 for a row without
+        observations); O(n_i k^2 + k^3) for a row with n_i observations.
 
         Parameters
         ----------
@@ -509,8 +524,8 @@ class MatrixCompletion:
         target = values - mu if mu else values
         bn = None
         if self._biased():
-            Fn, bn = _ridge_rows_with_bias(rows, cols, target - self.col_bias_[cols],
-                                           shape[0], G, float(self.reg))
+            Fn, bn = _ridge_rows(rows, cols, target - self.col_bias_[cols], shape[0], G,
+                                 float(self.reg), self.n_threads, bias=True)
         else:
             Fn = _ridge_rows(rows, cols, target, shape[0], G, float(self.reg),
                              self.n_threads)
@@ -951,6 +966,153 @@ class _BiasProjectedEntries(_CenteredEntries):
         return self.biases.gauged(*self.biases.solve(z))
 
 
+def _biased_als(res, offsets, values, reg, max_iter, monitor):
+    r"""ALS on the augmented factors for ``center="biases"``; updates ``res`` in place.
+
+    The model is (F G^T)_ij + b_i + c_j (mu folded into b while iterating). One
+    iteration is two exact block minimizations of
+
+        1/2 sum_Omega ((F G^T)_ij + b_i + c_j - y_ij)^2 + lam/2 (||F||^2 + ||G||^2),
+
+    the row step  (F_i, b_i) = argmin ||[G, 1]_{Omega_i} (f; beta) - (y - c)_{Omega_i}||^2
+    + lam ||f||^2 and the column step (G_j, c_j) likewise with [F, 1] and y - b: the
+    compiled row kernel (``_als.solve_rows``) at width k + 1 with ``n_unpenalized=1``
+    (the bias is not penalized). lam = ``reg``, or with reg = 0 ALS's vanishing ridge
+    ``damping="auto"``: c rho^2 p ||fixed||_F^2 / k (c = 1, rho the relative residual,
+    p = m / (n1 n2); see :mod:`lowrank_core.methods.als`). Same objective as the
+    projected path: for any (F, G, b, c), centering the factor columns moves a u 1^T +
+    1 v^T part into the biases and does not increase the penalty, so both have the same
+    minimizers up to that gauge; ``fit`` then stores C1 F, C2 G and the gauged optimal
+    biases of that model (one bias least squares), as on the projected path.
+
+    Start: ``res`` (``solve(max_iter=0)``: the method's initialization of the projected
+    problem) with the optimal biases for it. Stopping: ``monitor`` (the estimator's
+    relative-change tol on the model C1 F G^T C2 and the validation early stopping),
+    the relative residual ||r|| / ||P y|| below ``res.options["tol"]`` (status
+    "converged"), or ``max_iter`` ("max_iter"). ``loss`` is the objective above,
+    ``residual`` ||r|| / ||P y|| (the projected path's quantities at its iterates).
+    Cost per iteration: the row kernel's 4 m (k + 1)(k + 2) + (n1 + n2)(k + 1)^3 / 3
+    flops plus O(m + (n1 + n2) k) for the targets and one forward pass for the residual.
+    """
+    import time as _time
+
+    from . import _steps
+    from .methods.als import AlternatingLeastSquares
+    base = offsets.base
+    als = _kernels.load("_als")
+    n1, n2 = base.shape
+    m = base.m
+    F0, G0 = res.factors
+    dt = F0.dtype
+    k = F0.shape[1]
+    K = k + 1
+    itype = _index_type(n1, n2, m)
+    rows = np.asarray(base.rows).astype(itype, copy=False)
+    cols = np.asarray(base.cols).astype(itype, copy=False)
+    by_row = _Grouping(rows, cols, n1, itype)
+    by_col = _Grouping(cols, rows, n2, itype)
+    nt = base.n_threads
+    bounds_r, bounds_c = _row_bounds(by_row.ptr, nt), _row_bounds(by_col.ptr, nt)
+    lwork = int(_steps.eigen_workspace_size(K, dt))
+    T = max(bounds_r.shape[0], bounds_c.shape[0]) - 1
+    work = np.empty((T, als.scratch_size(K, lwork)), dt)
+    opts = AlternatingLeastSquares.check_options({})
+    rcond = 10.0 * K * float(np.finfo(dt).eps)
+    gram_scale = m / (float(n1) * float(n2))
+    tol = float(res.options.get("tol", 0.0) or 0.0)
+
+    y = np.ascontiguousarray(values, dtype=dt)
+    rowsi, colsi = np.asarray(base.rows, dtype=np.intp), np.asarray(base.cols, dtype=np.intp)
+    y_norm = float(np.linalg.norm(offsets.project(y).astype(np.float64)))
+    # the augmented factors [F, 1], [G, 1] (the fixed features of the other half-step)
+    # and the biases b (n1,), c (n2,) kept apart
+    Fa, Ga = np.ones((n1, K), dt), np.ones((n2, K), dt)
+    Fa[:, :k], Ga[:, :k] = F0, G0
+    # the optimal biases for the start (b absorbs mu)
+    b0, c0 = offsets.biases.solve(y.astype(np.float64) - base.forward_factored(F0, G0))
+    bias = {"row": b0.astype(dt), "col": c0.astype(dt)}
+    target = np.empty(m, dt)
+    fit = np.empty(m, dt)
+
+    def evaluate():
+        base._forward_factored_into(np.ascontiguousarray(Fa[:, :k]),
+                                    np.ascontiguousarray(Ga[:, :k]), fit)
+        r = fit.astype(np.float64) + bias["row"][rowsi] + bias["col"][colsi] - y
+        rr = float(r @ r)
+        pen = float(np.vdot(Fa[:, :k], Fa[:, :k]) + np.vdot(Ga[:, :k], Ga[:, :k]))
+        return 0.5 * rr + 0.5 * reg * pen, (np.sqrt(rr) / y_norm if y_norm > 0 else 0.0)
+
+    loss, relres = evaluate()
+    hist = {name: list(np.asarray(v)) for name, v in res.history.items()}
+    ridge, singular = [], []
+    status, message = "max_iter", f"reached max_iter = {max_iter}"
+    t0 = _time.perf_counter()
+    t_start = float(hist["time"][-1]) if hist.get("time") else 0.0
+    it = 0
+    if tol and relres <= tol:
+        status, message = "converged", "the start already fits to tol"
+    else:
+        for it in range(1, max_iter + 1):
+            n_sing = 0
+            last = (Fa.copy(), Ga.copy(), bias["row"], bias["col"])   # O((n1 + n2) k)
+            # row step: unknown [F, b], fixed [G, 1], targets y - c; then the columns
+            for grouping, bounds, mine, other, lines, side, other_side in (
+                    (by_row, bounds_r, Fa, Ga, colsi, "row", "col"),
+                    (by_col, bounds_c, Ga, Fa, rowsi, "col", "row")):
+                if reg:
+                    lam = reg
+                else:   # ALS's damping="auto", the vanishing ridge
+                    fixed = other[:, :k]
+                    lam = (opts["damping_scale"] * relres * relres * gram_scale
+                           * float(np.vdot(fixed, fixed)) / k)
+                    lam = lam if np.isfinite(lam) else 0.0
+                np.subtract(y, bias[other_side][lines], out=target)
+                n_sing += int(als.solve_rows(grouping.ptr, grouping.idx, grouping.pos,
+                                             grouping.has_pos, target, other, mine, 1.0,
+                                             lam, rcond, work, bounds, lwork, True, 1))
+                bias[side] = mine[:, k].copy()
+                mine[:, k] = 1
+                if side == "row":
+                    ridge.append(float(lam))
+            singular.append(n_sing)
+            loss, relres = evaluate()
+            if not np.isfinite(loss):   # return the last finite iterate
+                Fa[...], Ga[...] = last[0], last[1]
+                bias["row"], bias["col"] = last[2], last[3]
+                loss, relres = evaluate()
+                it -= 1
+                status, message = "diverged", (f"non-finite objective at iteration "
+                                               f"{it + 1}; iterate {it} returned")
+                break
+            now = t_start + _time.perf_counter() - t0
+            for name, v in (("iteration", it), ("step", 1.0), ("step_G", 1.0),
+                            ("loss", loss), ("residual", relres), ("time", now)):
+                if name in hist:
+                    hist[name].append(v)
+            state = {"n_iter": it, "F": np.ascontiguousarray(Fa[:, :k]),
+                     "G": np.ascontiguousarray(Ga[:, :k]), "loss": loss,
+                     "residual": relres, "status": "running"}
+            try:
+                monitor(state)
+            except StopIteration:
+                status, message = "callback", "stopped by the estimator's monitor"
+                break
+            if tol and relres <= tol:
+                status, message = "converged", (f"relative residual {relres:.3g} <= tol = "
+                                                f"{tol:g} at iteration {it}")
+                break
+    for name, v in hist.items():
+        res.history[name] = np.asarray(v, dtype=np.float64)
+    res["F"], res["G"] = np.ascontiguousarray(Fa[:, :k]), np.ascontiguousarray(Ga[:, :k])
+    res["n_iter"], res["loss"], res["residual"] = it, loss, relres
+    res["status"], res["message"] = status, message
+    res["time"] = t_start + _time.perf_counter() - t0
+    res["ridge"], res["singular_rows"] = ridge, singular
+    res["n_evaluations"] = int(res.get("n_evaluations", 0)) + it
+    res.options["max_iter"] = max_iter
+    res.options["biases_fast_path"] = True
+
+
 def _relative_change(old, new):
     """||F1 G1^T - F0 G0^T||_F / ||F0 G0^T||_F from the factors, O((n1 + n2) k^2):
     F1 G1^T - F0 G0^T = [F1, -F0] [G1, G0]^T, so with thin QRs [F1, -F0] = Qa Ra,
@@ -975,41 +1137,18 @@ def _factored_singular_values(F, G):
     return np.linalg.svd(Rf @ Rg.T, compute_uv=False)
 
 
-def _ridge_rows_with_bias(rows, cols, values, n_rows, G, reg):
-    """(F, b): per row min ||G_O f + b 1 - x_O||^2 + reg ||f||^2 (bias unregularized),
-    from the (k + 1) x (k + 1) normal equations by eigendecomposition (minimal-norm when
-    singular); zeros for rows without observations."""
-    k, dt = G.shape[1], G.dtype
-    F, b = np.zeros((n_rows, k), dt), np.zeros(n_rows, dt)
-    if values.size == 0:
-        return F, b
-    order = np.argsort(rows, kind="stable")
-    ptr = np.zeros(n_rows + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
-    Ga = np.hstack([G.astype(np.float64), np.ones((G.shape[0], 1))])
-    x = np.asarray(values, dtype=np.float64)[order]
-    c_sorted = cols[order]
-    ridge = np.full(k + 1, reg)
-    ridge[k] = 0.0
-    rcond = 10.0 * (k + 1) * float(np.finfo(np.float64).eps)
-    for i in np.flatnonzero(ptr[1:] > ptr[:-1]):
-        lo, hi = ptr[i], ptr[i + 1]
-        A = Ga[c_sorted[lo:hi]]
-        H = A.T @ A
-        H[np.diag_indices(k + 1)] += ridge
-        w, V = np.linalg.eigh(H)
-        keep = w > rcond * w[-1]
-        sol = V[:, keep] @ ((V[:, keep].T @ (A.T @ x[lo:hi])) / w[keep])
-        F[i], b[i] = sol[:k], sol[k]
-    return F, b
-
-
-def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads):
+def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads, bias=False):
     """Row factors f_i = (G_Oi^T G_Oi + reg I)^{-1} G_Oi^T x_Oi through the compiled ALS
-    row-solve kernel (minimal-norm solution when singular; 0 for empty rows)."""
+    row-solve kernel (minimal-norm solution when singular; 0 for empty rows).
+
+    ``bias``: also a per-row intercept b_i, not penalized: (f_i, b_i) = argmin
+    ||G_Oi f + b 1 - x_Oi||^2 + reg ||f||^2, the kernel at width k + 1 on [G, 1] with
+    ``n_unpenalized=1``; returns (F, b)."""
     als = _kernels.load("_als")
     from . import _steps
     from ._threads import resolve_n_threads
+    if bias:
+        G = np.hstack([G, np.ones((G.shape[0], 1), G.dtype)])
     k, dt = G.shape[1], G.dtype
     itype = _index_type(n_rows, G.shape[0], max(1, values.size))
     grouping = _Grouping(rows.astype(itype), cols.astype(itype), n_rows, itype)
@@ -1019,11 +1158,10 @@ def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads):
     work = np.empty((bounds.shape[0] - 1, als.scratch_size(k, lwork)), dt)
     F = np.zeros((n_rows, k), dt)
     y = np.ascontiguousarray(values, dtype=dt)
-    if y.size == 0:
-        return F
-    rcond = 10.0 * k * float(np.finfo(dt).eps)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        als.solve_rows(grouping.ptr, grouping.idx, grouping.pos, grouping.has_pos, y, G, F,
-                       1.0, reg, rcond, work, bounds, lwork)
-    return F
+    if y.size:
+        rcond = 10.0 * k * float(np.finfo(dt).eps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            als.solve_rows(grouping.ptr, grouping.idx, grouping.pos, grouping.has_pos, y,
+                           G, F, 1.0, reg, rcond, work, bounds, lwork, True, int(bias))
+    return (np.ascontiguousarray(F[:, :-1]), F[:, -1].copy()) if bias else F

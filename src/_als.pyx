@@ -27,6 +27,11 @@
 # F_i = 0. Cost: 2 m k (k + 1) flops for the Gram matrices (gemm fills both triangles)
 # plus n k^3 / 3 for the factorizations, and m k copies for the gathers.
 #
+# Unpenalized coordinates: with n_unpenalized = u > 0 the damping is added to the first
+# k - u diagonal entries only (an intercept column of ones in G gives a per-row bias that
+# the ridge does not shrink: MatrixCompletion(center="biases", method="als") solves its
+# rows at width k + 1 with u = 1); u = 0, the default, is the plain ridge bit for bit.
+#
 # Determinism: thread t owns the fixed row range [bounds[t], bounds[t+1]) and every row is
 # computed by one thread in a fixed order, so the result is bitwise independent of the
 # thread count.
@@ -81,7 +86,8 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
                              const index_t* idx, const index_t* pos, bint has_pos,
                              const floating* y, const floating* G, Py_ssize_t k, floating* F,
                              floating scale, floating damping, floating rcond,
-                             floating* ws, blas_int lwork, int* failed) noexcept nogil:
+                             floating* ws, blas_int lwork, int* failed,
+                             Py_ssize_t n_pen) noexcept nogil:
     """Rows [i0, i1); ws holds scratch_size(k, lwork) entries. Returns the singular rows."""
     cdef Py_ssize_t B = _block_entries(k)
     cdef floating* C = ws
@@ -117,7 +123,8 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
             e0 = e1
         maxdiag = 0
         for a in range(k):
-            C[a * k + a] = C[a * k + a] + damping
+            if a < n_pen:   # the last k - n_pen columns are not damped
+                C[a * k + a] = C[a * k + a] + damping
             if C[a * k + a] > maxdiag:
                 maxdiag = C[a * k + a]
         ok = False
@@ -195,7 +202,8 @@ cdef Py_ssize_t _solve_range_loops(Py_ssize_t i0, Py_ssize_t i1, const index_t* 
                              const index_t* idx, const index_t* pos, bint has_pos,
                              const floating* y, const floating* G, Py_ssize_t k, floating* F,
                              floating scale, floating damping, floating rcond,
-                             floating* ws, blas_int lwork, int* failed) noexcept nogil:
+                             floating* ws, blas_int lwork, int* failed,
+                             Py_ssize_t n_pen) noexcept nogil:
     """The scalar-loop variant of _solve_range (the kernel before the BLAS blocks): C_i
     and the rhs accumulated entry by entry, in-kernel Cholesky. Same scratch layout."""
     cdef floating* C = ws
@@ -226,7 +234,8 @@ cdef Py_ssize_t _solve_range_loops(Py_ssize_t i0, Py_ssize_t i1, const index_t* 
             x[a] = x[a] * scale
             for b in range(a + 1):
                 C[a * k + b] = C[a * k + b] * s2
-            C[a * k + a] = C[a * k + a] + damping
+            if a < n_pen:
+                C[a * k + a] = C[a * k + a] + damping
             if C[a * k + a] > maxdiag:
                 maxdiag = C[a * k + a]
         if (ptr[i + 1] > ptr[i] or damping > 0) and _cholesky(L, C, k, rcond * maxdiag):
@@ -262,7 +271,7 @@ def solve_rows(const index_t[::1] ptr, const index_t[::1] idx, const index_t[::1
                bint has_pos, const floating[::1] y, const floating[:, ::1] G,
                floating[:, ::1] F, double scale, double damping, double rcond,
                floating[:, ::1] work, const Py_ssize_t[::1] bounds, Py_ssize_t lwork,
-               bint blocked=True):
+               bint blocked=True, Py_ssize_t n_unpenalized=0):
     """F_i <- (scale^2 G_Oi^T G_Oi + damping I)^{-1} scale G_Oi^T y_Oi for every row i.
 
     ptr (n + 1), idx, pos: the observed entries grouped by the rows of F. work (T, >=
@@ -271,10 +280,19 @@ def solve_rows(const index_t[::1] ptr, const index_t[::1] idx, const index_t[::1
     solved by the pseudo-inverse (singular systems); raises on a LAPACK failure.
     ``blocked=False`` runs the scalar-loop variant (the baseline of the sweep benchmark
     and the tests' cross-check; same results to rounding).
+    ``n_unpenalized`` (0 <= . <= k): the damping is added to the first k - n_unpenalized
+    diagonal entries only, so the last n_unpenalized coordinates are not penalized
+    (an intercept: G's last column all ones gives (f, b) = argmin ||G'_Oi f + b 1 -
+    y_Oi||^2 + damping ||f||^2, the row step of ALS with biases); 0, the default, damps
+    every coordinate (the plain ridge above, bit for bit).
     """
     cdef int T = bounds.shape[0] - 1, t
-    cdef Py_ssize_t k = F.shape[1], n_singular = 0
+    cdef Py_ssize_t k = F.shape[1], n_singular = 0, n_pen
     cdef int failed = 0
+    if not 0 <= n_unpenalized <= k:
+        raise ValueError(f"solve_rows: n_unpenalized must be in [0, k = {k}], got "
+                         f"{n_unpenalized}")
+    n_pen = k - n_unpenalized
     if F.shape[0] != ptr.shape[0] - 1 or G.shape[1] != k:
         raise ValueError("solve_rows: F must have ptr.shape[0] - 1 rows and G k columns")
     if work.shape[0] < T or work.shape[1] < scratch_size(k, lwork):
@@ -286,13 +304,14 @@ def solve_rows(const index_t[::1] ptr, const index_t[::1] idx, const index_t[::1
                                            &pos[0], has_pos, &y[0], &G[0, 0], k, &F[0, 0],
                                            <floating>scale, <floating>damping,
                                            <floating>rcond, &work[t, 0], <blas_int>lwork,
-                                           &failed)
+                                           &failed, n_pen)
             else:
                 n_singular += _solve_range_loops(bounds[t], bounds[t + 1], &ptr[0], &idx[0],
                                                  &pos[0], has_pos, &y[0], &G[0, 0], k,
                                                  &F[0, 0], <floating>scale,
                                                  <floating>damping, <floating>rcond,
-                                                 &work[t, 0], <blas_int>lwork, &failed)
+                                                 &work[t, 0], <blas_int>lwork, &failed,
+                                                 n_pen)
     if failed:
         raise FloatingPointError("solve_rows: LAPACK syev failed on a row's k x k system "
                                  "(non-finite data?)")

@@ -175,3 +175,142 @@ def test_disconnected_observations_warn_and_float32():
     out = est.fit_transform(X32)
     assert out.dtype == np.float32 and est.row_bias_.dtype == np.float32
     assert np.linalg.norm(out - M) / np.linalg.norm(M) < 1e-4
+
+
+# ------------------------------------------------------- the ALS fast path (augmented rows)
+def _kernel_args(rows, cols, n_rows, G, dtype=np.float64):
+    from lowrank_core import _kernels, _steps
+    from lowrank_core.methods.als import _Grouping, _row_bounds
+    als = _kernels.load("_als")
+    g = _Grouping(rows.astype(np.int32), cols.astype(np.int32), n_rows, np.int32)
+    bounds = _row_bounds(g.ptr, 2)
+    K = G.shape[1]
+    lwork = int(_steps.eigen_workspace_size(K, dtype))
+    work = np.empty((bounds.shape[0] - 1, als.scratch_size(K, lwork)), dtype)
+    return als, g, bounds, lwork, work
+
+
+@pytest.mark.parametrize("blocked", [True, False])
+def test_row_kernel_unpenalized_last_column_matches_lstsq(blocked):
+    rng = np.random.default_rng(11)
+    n_rows, n_cols, k, lam = 40, 30, 4, 0.8
+    mask = rng.random((n_rows, n_cols)) < 0.4
+    mask[5] = False                      # empty row: 0
+    mask[6] = False
+    mask[6, [1, 2]] = True               # 2 < k + 1 observations: still solvable (lam > 0)
+    rows, cols = np.nonzero(mask)
+    order = rng.permutation(rows.size)   # unsorted entries: the kernel's pos indirection
+    rows, cols = rows[order], cols[order]
+    y = rng.standard_normal(rows.size)
+    G = np.hstack([rng.standard_normal((n_cols, k)), np.ones((n_cols, 1))])
+    als, g, bounds, lwork, work = _kernel_args(rows, cols, n_rows, G)
+    F = np.full((n_rows, k + 1), np.nan)
+    rcond = 10.0 * (k + 1) * np.finfo(float).eps
+    als.solve_rows(g.ptr, g.idx, g.pos, g.has_pos, y, G, F, 1.0, lam, rcond, work,
+                   bounds, lwork, blocked, 1)
+    pen = np.hstack([np.sqrt(lam) * np.eye(k), np.zeros((k, 1))])   # bias not penalized
+    for i in range(n_rows):
+        sel = rows == i
+        if not sel.any():
+            np.testing.assert_array_equal(F[i], 0.0)
+            continue
+        A = np.vstack([G[cols[sel]], pen])
+        ref = np.linalg.lstsq(A, np.concatenate([y[sel], np.zeros(k)]), rcond=None)[0]
+        np.testing.assert_allclose(F[i], ref, rtol=1e-10, atol=1e-12)
+    # n_unpenalized=0 (the default) is the plain ridge, bit for bit
+    F0, F1 = np.empty_like(F), np.empty_like(F)
+    als.solve_rows(g.ptr, g.idx, g.pos, g.has_pos, y, G, F0, 1.0, lam, rcond, work,
+                   bounds, lwork, blocked)
+    als.solve_rows(g.ptr, g.idx, g.pos, g.has_pos, y, G, F1, 1.0, lam, rcond, work,
+                   bounds, lwork, blocked, 0)
+    np.testing.assert_array_equal(F0, F1)
+    sel = rows == 0
+    ref = np.linalg.lstsq(np.vstack([G[cols[sel]], np.sqrt(lam) * np.eye(k + 1)]),
+                          np.concatenate([y[sel], np.zeros(k + 1)]), rcond=None)[0]
+    np.testing.assert_allclose(F0[0], ref, rtol=1e-10)
+    with pytest.raises(ValueError, match="n_unpenalized"):
+        als.solve_rows(g.ptr, g.idx, g.pos, g.has_pos, y, G, F1, 1.0, lam, rcond, work,
+                       bounds, lwork, blocked, k + 2)
+
+
+def _objective_and_gradient(est, rows, cols, values, reg):
+    """The biased objective 1/2 ||F_i.G_j + mu + b_i + c_j - x||^2 + reg/2 (||F||^2 +
+    ||G||^2) and the norm of its gradient in (F, G, b, c), in numpy."""
+    F, G = est.row_factors_, est.components_.T
+    r = np.einsum("ij,ij->i", F[rows], G[cols]) + est.intercept_ + est.row_bias_[rows] \
+        + est.col_bias_[cols] - values
+    obj = 0.5 * r @ r + 0.5 * reg * (np.sum(F * F) + np.sum(G * G))
+    gF = np.zeros_like(F)
+    np.add.at(gF, rows, r[:, None] * G[cols])
+    gG = np.zeros_like(G)
+    np.add.at(gG, cols, r[:, None] * F[rows])
+    gF += reg * F
+    gG += reg * G
+    gb = np.bincount(rows, r, minlength=F.shape[0])
+    gc = np.bincount(cols, r, minlength=G.shape[0])
+    grad = np.sqrt(sum(np.sum(a * a) for a in (gF, gG, gb, gc)))
+    return obj, grad
+
+
+@pytest.mark.parametrize("reg,noise", [(0.0, 0.0), (0.5, 0.2)])
+def test_als_fast_path_matches_the_projected_path(monkeypatch, reg, noise):
+    import lowrank_core.estimator as estimator
+    M, L, mask = _biased_low_rank(seed=9)
+    rng = np.random.default_rng(10)
+    X = np.where(mask, M + noise * rng.standard_normal(M.shape), np.nan)
+    rows, cols = np.nonzero(mask)
+    kw = dict(rank=3, method="als", reg=reg, tol=1e-12, max_iter=3000, random_state=0)
+    fast = lc.MatrixCompletion(center="biases", **kw).fit(X)
+    assert fast.result_.options.get("biases_fast_path") is True
+    monkeypatch.setattr(estimator, "_FAST_BIASES_ALS", False)
+    slow = lc.MatrixCompletion(center="biases", **kw).fit(X)
+    assert "biases_fast_path" not in slow.result_.options
+    assert fast.result_.status == slow.result_.status == "converged"
+    # same model on every entry, same documented gauge
+    allr, allc = np.nonzero(np.ones(M.shape, bool))
+    scale = np.abs(M).max()
+    np.testing.assert_allclose(fast.predict(allr, allc), slow.predict(allr, allc),
+                               rtol=0, atol=1e-8 * scale)
+    np.testing.assert_allclose(fast.row_factors_ @ fast.components_,
+                               slow.row_factors_ @ slow.components_, rtol=0,
+                               atol=1e-8 * scale)
+    np.testing.assert_allclose(fast.row_factors_.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(fast.components_.mean(1), 0.0, atol=1e-12)
+    assert fast.intercept_ == pytest.approx(slow.intercept_, abs=1e-8 * scale)
+    np.testing.assert_allclose(fast.row_bias_, slow.row_bias_, atol=1e-8 * scale)
+    np.testing.assert_allclose(fast.col_bias_, slow.col_bias_, atol=1e-8 * scale)
+    assert abs(fast.row_bias_.mean()) < 1e-12 and abs(fast.col_bias_.mean()) < 1e-12
+    # the same optimum of the objective, stationary (numpy gradient)
+    values = X[rows, cols]
+    of, gf = _objective_and_gradient(fast, rows, cols, values, reg)
+    os_, gs = _objective_and_gradient(slow, rows, cols, values, reg)
+    assert of == pytest.approx(os_, rel=1e-9, abs=1e-12)
+    assert gf < 1e-6 * np.linalg.norm(values) and gs < 1e-6 * np.linalg.norm(values)
+    if noise == 0.0:
+        assert np.abs(fast.predict(allr, allc) - M.ravel()).max() < 1e-7
+    hist = fast.history_
+    assert hist["iteration"][-1] == fast.n_iter_ and len(hist["loss"]) == fast.n_iter_ + 1
+    assert hist["loss"][-1] == pytest.approx(of, rel=1e-9)
+    # the fold-in of the training rows reproduces the fitted row factors and biases
+    _, Fn, bn = fast.fold_in(X, return_factors=True)
+    np.testing.assert_allclose(Fn @ fast.components_, fast.row_factors_ @ fast.components_,
+                               atol=1e-7 * scale)
+
+
+def test_als_fast_path_validation_early_stopping():
+    M, L, mask = _biased_low_rank(seed=5)
+    rng = np.random.default_rng(6)
+    X = np.where(mask, M + 0.3 * rng.standard_normal(M.shape), np.nan)
+    kw = dict(rank=3, center="biases", method="als", validation_fraction=0.2,
+              n_iter_no_change=3, max_iter=500, tol=1e-15, random_state=0)
+    est = lc.MatrixCompletion(**kw).fit(X)
+    assert est.result_.options.get("biases_fast_path") is True
+    vr, vc, vv = est.validation_entries_
+    rmse = np.sqrt(np.mean((est.predict(vr, vc) - vv) ** 2))
+    assert rmse == pytest.approx(est.validation_rmse_, rel=1e-10)
+    v = est.history_["validation_rmse"]
+    assert rmse == pytest.approx(np.nanmin(v), rel=1e-10)
+    assert est.result_.status == "early_stopped"
+    assert est.n_iter_ - est.best_iteration_ == 3
+    assert v[est.best_iteration_] == np.nanmin(v)
+    assert rmse < 0.5
