@@ -30,6 +30,7 @@ CONSTRUCTORS = [
     SymmetricDenseOperator.from_general, SymmetricDenseOperator.from_packed,
     SparseOperator.__init__,
     EntryOperator.__init__, EntryOperator.from_sparse, EntryOperator.from_dense_with_nan,
+    EntryOperator.from_entries,
     RankOneOperator.__init__, RankOneOperator.gaussian,
     sample_entries, lc.make_problem,
 ] + [cls.from_arrays for cls in OPERATORS.values()] \

@@ -289,9 +289,14 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         return cls(rows, cols, X.shape, dtype=X.dtype, n_threads=n_threads), y
 
     @classmethod
-    def from_entries(cls, rows, cols, values, shape, *, scale=1.0, n_threads=None,
-                     layout="auto", k=10, block_shape=None, cache_size=None,
-                     return_order=False):
+    def from_entries(cls, rows: ArrayLike, cols: ArrayLike, values: ArrayLike,
+                     shape: tuple[int, int], *, scale: float = 1.0,
+                     n_threads: int | None = None,
+                     layout: Literal["auto", "rows", "blocked"] = "auto", k: int = 10,
+                     block_shape: tuple[int, int] | None = None,
+                     cache_size: int | None = None, return_order: bool = False,
+                     ) -> (tuple[EntryOperator, np.ndarray]
+                           | tuple[EntryOperator, np.ndarray, np.ndarray]):
         """Operator and measurements with the observations reordered into the order its
         fused kernel streams (the fast path for observations in random order).
 
