@@ -71,6 +71,34 @@ cdef int _pinv_solve(floating* C, floating* x, Py_ssize_t k, floating rcond, flo
     return 0
 
 
+cdef inline floating _damp(floating* C, Py_ssize_t k, Py_ssize_t n_pen,
+                           floating damping) noexcept nogil:
+    """C[a, a] += damping for a < n_pen (the last k - n_pen coordinates are not damped);
+    returns the largest diagonal entry afterwards (the scale of the singularity test)."""
+    cdef Py_ssize_t a
+    cdef floating maxdiag = 0
+    for a in range(k):
+        if a < n_pen:
+            C[a * k + a] = C[a * k + a] + damping
+        if C[a * k + a] > maxdiag:
+            maxdiag = C[a * k + a]
+    return maxdiag
+
+
+cdef inline void _singular_row(floating* C, floating* x, Py_ssize_t k, floating rcond,
+                               floating maxdiag, floating* w, floating* tmp, floating* work,
+                               blas_int lwork, int* failed) noexcept nogil:
+    """x <- the minimal-norm solution pinv(C) x of a singular row (C full, row-major), or
+    0 for a row with no observations and no damping (C = 0)."""
+    cdef Py_ssize_t a
+    if maxdiag > 0:
+        if _pinv_solve(C, x, k, rcond, w, tmp, work, lwork) != 0:
+            failed[0] = 1
+    else:
+        for a in range(k):
+            x[a] = 0
+
+
 cdef inline Py_ssize_t _block_entries(Py_ssize_t k) noexcept nogil:
     """B: entries per gathered block, the largest with B k <= 8192 and B k^2 <= 200000
     (and B >= 1): below OpenBLAS's thresholds for threading a gemv (m n < 9216) and a
@@ -121,12 +149,7 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
             _blas.gemm(c't', c'n', bk, bk, <blas_int>nb, s2, Gb, bk, Gb, bk, one, C, bk)
             _blas.gemv(c't', <blas_int>nb, bk, scale, Gb, bk, yb, 1, one, x, 1)
             e0 = e1
-        maxdiag = 0
-        for a in range(k):
-            if a < n_pen:   # the last k - n_pen columns are not damped
-                C[a * k + a] = C[a * k + a] + damping
-            if C[a * k + a] > maxdiag:
-                maxdiag = C[a * k + a]
+        maxdiag = _damp(C, k, n_pen, damping)
         ok = False
         if ptr[i + 1] > ptr[i] or damping > 0:
             for a in range(k):
@@ -142,13 +165,8 @@ cdef Py_ssize_t _solve_range(Py_ssize_t i0, Py_ssize_t i1, const index_t* ptr,
         if ok:
             _blas.potrs_right(bk, 1, L, bk, x, bk)
         else:
-            n_singular += 1
-            if maxdiag > 0:   # C is full (gemm); syev reads its row-major upper triangle
-                if _pinv_solve(C, x, k, rcond, w, tmp, work, lwork) != 0:
-                    failed[0] = 1
-            else:
-                for a in range(k):
-                    x[a] = 0
+            n_singular += 1   # C is full (gemm): syev reads its row-major upper triangle
+            _singular_row(C, x, k, rcond, maxdiag, w, tmp, work, lwork, failed)
         for a in range(k):
             F[i * k + a] = x[a]
     return n_singular
@@ -229,28 +247,19 @@ cdef Py_ssize_t _solve_range_loops(Py_ssize_t i0, Py_ssize_t i1, const index_t* 
                 x[a] = x[a] + v * ga
                 for b in range(a + 1):
                     C[a * k + b] = C[a * k + b] + ga * g[b]
-        maxdiag = 0
         for a in range(k):
             x[a] = x[a] * scale
             for b in range(a + 1):
                 C[a * k + b] = C[a * k + b] * s2
-            if a < n_pen:
-                C[a * k + a] = C[a * k + a] + damping
-            if C[a * k + a] > maxdiag:
-                maxdiag = C[a * k + a]
+        maxdiag = _damp(C, k, n_pen, damping)
         if (ptr[i + 1] > ptr[i] or damping > 0) and _cholesky(L, C, k, rcond * maxdiag):
             _cholesky_solve(L, x, k)
         else:
             n_singular += 1
-            if maxdiag > 0:
-                for a in range(k):
-                    for b in range(a):
-                        C[b * k + a] = C[a * k + b]
-                if _pinv_solve(C, x, k, rcond, w, tmp, work, lwork) != 0:
-                    failed[0] = 1
-            else:
-                for a in range(k):
-                    x[a] = 0
+            for a in range(k):   # the lower triangle mirrored: syev reads the upper
+                for b in range(a):
+                    C[b * k + a] = C[a * k + b]
+            _singular_row(C, x, k, rcond, maxdiag, w, tmp, work, lwork, failed)
         for a in range(k):
             F[i * k + a] = x[a]
     return n_singular
