@@ -25,7 +25,7 @@ from . import _kernels
 from ._validation import check_random_state
 from .driver import solve
 from .methods import METHODS
-from .methods.als import _Grouping, _index_type, _row_bounds
+from .methods.als import _index_type
 from .operators import EntryOperator
 
 __all__ = ["EFFECTIVE_RANK_RTOL", "BipartiteBiases", "MatrixCompletion", "NotFittedError"]
@@ -996,10 +996,8 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
     """
     import time as _time
 
-    from . import _steps
-    from .methods.als import AlternatingLeastSquares
+    from .methods.als import AlternatingLeastSquares, RowSolves, auto_ridge
     base = offsets.base
-    als = _kernels.load("_als")
     n1, n2 = base.shape
     m = base.m
     F0, G0 = res.factors
@@ -1009,13 +1007,9 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
     itype = _index_type(n1, n2, m)
     rows = np.asarray(base.rows).astype(itype, copy=False)
     cols = np.asarray(base.cols).astype(itype, copy=False)
-    by_row = _Grouping(rows, cols, n1, itype)
-    by_col = _Grouping(cols, rows, n2, itype)
     nt = base.n_threads
-    bounds_r, bounds_c = _row_bounds(by_row.ptr, nt), _row_bounds(by_col.ptr, nt)
-    lwork = int(_steps.eigen_workspace_size(K, dt))
-    T = max(bounds_r.shape[0], bounds_c.shape[0]) - 1
-    work = np.empty((T, als.scratch_size(K, lwork)), dt)
+    by_row = RowSolves(rows, cols, n1, itype, K, dt, nt)
+    by_col = RowSolves(cols, rows, n2, itype, K, dt, nt)
     opts = AlternatingLeastSquares.check_options({})
     rcond = 10.0 * K * float(np.finfo(dt).eps)
     gram_scale = m / (float(n1) * float(n2))
@@ -1056,20 +1050,15 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
             n_sing = 0
             last = (Fa.copy(), Ga.copy(), bias["row"], bias["col"])   # O((n1 + n2) k)
             # row step: unknown [F, b], fixed [G, 1], targets y - c; then the columns
-            for grouping, bounds, mine, other, lines, side, other_side in (
-                    (by_row, bounds_r, Fa, Ga, colsi, "row", "col"),
-                    (by_col, bounds_c, Ga, Fa, rowsi, "col", "row")):
-                if reg:
-                    lam = reg
-                else:   # ALS's damping="auto", the vanishing ridge
-                    fixed = other[:, :k]
-                    lam = (opts["damping_scale"] * relres * relres * gram_scale
-                           * float(np.vdot(fixed, fixed)) / k)
-                    lam = lam if np.isfinite(lam) else 0.0
+            for solves, mine, other, lines, side, other_side in (
+                    (by_row, Fa, Ga, colsi, "row", "col"),
+                    (by_col, Ga, Fa, rowsi, "col", "row")):
+                # reg, or ALS's damping="auto" (the vanishing ridge)
+                lam = reg if reg else auto_ridge(opts["damping_scale"], relres, gram_scale,
+                                                 other[:, :k], k)
                 np.subtract(y, bias[other_side][lines], out=target)
-                n_sing += int(als.solve_rows(grouping.ptr, grouping.idx, grouping.pos,
-                                             grouping.has_pos, target, other, mine, 1.0,
-                                             lam, rcond, work, bounds, lwork, True, 1))
+                n_sing += solves.solve(target, other, mine, 1.0, lam, rcond,
+                                       n_unpenalized=1)
                 bias[side] = mine[:, k].copy()
                 mine[:, k] = 1
                 if side == "row":
@@ -1144,24 +1133,19 @@ def _ridge_rows(rows, cols, values, n_rows, G, reg, n_threads, bias=False):
     ``bias``: also a per-row intercept b_i, not penalized: (f_i, b_i) = argmin
     ||G_Oi f + b 1 - x_Oi||^2 + reg ||f||^2, the kernel at width k + 1 on [G, 1] with
     ``n_unpenalized=1``; returns (F, b)."""
-    als = _kernels.load("_als")
-    from . import _steps
     from ._threads import resolve_n_threads
+    from .methods.als import RowSolves
     if bias:
         G = np.hstack([G, np.ones((G.shape[0], 1), G.dtype)])
     k, dt = G.shape[1], G.dtype
     itype = _index_type(n_rows, G.shape[0], max(1, values.size))
-    grouping = _Grouping(rows.astype(itype), cols.astype(itype), n_rows, itype)
-    nt = resolve_n_threads(n_threads)
-    bounds = _row_bounds(grouping.ptr, nt)
-    lwork = int(_steps.eigen_workspace_size(k, dt))
-    work = np.empty((bounds.shape[0] - 1, als.scratch_size(k, lwork)), dt)
+    solves = RowSolves(rows.astype(itype), cols.astype(itype), n_rows, itype, k, dt,
+                       resolve_n_threads(n_threads))
     F = np.zeros((n_rows, k), dt)
     y = np.ascontiguousarray(values, dtype=dt)
     if y.size:
         rcond = 10.0 * k * float(np.finfo(dt).eps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            als.solve_rows(grouping.ptr, grouping.idx, grouping.pos, grouping.has_pos, y,
-                           G, F, 1.0, reg, rcond, work, bounds, lwork, True, int(bias))
+            solves.solve(y, G, F, 1.0, reg, rcond, n_unpenalized=int(bias))
     return (np.ascontiguousarray(F[:, :-1]), F[:, -1].copy()) if bias else F

@@ -132,6 +132,43 @@ class _Grouping:
             self.has_pos = True
 
 
+class RowSolves:
+    """The compiled per-row ridge solves over one grouping of the observed entries.
+
+    ``keys`` (m,) are the rows of the factor being solved for (n_groups of them),
+    ``others`` (m,) the matching rows of the fixed factor. Builds once the grouping
+    (O(m log m) unless the keys are sorted), the fixed per-thread row ranges and the
+    per-thread scratch for width ``width``; :meth:`solve` then runs
+    ``_als.solve_rows``: out_i <- argmin ||scale Fixed_Oi out_i - y_Oi||^2 + lam ||out_i||^2
+    (the last ``n_unpenalized`` coordinates not penalized), O(m width^2 + n_groups width^3).
+    """
+
+    def __init__(self, keys, others, n_groups, itype, width, dtype, n_threads):
+        from .. import _steps
+        self.kernel = _kernels.load("_als")
+        self.grouping = _Grouping(keys, others, n_groups, itype)
+        self.bounds = _row_bounds(self.grouping.ptr, n_threads)
+        self.lwork = int(_steps.eigen_workspace_size(width, dtype))
+        self.work = np.empty((self.bounds.shape[0] - 1,
+                              self.kernel.scratch_size(width, self.lwork)), dtype)
+
+    def solve(self, y, fixed, out, scale, lam, rcond, n_unpenalized=0) -> int:
+        """out <- the row solves against ``fixed`` (width columns); returns the number of
+        rows solved by the pseudo-inverse (singular systems)."""
+        g = self.grouping
+        return int(self.kernel.solve_rows(g.ptr, g.idx, g.pos, g.has_pos, y, fixed, out,
+                                          scale, lam, rcond, self.work, self.bounds,
+                                          self.lwork, True, n_unpenalized))
+
+
+def auto_ridge(damping_scale, relres, gram_scale, fixed, k) -> float:
+    """The vanishing ridge of ``damping="auto"`` for the half-step whose fixed factor is
+    ``fixed``: damping_scale rho^2 gram_scale ||fixed||_F^2 / k (module docstring), 0 if
+    not finite."""
+    lam = damping_scale * relres * relres * gram_scale * float(np.vdot(fixed, fixed)) / k
+    return lam if np.isfinite(lam) else 0.0
+
+
 class AlternatingLeastSquares(StepRule):
     """Alternating least squares; see the module docstring for the math and options."""
 
@@ -199,24 +236,17 @@ class AlternatingLeastSquares(StepRule):
     # ------------------------------------------------------------ completion rows
     def _setup_rowwise(self):
         s, op = self.state, self.state.operator
-        self._als = _kernels.load("_als")
         n1, n2 = s.n1, s.n2
         itype = _index_type(n1, n2, op.m)
         rows = np.asarray(op.rows).astype(itype, copy=False)
         cols = np.asarray(op.cols).astype(itype, copy=False)
-        self.by_row = _Grouping(rows, cols, n1, itype)
-        self.by_col = _Grouping(cols, rows, n2, itype)
+        nt = op.n_threads
+        self.by_row = RowSolves(rows, cols, n1, itype, s.k, s.dtype, nt)
+        self.by_col = RowSolves(cols, rows, n2, itype, s.k, s.dtype, nt)
         self.scale = float(op.scale)
         # E[C_i] = scale^2 p G^T G for uniform sampling (p = m / (n1 n2))
         self.gram_scale = self.scale ** 2 * op.m / (float(n1) * float(n2))
         self.options["ridge_gram_scale"] = self.gram_scale   # resolved, for the record
-        nt = op.n_threads
-        self.bounds_r = _row_bounds(self.by_row.ptr, nt)
-        self.bounds_c = _row_bounds(self.by_col.ptr, nt)
-        from .. import _steps
-        self.lwork = int(_steps.eigen_workspace_size(s.k, s.dtype))
-        T = max(self.bounds_r.shape[0], self.bounds_c.shape[0]) - 1
-        self.work = np.empty((T, self._als.scratch_size(s.k, self.lwork)), s.dtype)
 
     def ridge_weight(self, fixed) -> float:
         """lam of the half-step whose fixed factor is ``fixed`` (module docstring)."""
@@ -224,18 +254,13 @@ class AlternatingLeastSquares(StepRule):
         if lam != "auto":
             return lam
         s = self.state
-        relres = s.residual_norm / s.y_norm
-        lam = (self.options["damping_scale"] * relres * relres * self.gram_scale
-               * float(np.vdot(fixed, fixed)) / s.k)
-        return lam if np.isfinite(lam) else 0.0
+        return auto_ridge(self.options["damping_scale"], s.residual_norm / s.y_norm,
+                          self.gram_scale, fixed, s.k)
 
-    def _solve(self, grouping, bounds, other, out) -> int:
-        o = self.options
+    def _solve(self, solves, other, out) -> int:
         self.lam = self.ridge_weight(other)
-        return int(self._als.solve_rows(grouping.ptr, grouping.idx, grouping.pos,
-                                        grouping.has_pos, self.state.y, other, out,
-                                        self.scale, self.lam, o["rcond"], self.work,
-                                        bounds, self.lwork))
+        return solves.solve(self.state.y, other, out, self.scale, self.lam,
+                            self.options["rcond"])
 
     # ------------------------------------------------------------ general operators
     def _setup_cg(self):
@@ -296,9 +321,9 @@ class AlternatingLeastSquares(StepRule):
         s = self.state
         F_next, G_next = s.F_next, s.G_next
         if self.rowwise:
-            n_sing = self._solve(self.by_row, self.bounds_r, s.G, F_next)
+            n_sing = self._solve(self.by_row, s.G, F_next)
             self.ridge.append(self.lam)
-            n_sing += self._solve(self.by_col, self.bounds_c, F_next, G_next)
+            n_sing += self._solve(self.by_col, F_next, G_next)
             if not (np.isfinite(F_next).all() and np.isfinite(G_next).all()):
                 raise StepFailure("an ALS row solve produced non-finite values")
             self.singular_rows.append(n_sing)
