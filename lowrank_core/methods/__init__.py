@@ -11,13 +11,14 @@ from .als import AlternatingLeastSquares
 from .gd import GradientDescent, OneStepGD
 from .gnmr import GNMR
 from .preconditioned import PrecGD, ScaledGD, ScaledGDLambda
+from .softimpute_als import SoftImputeALS
 
 METHODS: dict[str, type[StepRule]] = {
     rule.name: rule
     for rule in (GradientDescent, OneStepGD, ScaledGD, ScaledGDLambda, PrecGD,
-                 AlternatingGaussNewton, GNMR, AlternatingLeastSquares)
+                 AlternatingGaussNewton, GNMR, AlternatingLeastSquares, SoftImputeALS)
 }
 
 __all__ = ["METHODS", "Preconditioner", "SolverState", "StepFailure", "StepRule",
            "GradientDescent", "OneStepGD", "ScaledGD", "ScaledGDLambda", "PrecGD",
-           "AlternatingGaussNewton", "GNMR", "AlternatingLeastSquares"]
+           "AlternatingGaussNewton", "GNMR", "AlternatingLeastSquares", "SoftImputeALS"]

@@ -1,0 +1,165 @@
+r"""softImpute-ALS: alternating ridge regressions on the filled-in matrix.
+
+From Hastie, Mazumder, Lee and Zadeh, "Matrix completion and low-rank SVD via fast
+alternating least squares", JMLR 16 (2015), section 3 (Algorithm 3.1 without its
+SVD re-orthogonalization). It minimizes the same regularized objective as
+``method="als"`` with ``reg=lam``,
+
+    f(F, G) = 1/2 ||A(F G^T) - y||^2 + lam/2 (||F||_F^2 + ||G||_F^2),
+
+but each half-step, instead of solving the exact row-wise least squares (one k x k
+system per row, built from that row's observations: O(m k^2)), solves the ridge
+regression on the full matrix with the missing entries filled in by the current
+estimate. For completion, A(M)_e = s M[r_e, c_e] (s = ``scale``), with M0 = F G^T and
+S = A^T(A(M0) - y) (zero off the observed entries; the driver's residual gradient
+S G, S^T F), the filled-in matrix is
+
+    X* = M0 - S / L,   L = s^2 (times the largest multiplicity of an entry),
+
+i.e. the observed entries of the data and the current estimate elsewhere (L = 1: the
+paper's P_Omega(X) + P_Omega^perp(F G^T)). The F half-step is the ridge regression of
+X* on G,
+
+    F <- X* G (G^T G + lam/L I)^{-1} = F - (S G + lam F) (L G^T G + lam I)^{-1},
+
+a preconditioned step along the objective's gradient S G + lam F, and the G half-step
+the same with the roles swapped, S recomputed at the new F:
+
+    G <- G - (S^T F + lam G) (L F^T F + lam I)^{-1}.
+
+X* is never formed: a half-step is one residual-gradient pass over the observations
+(O(m k), the operator's compiled kernels) plus O(n k^2 + k^3) of k x k algebra
+(lowrank_core._steps.preconditioned_step: Cholesky, a pseudo-inverse if singular),
+against O(m k^2 + n k^3) for an exact ALS half-step. One iteration (both half-steps)
+costs two residual-gradient passes (the driver's evaluation gives the first).
+
+Why it decreases f (the paper's majorization argument, section 4): L I bounds A^T A,
+so at the current iterate, as a function of F with G fixed,
+
+    f(F, G) <= L/2 ||F G^T - X*||_F^2 + lam/2 ||F||^2 + const,
+
+with equality at the current F; the half-step minimizes the right-hand side exactly,
+hence f does not increase; the fixed points (both half-steps idle) are exactly the
+stationary points of f (S G + lam F = 0 and S^T F + lam G = 0). At a rank k at least
+the rank of the nuclear-norm solution, the minimizers of f are those of
+1/2 ||A(M) - y||^2 + lam ||M||_* (the paper's Theorem 1 / our reg's equivalence).
+The ``gram_bound`` option is L; the default is derived for
+:class:`~lowrank_core.EntryOperator` (and the estimator's centred / bias-projected
+wrappers of one, whose projections do not increase ||A^T A||). Other operators need
+``gram_bound`` >= ||A^T A||_2 (an error says so).
+
+Each iteration moves less than an exact ALS iteration (X* still holds the previous
+estimate where nothing is observed), so it needs more iterations; each is about
+k times cheaper. Default init: spectral (as ALS). ``step`` is unused.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _steps
+from ._base import Preconditioner, StepFailure, StepRule
+
+
+def _entry_base(op):
+    """The EntryOperator under ``op`` (itself or the estimator's wrapper's ``base``)."""
+    from .. import EntryOperator
+    seen = 0
+    while not isinstance(op, EntryOperator) and hasattr(op, "base") and seen < 4:
+        op, seen = op.base, seen + 1
+    return op if isinstance(op, EntryOperator) else None
+
+
+def entry_gram_bound(op) -> float:
+    """||A^T A||_2 of an EntryOperator: scale^2 times the largest multiplicity of an
+    observed entry (1 without duplicates). O(m) when the entries are in strictly
+    increasing row-major order (e.g. from a dense array or CSR), O(m log m) otherwise."""
+    n2 = op.shape[1]
+    lin = np.asarray(op.rows).astype(np.int64) * n2 + np.asarray(op.cols)
+    if lin.size < 2 or bool(np.all(lin[1:] > lin[:-1])):
+        mult = 1
+    else:
+        mult = int(np.unique(lin, return_counts=True)[1].max())
+    return op.scale * op.scale * mult
+
+
+class SoftImputeALS(StepRule):
+    """softImpute-ALS (Hastie et al. 2015); see the module docstring for the math."""
+
+    name = "softimpute_als"
+    summary = ("softImpute-ALS: ridge half-steps on the filled-in matrix (O(m k) each, "
+               "completion)")
+    forms = ("asymmetric",)
+    default_step = 1.0
+    default_init = "spectral"
+    default_max_iter = 1000
+    needs_grams = True
+    option_defaults = {"gram_bound": None, "rcond": None}
+
+    @classmethod
+    def check_options(cls, options):
+        opts = super().check_options(options)
+        L = opts["gram_bound"]
+        if L is not None and (isinstance(L, (bool, np.bool_)) or not isinstance(L, numbers.Real)
+                              or not np.isfinite(L) or L <= 0):
+            raise ValueError(f"softimpute_als option gram_bound (L >= ||A^T A||_2) must be "
+                             f"None (derived for completion) or a positive number, got {L!r}")
+        r = opts["rcond"]
+        if r is not None and (isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real)
+                              or not 0 < r < 1):
+            raise ValueError(f"softimpute_als option rcond must be None (default) or a "
+                             f"number in (0, 1), got {r!r}")
+        return opts
+
+    def __init__(self, state, step, options, context):
+        super().__init__(state, step, options, context)
+        s = state
+        L = self.options["gram_bound"]
+        if L is None:
+            base = _entry_base(s.operator)
+            if base is None:
+                raise TypeError(
+                    f"method 'softimpute_als' fills the unobserved entries in, which needs "
+                    f"matrix completion (an EntryOperator); got "
+                    f"{type(s.operator).__name__}: pass gram_bound=L with L >= ||A^T A||_2 "
+                    f"(the majorization constant), or use method='als'")
+            L = entry_gram_bound(base)
+        self.L = float(L)
+        self.options["gram_bound"] = self.L      # resolved, for the record
+        if self.options["rcond"] is None:
+            self.options["rcond"] = 10.0 * s.k * float(np.finfo(s.dtype).eps)
+        self.pre = Preconditioner(s, self.options["rcond"])
+        self.P = np.empty((s.k, s.k), s.dtype)
+        n = max(s.n1, s.n2)
+        self._D = np.empty((n, s.k), s.dtype)
+
+    def _half_step(self, X, D, gram, out):
+        """out <- X - D (L gram + lam I)^{-1}; D the regularized gradient."""
+        P = self.P
+        np.multiply(gram, self.L, out=P)
+        self.pre.step(X, D, P, self.state.reg, 1.0, out)
+
+    def step(self) -> None:
+        s = self.state
+        F, G, F_next, G_next = s.F, s.G, s.F_next, s.G_next
+        # F half-step: the driver's evaluation holds S G (+ lam F) at (F, G) and G^T G
+        self._half_step(F, s.SG, s.gram_G, F_next)
+        # G half-step: S^T F at (F_next, G), plus lam G; F_next^T F_next
+        s.residual_gradient(F_next, G)
+        D = self._D[: s.n2]
+        if s.reg:
+            np.multiply(G, s.reg, out=D)
+            np.add(D, s.StF, out=D)
+        else:
+            D[...] = s.StF
+        _steps.gram(F_next, self.P)
+        gram_F = self.P.copy()
+        self._half_step(G, D, gram_F, G_next)
+        if not (np.isfinite(F_next).all() and np.isfinite(G_next).all()):
+            raise StepFailure("a softImpute-ALS half-step produced non-finite values")
+        s.advance()
+
+    def info(self) -> dict:
+        return {"pseudo_inverse_steps": self.pre.pseudo_inverse_steps}
