@@ -1103,14 +1103,31 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
 
 
 def _relative_change(old, new):
-    """||F1 G1^T - F0 G0^T||_F / ||F0 G0^T||_F from the factors, O((n1 + n2) k^2):
+    """||F1 G1^T - F0 G0^T||_F / ||F0 G0^T||_F from the factors, O((n1 + n2) k^2).
+
+    With W = [F0, F1], V = [G0, G1] (float64) and the 2k x 2k Grams W^T W, V^T V, every
+    term of ||F1 G1^T - F0 G0^T||^2 = ||M1||^2 + ||M0||^2 - 2 <M0, M1> is a trace of a
+    product of k x k blocks (<Fa Ga^T, Fb Gb^T> = sum((Fa^T Fb) * (Ga^T Gb))): two GEMMs
+    and O(k^2). That sum cancels when the change is tiny (its absolute rounding is
+    about eps ||M0||^2), so below a relative change of 1e-5 the exact form is used:
     F1 G1^T - F0 G0^T = [F1, -F0] [G1, G0]^T, so with thin QRs [F1, -F0] = Qa Ra,
-    [G1, G0] = Qb Rb its norm is ||Ra Rb^T||_F (no cancellation: accurate to rounding
-    of the factors); the denominator likewise from F0 = Qc Rc, G0 = Qd Rd."""
+    [G1, G0] = Qb Rb its norm is ||Ra Rb^T||_F (accurate to rounding of the factors);
+    the denominator likewise from F0 = Qc Rc, G0 = Qd Rd."""
     (F0, G0), (F1, G1) = old, new
-    F0, G0, F1, G1 = (a.astype(np.float64, copy=False) for a in (F0, G0, F1, G1))
-    if not all(np.isfinite(a).all() for a in (F0, G0, F1, G1)):
+    k = F0.shape[1]
+    W = np.hstack([F0, F1]).astype(np.float64, copy=False)
+    V = np.hstack([G0, G1]).astype(np.float64, copy=False)
+    if not (np.isfinite(W).all() and np.isfinite(V).all()):
         return np.inf
+    A, B = W.T @ W, V.T @ V
+    m00 = float(np.sum(A[:k, :k] * B[:k, :k]))
+    m11 = float(np.sum(A[k:, k:] * B[k:, k:]))
+    m01 = float(np.sum(A[:k, k:] * B[:k, k:]))
+    if m00 > 0:
+        ratio2 = (m11 + m00 - 2.0 * m01) / m00
+        if ratio2 >= 1e-10:
+            return float(np.sqrt(ratio2))
+    F0, G0, F1, G1 = W[:, :k], V[:, :k], W[:, k:], V[:, k:]
     Ra = np.linalg.qr(np.hstack([F1, -F0]), mode="r")
     Rb = np.linalg.qr(np.hstack([G1, G0]), mode="r")
     Rc = np.linalg.qr(F0, mode="r")

@@ -137,16 +137,24 @@ def test_duplicates_raise_the_majorization_constant():
 
 
 def test_errors():
-    rng = np.random.default_rng(0)
-    dense = lc.DenseOperator(rng.standard_normal((40, 6, 5)))
-    y = rng.standard_normal(40)
-    with pytest.raises(TypeError, match="gram_bound"):
-        lc.solve(dense, y, 2, method="softimpute_als", max_iter=2)
     with pytest.raises(ValueError, match="gram_bound"):
         lc.solve(*_problem()[:2], 2, method="softimpute_als", gram_bound=-1.0)
     with pytest.raises(ValueError, match="asymmetric|symmetric"):
         op = lc.EntryOperator([0, 1], [1, 0], (2, 2))
         lc.solve(op, np.ones(2), 1, method="softimpute_als", symmetric=True)
+
+
+def test_general_operator_gram_bound_estimate():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((60, 6, 5)) / np.sqrt(60)
+    dense = lc.DenseOperator(A)
+    y = dense.forward(rng.standard_normal((6, 2)) @ rng.standard_normal((2, 5)))
+    L = np.linalg.norm(A.reshape(60, -1), 2) ** 2
+    res = lc.solve(dense, y, 2, method="softimpute_als", max_iter=100, tol=1e-30,
+                   stall_tol=0.0, record=["loss"], seed=0)
+    assert L <= res.options["gram_bound"] <= 1.1 * L * (1 + 1e-9)
+    loss = res.history["loss"]
+    assert np.all(np.diff(loss) <= 1e-12 * loss[:-1])
 
 
 def test_general_operator_with_a_gram_bound_decreases():
@@ -187,3 +195,21 @@ def test_estimator_round_trip():
     assert ev.validation_rmse_ == np.nanmin(v)
     if ev.result_.status == "early_stopped":
         assert ev.best_iteration_ < ev.n_iter_
+
+
+@pytest.mark.parametrize("size", [1.0, 1e-3, 1e-7])
+def test_estimator_relative_change_matches_dense_numpy(size):
+    # the estimator's stopping measure (Gram form above 1e-5, QR form below)
+    from lowrank_core.estimator import _relative_change
+    rng = np.random.default_rng(7)
+    F0, G0 = rng.standard_normal((50, 6)), rng.standard_normal((40, 6))
+    F1 = F0 + size * rng.standard_normal(F0.shape)
+    G1 = G0 + size * rng.standard_normal(G0.shape)
+    M0, M1 = F0 @ G0.T, F1 @ G1.T
+    ref = np.linalg.norm(M1 - M0) / np.linalg.norm(M0)
+    got = _relative_change((F0, G0), (F1, G1))
+    assert abs(got - ref) <= 1e-6 * ref
+    got32 = _relative_change((F0.astype(np.float32), G0.astype(np.float32)),
+                             (F1.astype(np.float32), G1.astype(np.float32)))
+    if size >= 1e-3:
+        assert abs(got32 - ref) <= 1e-3 * ref
