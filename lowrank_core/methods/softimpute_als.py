@@ -63,6 +63,7 @@ import numpy as np
 
 from .. import _steps
 from ._base import Preconditioner, StepFailure, StepRule
+from .gnmr import adjoint_products_into, forward_factored_into
 
 
 def _entry_base(op):
@@ -156,31 +157,53 @@ class SoftImputeALS(StepRule):
             self.options["rcond"] = 10.0 * s.k * float(np.finfo(s.dtype).eps)
         self.pre = Preconditioner(s, self.options["rcond"])
         self.P = np.empty((s.k, s.k), s.dtype)
-        n = max(s.n1, s.n2)
-        self._D = np.empty((n, s.k), s.dtype)
+        self.gram = np.empty((s.k, s.k), s.dtype)
+        self._D = np.empty((max(s.n1, s.n2), s.k), s.dtype)
+        self._w = np.empty(s.operator.m, s.dtype)
+        self.step_log = {"step": [], "step_G": []}
 
-    def _half_step(self, X, D, gram, out):
-        """out <- X - D (L gram + lam I)^{-1}; D the regularized gradient."""
+    def _direction(self, grad, gram, out):
+        """out <- grad (L gram + lam I)^{-1}: the paper's half-step is X - out."""
         P = self.P
         np.multiply(gram, self.L, out=P)
-        self.pre.step(X, D, P, self.state.reg, 1.0, out)
+        self.pre.direction(grad, P, self.state.reg, out)
+
+    def _step_length(self, grad, D, w) -> float:
+        """The exact minimizer over eta of f(X - eta D) (a quadratic in eta: the other
+        factor is fixed): <grad, D> / (||w||^2 + lam ||D||^2), w = A(D G^T) (or
+        A(F D^T)); 1, the paper's step, with ``step="fixed"``."""
+        if not self.auto:
+            return self.step_size
+        num = float(np.vdot(grad, D))
+        den = float(np.vdot(w, w)) + self.state.reg * float(np.vdot(D, D))
+        return num / den if den > 0 and num > 0 else 0.0
 
     def step(self) -> None:
         s = self.state
+        op, lam = s.operator, s.reg
         F, G, F_next, G_next = s.F, s.G, s.F_next, s.G_next
-        # F half-step: the driver's evaluation holds S G (+ lam F) at (F, G) and G^T G
-        self._half_step(F, s.SG, s.gram_G, F_next)
-        # G half-step: S^T F at (F_next, G), plus lam G; F_next^T F_next
-        s.residual_gradient(F_next, G)
-        D = self._D[: s.n2]
-        if s.reg:
-            np.multiply(G, s.reg, out=D)
-            np.add(D, s.StF, out=D)
-        else:
-            D[...] = s.StF
-        _steps.gram(F_next, self.P)
-        gram_F = self.P.copy()
-        self._half_step(G, D, gram_F, G_next)
+        z, w = s.z, self._w
+        # F half-step: the evaluation holds S G (+ lam F) at (F, G) and G^T G
+        DF = self._D[: s.n1]
+        self._direction(s.SG, s.gram_G, DF)
+        forward_factored_into(op, DF, G, w)                  # A(D_F G^T), O(m k)
+        eta = self._step_length(s.SG, DF, w)
+        np.multiply(DF, -eta, out=F_next)
+        F_next += F
+        z -= eta * w                                         # residual at (F_next, G)
+        # G half-step: S^T F_next + lam G with S = A^T(z) at (F_next, G), O(m k)
+        adjoint_products_into(op, z, F_next, G, s.SG, s.StF)
+        gG = s.StF
+        if lam:
+            gG += lam * G
+        _steps.gram(F_next, self.gram)
+        DG = self._D[: s.n2]
+        self._direction(gG, self.gram, DG)
+        forward_factored_into(op, F_next, DG, w)             # A(F_next D_G^T)
+        eta_G = self._step_length(gG, DG, w)
+        np.multiply(DG, -eta_G, out=G_next)
+        G_next += G
+        self.record_steps(eta, eta_G)
         if not (np.isfinite(F_next).all() and np.isfinite(G_next).all()):
             raise StepFailure("a softImpute-ALS half-step produced non-finite values")
         s.advance()
