@@ -271,6 +271,9 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
           the linearized least squares in (dF, dG), then the "setting" update (1; spectral).
         - ``"als"``: alternating least squares, exact ridge half-steps in F then G
           (asymmetric; spectral).
+        - ``"softimpute_als"``: softImpute-ALS (Hastie et al. 2015), the ridge
+          half-steps on the filled-in matrix, F -= eta (S G + lam F)(L G^T G + lam I)^-1,
+          then G (1, the exact line search with "auto"; asymmetric; spectral).
 
         onestep and agn are asymmetric only (use them on PSD targets with
         ``symmetric=False``).

@@ -158,7 +158,9 @@ class MatrixCompletion:
         k, the number of factor columns (1 <= k <= min(n1, n2)).
     method : str
         Any method of :func:`lowrank_core.solve` (default "als": exact ridge half-steps,
-        one k x k solve per row and column).
+        one k x k solve per row and column; "softimpute_als": softImpute-ALS, ridge
+        half-steps on the filled-in matrix, O(m k) each, with an exact line search,
+        :mod:`lowrank_core.methods.softimpute_als`).
     reg : float
         lam >= 0, the ridge weight (``solve(reg=)``); lam > 0 for noisy data.
     center : False, True or "biases"

@@ -243,3 +243,12 @@ def test_estimator_relative_change_matches_dense_numpy(size):
                              (F1.astype(np.float32), G1.astype(np.float32)))
     if size >= 1e-3:
         assert abs(got32 - ref) <= 1e-3 * ref
+    # the centred / bias-projected operators keep the entries' majorization constant,
+    # and the fit still decreases the objective monotonically
+    for center in (True, "biases"):
+        ec = lc.MatrixCompletion(rank=3, method="softimpute_als", reg=0.2, center=center,
+                                 max_iter=50, tol=1e-9, random_state=0).fit(Xn + 3.0)
+        assert ec.result_.options["gram_bound"] == 1.0
+        loss = ec.history_["loss"]
+        assert np.all(np.diff(loss) <= 1e-10 * loss[:-1])
+        assert abs(ec.intercept_ - 3.0) < 0.5
