@@ -87,7 +87,7 @@ def test_bad_measurements(prob, psd):
 
 def test_methods_table_is_complete():
     assert set(METHODS) == {"gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn",
-                            "gnmr", "als"}
+                            "gnmr", "als", "softimpute_als"}
 
 
 # ------------------------------------------------------------- statuses, stopping
