@@ -33,7 +33,7 @@ PRODUCT_RTOL = {np.dtype(np.float32): 2e-3, np.dtype(np.float64): 1e-8}
 
 #: the methods :func:`reference_solve` implements
 REFERENCE_METHODS = ("gd", "onestep", "scaledgd", "scaledgd-lambda", "precgd", "agn", "gnmr",
-                     "als")
+                     "als", "softimpute_als")
 
 
 class Unavailable(Exception):
@@ -309,6 +309,9 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
     * scaledgd / scaledgd-lambda / precgd: F -= eta S G (G^T G + lam I)^{-1}, G likewise
       with F^T F (both from the same iterate), lam = 0 / ``damping`` / ||z||;
     * agn: F -= eta S G (G^T G)^+, then G -= eta S'^T F' (F'^T F')^+ with S' at the new F'.
+    * softimpute_als: D = (S G + lam F)(L G^T G + lam I)^{-1}, F' = F - eta D, then G with
+      S' at F' (L = ``gram_bound``); eta = the step, or for step "auto" the exact
+      minimizer <grad, D> / (||A(D G^T)||^2 + lam ||D||^2) per half-step.
     * gnmr: the paper's procedure (Zilber & Nadler 2022): LSQR from zero on
       min ||J x - b||, b = y + alpha A(F G^T), J(U~, V~) = A(F V~^T + U~ G^T), then
       F <- (1 - alpha)/2 F + U~ (G likewise); symmetric J(X~) = A(X X~^T + X~ X^T),
@@ -327,7 +330,7 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
     if method not in REFERENCE_METHODS:
         raise Unavailable(f"no numpy reference loop for method {method!r}: add its update "
                           f"rule to benchmarks/harness/references.py (reference_solve)")
-    eta = float(options["step"])
+    eta = float("nan") if method == "softimpute_als" else float(options["step"])
     rcond = float(options.get("rcond") or 10 * F0.shape[1] * np.finfo(F0.dtype).eps)
     F = F0.copy()
     G = F if symmetric else np.array(G0, copy=True)
@@ -362,6 +365,8 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
                 rebalanced = True
             e = F.dtype.type(eta)
             F, G = F - e * SG, G - e * StF
+        elif method == "softimpute_als":
+            F, G = _softimpute_als_step(rg, y, F, G, SG, options, rcond)
         elif method == "agn":
             e = F.dtype.type(eta)
             F_next = F - e * _right_solve(SG, G.T @ G, 0.0, rcond, True)
@@ -374,6 +379,30 @@ def reference_solve(rg: ProductFn, y: np.ndarray, F0: np.ndarray, G0, method: st
             F, G = (F - e * _right_solve(SG, G.T @ G, lam, rcond, False),
                     G - e * _right_solve(StF, F.T @ F, lam, rcond, False))
         t += 1
+
+
+def _softimpute_als_step(rg, y, F, G, SG, options, rcond):
+    """One softimpute_als iteration (see :func:`reference_solve`) from rg alone."""
+    L = float(options["gram_bound"])
+    lam = float(options.get("reg") or 0.0)
+    step = options["step"]
+    zeros = np.zeros_like(y)
+
+    def half(X, grad, gram, forward):
+        D = _right_solve(grad, L * gram, lam, rcond, False)
+        if isinstance(step, str):
+            w = np.asarray(forward(D), np.float64)
+            num = float(np.vdot(grad.astype(np.float64), D.astype(np.float64)))
+            den = float(w @ w) + lam * float(np.vdot(D, D))
+            e = num / den if den > 0 and num > 0 else 0.0
+        else:
+            e = float(step)
+        return X - X.dtype.type(e) * D
+
+    F1 = half(F, SG + F.dtype.type(lam) * F, G.T @ G, lambda D: rg(D, G, zeros)[1])
+    StF = rg(F1, G, y)[3]
+    G1 = half(G, StF + G.dtype.type(lam) * G, F1.T @ F1, lambda D: rg(F1, D, zeros)[1])
+    return F1, G1
 
 
 def _second_order_solve(rg, y, F0, G0, method, options, *, symmetric, tol, max_iter, stop):
