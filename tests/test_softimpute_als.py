@@ -243,8 +243,13 @@ def test_estimator_relative_change_matches_dense_numpy(size):
                              (F1.astype(np.float32), G1.astype(np.float32)))
     if size >= 1e-3:
         assert abs(got32 - ref) <= 1e-3 * ref
+
+
+def test_estimator_centred_and_biases():
     # the centred / bias-projected operators keep the entries' majorization constant,
     # and the fit still decreases the objective monotonically
+    op, y, X, mask, rows, cols = _problem(seed=6, n1=40, n2=30, p=0.5)
+    Xn = np.where(mask, X, np.nan)
     for center in (True, "biases"):
         ec = lc.MatrixCompletion(rank=3, method="softimpute_als", reg=0.2, center=center,
                                  max_iter=50, tol=1e-9, random_state=0).fit(Xn + 3.0)
