@@ -1116,8 +1116,8 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                             ("loss", loss), ("residual", relres), ("time", now)):
                 if name in hist:
                     hist[name].append(v)
-            state = {"n_iter": it, "F": np.ascontiguousarray(Fa[:, :k]),
-                     "G": np.ascontiguousarray(Ga[:, :k]), "loss": loss,
+            state = {"n_iter": it, "F": Fa[:, :k].copy(),   # copies: Fa is updated
+                     "G": Ga[:, :k].copy(), "loss": loss,          # in place (K == k)
                      "residual": relres, "status": "running"}
             try:
                 monitor(state)
@@ -1130,7 +1130,7 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                 break
     for name, v in hist.items():
         res.history[name] = np.asarray(v, dtype=np.float64)
-    res["F"], res["G"] = np.ascontiguousarray(Fa[:, :k]), np.ascontiguousarray(Ga[:, :k])
+    res["F"], res["G"] = Fa[:, :k].copy(), Ga[:, :k].copy()
     res["n_iter"], res["loss"], res["residual"] = it, loss, relres
     res["status"], res["message"] = status, message
     res["time"] = t_start + _time.perf_counter() - t0
