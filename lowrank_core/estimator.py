@@ -423,7 +423,8 @@ class MatrixCompletion:
         monitor = _Monitor(val, tol, patience, offsets, values)
         fast = self.method == "als" and (
             (_FAST_BIASES_ALS and isinstance(offsets, _BiasProjectedEntries))
-            or (_FAST_CENTER_ALS and isinstance(offsets, _CenteredEntries)))
+            or (_FAST_CENTER_ALS and isinstance(offsets, _CenteredEntries)
+                and not isinstance(offsets, _BiasProjectedEntries)))
         res = solve(op, y, rank, method=self.method, init=init,
                     max_iter=0 if fast else max_iter,
                     record=["loss", "residual", "time"], callback=monitor, seed=rng,
