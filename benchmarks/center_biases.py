@@ -5,7 +5,9 @@ each method fitted at rank 5 with every centering; prints iterations, CPU and wa
 seconds, the RMSE on the missing entries, and the bias CG iterations per solve.
 ALS with center="biases" runs twice: its fast path (row kernel on the augmented factors
 [F, 1], [G, 1], ``als``) and, as the baseline in the same run, ``solve`` on the projected
-operator (``als-proj``, the path before the fast one, with its CG half-steps).
+operator (``als-proj``, the path before the fast one, with its CG half-steps). ALS with
+center=True likewise: its fast path (row kernel at width k, mu as a third block) and
+``als-proj`` with center=True, ``solve`` on the centered operator C A (CG half-steps).
 
     OMP_NUM_THREADS=1 python benchmarks/center_biases.py [n1 n2]
 """
@@ -32,15 +34,15 @@ def main(n1=2000, n2=1500, r=5, p=0.1, methods=("scaledgd", "agn", "als")):
           f"{'RMSE missing':>12} {'CG its/solve':>12}")
     runs = [(mt, ct) for mt in methods for ct in (False, True, "biases")]
     if "als" in methods:
-        runs.append(("als-proj", "biases"))
+        runs += [("als-proj", True), ("als-proj", "biases")]
     for method, center in runs:
         est = lc.MatrixCompletion(rank=r, method=method.split("-")[0], center=center,
                                   reg=1.0, max_iter=200, tol=1e-7, random_state=0)
-        estimator._FAST_BIASES_ALS = method != "als-proj"
+        estimator._FAST_BIASES_ALS = estimator._FAST_CENTER_ALS = method != "als-proj"
         c0, w0 = time.process_time(), time.perf_counter()
         est.fit(X)
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-        estimator._FAST_BIASES_ALS = True
+        estimator._FAST_BIASES_ALS = estimator._FAST_CENTER_ALS = True
         rmse = est.rmse(rows, cols, M[rows, cols])
         cg = ""
         its, solves = getattr(est, "bias_cg_", (0, 0))

@@ -38,6 +38,11 @@ EFFECTIVE_RANK_RTOL = 1e-3
 #: the tests and benchmarks/center_biases.py compare against).
 _FAST_BIASES_ALS = True
 
+#: ``center=True`` with ``method="als"`` runs :func:`_biased_als` too (row kernel at width
+#: k, the global mean updated as a third exact block); False runs ``solve`` on the
+#: centered operator (its conjugate-gradient half-steps, the reference path).
+_FAST_CENTER_ALS = True
+
 try:  # scikit-learn's NotFittedError when it is installed (its checks expect that class)
     from sklearn.exceptions import NotFittedError
 except ImportError:  # pragma: no cover - depends on the environment
@@ -169,7 +174,12 @@ class MatrixCompletion:
         mu is eliminated exactly: for fixed factors the best mu is the mean residual,
         so the solver runs on the centered operator C A, C = I - 1 1^T / m, with
         y' = C y (one forward and one adjoint pass per evaluation instead of the fused
-        one; ALS then uses its conjugate-gradient half-steps). ``intercept_`` is mu.
+        one). ``intercept_`` is mu. ``method="als"`` does not use the centered operator
+        (whose half-steps would need conjugate gradients): it alternates exact block
+        minimizations over F, G and mu, the compiled row kernel at width k on targets
+        y - mu and mu = mean(y - A(F G^T)) after each iteration (:func:`_biased_als`;
+        same objective, minimizers, start, stopping rule and history), about the cost
+        of ``center=False`` plus one O(m) pass.
         "biases": the model is (F G^T)_ij + mu + b_i + c_j with a row bias b (n1,) and
         a column bias c (n2,) fitted jointly (unregularized) the same way: the solver
         runs on M -> P A(C1 M C2) and P y, P the orthogonal projection onto the
@@ -413,8 +423,10 @@ class MatrixCompletion:
             init = (self.row_factors_.copy(), self.components_.T.copy())
 
         monitor = _Monitor(val, tol, patience, offsets, values)
-        fast = _FAST_BIASES_ALS and self.method == "als" \
-            and isinstance(offsets, _BiasProjectedEntries)
+        fast = self.method == "als" and (
+            (_FAST_BIASES_ALS and isinstance(offsets, _BiasProjectedEntries))
+            or (_FAST_CENTER_ALS and isinstance(offsets, _CenteredEntries)
+                and not isinstance(offsets, _BiasProjectedEntries)))
         res = solve(op, y, rank, method=self.method, init=init,
                     max_iter=0 if fast else max_iter,
                     record=["loss", "residual", "time"], callback=monitor, seed=rng,
@@ -969,7 +981,8 @@ class _BiasProjectedEntries(_CenteredEntries):
 
 
 def _biased_als(res, offsets, values, reg, max_iter, monitor):
-    r"""ALS on the augmented factors for ``center="biases"``; updates ``res`` in place.
+    r"""ALS on the augmented factors for ``center="biases"``, or with a global mean for
+    ``center=True``; updates ``res`` in place.
 
     The model is (F G^T)_ij + b_i + c_j (mu folded into b while iterating). One
     iteration is two exact block minimizations of
@@ -995,17 +1008,28 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
     ``residual`` ||r|| / ||P y|| (the projected path's quantities at its iterates).
     Cost per iteration: the row kernel's 4 m (k + 1)(k + 2) + (n1 + n2)(k + 1)^3 / 3
     flops plus O(m + (n1 + n2) k) for the targets and one forward pass for the residual.
+
+    ``center=True`` (``offsets`` a :class:`_CenteredEntries`): the model is
+    (F G^T)_ij + mu and an iteration is three exact block minimizations of
+    1/2 sum_Omega ((F G^T)_ij + mu - y_ij)^2 + lam/2 (||F||^2 + ||G||^2): the row step
+    and the column step at width k (nothing unpenalized) on the targets y - mu, then
+    mu = mean(y - A(F G^T)) from the forward pass the residual needs anyway. Every
+    block step does not increase the objective, and a fixed point is a stationary point
+    of the joint objective, i.e. of the centered path's 1/2 ||C (A(F G^T) - y)||^2 +
+    penalty (mu eliminated); ``residual`` is ||C (A(F G^T) - y)|| / ||C y|| as there.
+    Cost: the row kernel at width k (that of ``center=False``) plus O(m) per iteration.
     """
     import time as _time
 
     from .methods.als import AlternatingLeastSquares, RowSolves, auto_ridge
     base = offsets.base
+    biased = isinstance(offsets, _BiasProjectedEntries)   # else center=True: mu only
     n1, n2 = base.shape
     m = base.m
     F0, G0 = res.factors
     dt = F0.dtype
     k = F0.shape[1]
-    K = k + 1
+    K = k + 1 if biased else k
     itype = _index_type(n1, n2, m)
     rows = np.asarray(base.rows).astype(itype, copy=False)
     cols = np.asarray(base.cols).astype(itype, copy=False)
@@ -1019,21 +1043,31 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
 
     y = np.ascontiguousarray(values, dtype=dt)
     rowsi, colsi = np.asarray(base.rows, dtype=np.intp), np.asarray(base.cols, dtype=np.intp)
-    y_norm = float(np.linalg.norm(offsets.project(y).astype(np.float64)))
+    yd = y.astype(np.float64)
+    y_norm = float(np.linalg.norm(offsets.project(y).astype(np.float64) if biased
+                                  else yd - yd.mean()))
     # the augmented factors [F, 1], [G, 1] (the fixed features of the other half-step)
-    # and the biases b (n1,), c (n2,) kept apart
+    # and the biases b (n1,), c (n2,) kept apart; center=True: F, G and mu
     Fa, Ga = np.ones((n1, K), dt), np.ones((n2, K), dt)
     Fa[:, :k], Ga[:, :k] = F0, G0
-    # the optimal biases for the start (b absorbs mu)
-    b0, c0 = offsets.biases.solve(y.astype(np.float64) - base.forward_factored(F0, G0))
-    bias = {"row": b0.astype(dt), "col": c0.astype(dt)}
+    if biased:   # the optimal biases for the start (b absorbs mu)
+        b0, c0 = offsets.biases.solve(yd - base.forward_factored(F0, G0))
+        bias = {"row": b0.astype(dt), "col": c0.astype(dt)}
+    else:        # mu: set to the optimal mean by every evaluate()
+        bias = {"mu": 0.0}
     target = np.empty(m, dt)
     fit = np.empty(m, dt)
 
     def evaluate():
         base._forward_factored_into(np.ascontiguousarray(Fa[:, :k]),
                                     np.ascontiguousarray(Ga[:, :k]), fit)
-        r = fit.astype(np.float64) + bias["row"][rowsi] + bias["col"][colsi] - y
+        if biased:
+            r = fit.astype(np.float64) + bias["row"][rowsi] + bias["col"][colsi] - y
+        else:    # the mu block step: the mean residual, then r has zero mean
+            r = fit.astype(np.float64) - yd
+            mu = -float(r.mean())
+            bias["mu"] = mu
+            r += mu
         rr = float(r @ r)
         pen = float(np.vdot(Fa[:, :k], Fa[:, :k]) + np.vdot(Ga[:, :k], Ga[:, :k]))
         return 0.5 * rr + 0.5 * reg * pen, (np.sqrt(rr) / y_norm if y_norm > 0 else 0.0)
@@ -1050,7 +1084,7 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
     else:
         for it in range(1, max_iter + 1):
             n_sing = 0
-            last = (Fa.copy(), Ga.copy(), bias["row"], bias["col"])   # O((n1 + n2) k)
+            last = (Fa.copy(), Ga.copy(), dict(bias))   # O((n1 + n2) k)
             # row step: unknown [F, b], fixed [G, 1], targets y - c; then the columns
             for solves, mine, other, lines, side, other_side in (
                     (by_row, Fa, Ga, colsi, "row", "col"),
@@ -1058,18 +1092,23 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                 # reg, or ALS's damping="auto" (the vanishing ridge)
                 lam = reg if reg else auto_ridge(opts["damping_scale"], relres, gram_scale,
                                                  other[:, :k], k)
-                np.subtract(y, bias[other_side][lines], out=target)
+                if biased:
+                    np.subtract(y, bias[other_side][lines], out=target)
+                else:
+                    np.subtract(y, dt.type(bias["mu"]), out=target)
                 n_sing += solves.solve(target, other, mine, 1.0, lam, rcond,
-                                       n_unpenalized=1)
-                bias[side] = mine[:, k].copy()
-                mine[:, k] = 1
+                                       n_unpenalized=int(biased))
+                if biased:
+                    bias[side] = mine[:, k].copy()
+                    mine[:, k] = 1
                 if side == "row":
                     ridge.append(float(lam))
             singular.append(n_sing)
             loss, relres = evaluate()
             if not np.isfinite(loss):   # return the last finite iterate
                 Fa[...], Ga[...] = last[0], last[1]
-                bias["row"], bias["col"] = last[2], last[3]
+                bias.clear()
+                bias.update(last[2])
                 loss, relres = evaluate()
                 it -= 1
                 status, message = "diverged", (f"non-finite objective at iteration "
@@ -1080,8 +1119,8 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                             ("loss", loss), ("residual", relres), ("time", now)):
                 if name in hist:
                     hist[name].append(v)
-            state = {"n_iter": it, "F": np.ascontiguousarray(Fa[:, :k]),
-                     "G": np.ascontiguousarray(Ga[:, :k]), "loss": loss,
+            state = {"n_iter": it, "F": Fa[:, :k].copy(),   # copies: Fa is updated
+                     "G": Ga[:, :k].copy(), "loss": loss,          # in place (K == k)
                      "residual": relres, "status": "running"}
             try:
                 monitor(state)
@@ -1094,14 +1133,14 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                 break
     for name, v in hist.items():
         res.history[name] = np.asarray(v, dtype=np.float64)
-    res["F"], res["G"] = np.ascontiguousarray(Fa[:, :k]), np.ascontiguousarray(Ga[:, :k])
+    res["F"], res["G"] = Fa[:, :k].copy(), Ga[:, :k].copy()
     res["n_iter"], res["loss"], res["residual"] = it, loss, relres
     res["status"], res["message"] = status, message
     res["time"] = t_start + _time.perf_counter() - t0
     res["ridge"], res["singular_rows"] = ridge, singular
     res["n_evaluations"] = int(res.get("n_evaluations", 0)) + it
     res.options["max_iter"] = max_iter
-    res.options["biases_fast_path"] = True
+    res.options["biases_fast_path" if biased else "center_fast_path"] = True
 
 
 def _relative_change(old, new):
