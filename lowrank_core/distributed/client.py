@@ -27,12 +27,19 @@ from ..operators import MeasurementOperator
 from ..operators._base import _format_bytes
 from .actor import (
     _MISSING_MEASUREMENTS,
+    _RESIDENT_TOKEN,
     _memory_fraction,
     _shard_too_large_message,
     _ShardActor,
 )
 from .errors import ShardLostError, ShardRecoveredWarning, ShardTimeoutError
-from .recipes import _call_builder, _gaussian_shard, _given_operator, _npy_shard
+from .recipes import (
+    _call_builder,
+    _completion_shard,
+    _gaussian_shard,
+    _given_operator,
+    _npy_shard,
+)
 
 __all__ = ["ShardedOperator"]
 
@@ -270,6 +277,105 @@ class ShardedOperator(MeasurementOperator):
         return self
 
     @classmethod
+    def completion(cls, n1: int, n2: int, rank: int, m: int, *, n_shards: int, client=None,
+                   seed=None, noise: float = 0.0, dtype=np.float32, layout: str = "blocked",
+                   **options) -> ShardedOperator:
+        """A planted rank-``rank`` completion problem generated on the workers, measurements
+        included: nothing of size m is shipped from the client.
+
+        Shard s is built on its worker by the recipe ``_completion_shard`` (deterministic
+        in (seed, n_shards, s), so a lost shard is rebuilt bit for bit): the ground truth
+        M* = U V^T from small seeded factors (:func:`planted_factors`, U (n1, rank) and V
+        (n2, rank), N(0, 1/n1) and N(0, 1/n2) entries), m_s observations of its row block
+        [s n1 / S, (s + 1) n1 / S) at uniform random positions
+        (:func:`completion_entries`), their values scale (<U_r, V_c> + noise e) with
+        scale = 1/sqrt(m / (n1 n2)) computed on the worker, and
+        :meth:`EntryOperator.from_entries` with ``layout`` (tiles for width ``rank``). The
+        values stay on the worker as the shard's resident measurements;
+        :meth:`measurements` copies them to the client (m numbers), where ``solve`` needs
+        them, and a solve given that array ships no y.
+
+        Parameters
+        ----------
+        n1, n2, rank, m : int
+            Shape, rank of M* and total observations (1 <= n_shards <= n1).
+        n_shards : int
+        client : distributed.Client, optional
+        seed : None, int, SeedSequence or Generator
+        noise : float
+            Standard deviation of the additive N(0, noise^2) noise on each entry.
+        dtype : float32 (default) or float64
+        layout : {"blocked", "rows", "auto"}
+        **options
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
+
+        Notes
+        -----
+        Memory per shard while it is built: 12 bytes per float32 observation (rows, cols,
+        values) plus what it keeps, 8 bytes (blocked: a 32-bit tile code and the value;
+        rows: a 32-bit column and the value) plus (n1 + n2) rank float64 factors.
+        """
+        n1 = check_positive_int(n1, "n1")
+        n2 = check_positive_int(n2, "n2")
+        rank = check_positive_int(rank, "rank")
+        m = check_positive_int(m, "m")
+        n_shards = check_positive_int(n_shards, "n_shards")
+        if n_shards > min(n1, m):
+            raise ValueError(f"n_shards = {n_shards} exceeds min(n1, m) = {min(n1, m)} (each "
+                             "shard owns a block of rows and some observations)")
+        if layout not in ("blocked", "rows", "auto"):
+            raise ValueError(f"layout must be 'blocked', 'rows' or 'auto', got {layout!r}")
+        noise = float(noise)
+        if not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+        dtype = check_dtype(dtype)
+        entropy = _seed_entropy(seed)
+        shards = []
+        for s, (a, b) in enumerate(_row_bounds(m, n_shards)):
+            nbytes = (b - a) * (12 + dtype.itemsize) + (n1 + n2) * rank * 16
+            shards.append(_Shard(s, _completion_shard,
+                                 (n1, n2, rank, m, n_shards, noise, dtype.str, layout,
+                                  entropy, s), nbytes, rows=(a, b)))
+        self = cls(client, shards, **options)
+        self.seed_entropy = entropy
+        self.planted = {"n1": n1, "n2": n2, "rank": rank, "entropy": entropy,
+                        "noise": noise}
+        return self
+
+    def measurements(self) -> np.ndarray:
+        """The measurements the shards' recipes built with them (:meth:`completion`),
+        copied to the client shard by shard into one read-only array (m numbers; peak
+        client memory m numbers plus one shard's). The array is registered by reference:
+        passing it to ``solve`` or ``residual_gradient`` ships nothing and costs no
+        comparison; the shards keep their copy."""
+        if not all(sh.info.get("resident") for sh in self._shards):
+            raise ValueError("these shards were built without measurements (only "
+                             "ShardedOperator.completion builds them on the workers); pass "
+                             "y to solve, the shards receive their slices on first use")
+        ref = self._y_cache.get(_RESIDENT_TOKEN)
+        if ref is not None:
+            return ref
+        y = np.empty(self.m, self.dtype)
+        for sh in self._shards:
+            part = _call(sh.actor, "resident_measurements", ()).result(
+                timeout=_remaining(_deadline(self.timeout)))
+            y[sh.rows[0]:sh.rows[1]] = part
+            del part
+        y.flags.writeable = False
+        self._y_cache[_RESIDENT_TOKEN] = y
+        return y
+
+    def kernel_stats(self, reset: bool = False) -> list[dict]:
+        """Per shard: its worker and, per kernel method, (calls, wall s, thread CPU s)
+        spent in the shard's kernels since the last reset (``reset=True`` clears them).
+        An iteration's wall time on the client minus the slowest worker's kernel time is
+        the time spent in communication, (de)serialization and the client's sums."""
+        stats = self._run("kernel_stats", lambda sh, missing: (reset,))
+        return [{"shard": sh.index, "worker": sh.address, "pid": sh.info.get("pid"),
+                 "kernels": st} for sh, st in zip(self._shards, stats)]
+
+    @classmethod
     def from_files(cls, paths: Sequence[str], client=None, *, kind: str = "dense",
                    shape=None, mmap_mode=None, **options) -> ShardedOperator:
         """Shards loaded by the workers from .npy files, one file per shard, in order.
@@ -492,8 +598,16 @@ class ShardedOperator(MeasurementOperator):
     # ================================================================ measurements
     def _token(self, y: np.ndarray) -> tuple[int, bool]:
         """Token of y (recognised by its bits); True when y is new (shards need it)."""
+        resident = self._y_cache.get(_RESIDENT_TOKEN)
+        if resident is not None and y is resident:   # read-only, built by measurements()
+            return _RESIDENT_TOKEN, False
         bits = y.view(np.uint64 if y.dtype.itemsize == 8 else np.uint32)
         for token, ref in self._y_cache.items():
+            if token == _RESIDENT_TOKEN:
+                if ref.shape == y.shape and np.array_equal(ref, y):
+                    self._y_cache.move_to_end(token)
+                    return token, False
+                continue
             if ref.shape == bits.shape and np.array_equal(ref, bits):
                 self._y_cache.move_to_end(token)
                 return token, False
@@ -503,13 +617,19 @@ class ShardedOperator(MeasurementOperator):
         token = self._next_token
         self._next_token += 1
         self._y_cache[token] = y.view(np.uint64 if y.dtype.itemsize == 8 else np.uint32).copy()
-        while len(self._y_cache) > self._y_cache_size:
-            self._y_cache.popitem(last=False)
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest cached y beyond ``y_cache_size`` (never the resident one)."""
+        extra = _RESIDENT_TOKEN in self._y_cache
+        while len(self._y_cache) > self._y_cache_size + extra:
+            oldest = next(t for t in self._y_cache if t != _RESIDENT_TOKEN)
+            del self._y_cache[oldest]
         return token
 
     def _y_slice(self, token: int, sh: _Shard) -> np.ndarray:
         a, b = sh.rows
-        return self._y_cache[token][a:b].view(self.dtype)
+        return self._y_cache[token][a:b].view(self.dtype)   # resident: already float
 
     # ================================================================ remote calls
     def _run(self, method: str, make_args: Callable[[_Shard, bool], tuple],
@@ -682,8 +802,7 @@ class ShardedOperator(MeasurementOperator):
             out[sh.rows[0]:sh.rows[1]] = part
         self._y_cache[token] = out.view(np.uint64 if out.dtype.itemsize == 8
                                         else np.uint32).copy()
-        while len(self._y_cache) > self._y_cache_size:
-            self._y_cache.popitem(last=False)
+        self._evict()
         return out
 
     def _forward_factored_into(self, F, G, out):
