@@ -29,7 +29,6 @@ import json
 import os
 import resource
 import signal
-import threading
 import time
 import warnings
 

@@ -312,9 +312,10 @@ class ShardedOperator(MeasurementOperator):
 
         Notes
         -----
-        Memory per shard while it is built: 12 bytes per float32 observation (rows, cols,
-        values) plus what it keeps, 8 bytes (blocked: a 32-bit tile code and the value;
-        rows: a 32-bit column and the value) plus (n1 + n2) rank float64 factors.
+        Memory per shard: what it keeps, 8 bytes per float32 observation (blocked: a 32-bit
+        tile code and the value; rows: a 32-bit column and the value; this is the size
+        checked against the workers' memory limits), and while it is built 12 bytes more
+        per observation (rows, cols, values) plus 2 (n1 + n2) rank float64 factors.
         """
         n1 = check_positive_int(n1, "n1")
         n2 = check_positive_int(n2, "n2")
@@ -333,7 +334,7 @@ class ShardedOperator(MeasurementOperator):
         entropy = _seed_entropy(seed)
         shards = []
         for s, (a, b) in enumerate(_row_bounds(m, n_shards)):
-            nbytes = (b - a) * (12 + dtype.itemsize) + (n1 + n2) * rank * 16
+            nbytes = (b - a) * (4 + dtype.itemsize)    # kept: 32-bit codes and y
             shards.append(_Shard(s, _completion_shard,
                                  (n1, n2, rank, m, n_shards, noise, dtype.str, layout,
                                   entropy, s), nbytes, rows=(a, b)))
@@ -618,6 +619,7 @@ class ShardedOperator(MeasurementOperator):
         self._next_token += 1
         self._y_cache[token] = y.view(np.uint64 if y.dtype.itemsize == 8 else np.uint32).copy()
         self._evict()
+        return token
 
     def _evict(self) -> None:
         """Drop the oldest cached y beyond ``y_cache_size`` (never the resident one)."""
@@ -625,7 +627,6 @@ class ShardedOperator(MeasurementOperator):
         while len(self._y_cache) > self._y_cache_size + extra:
             oldest = next(t for t in self._y_cache if t != _RESIDENT_TOKEN)
             del self._y_cache[oldest]
-        return token
 
     def _y_slice(self, token: int, sh: _Shard) -> np.ndarray:
         a, b = sh.rows

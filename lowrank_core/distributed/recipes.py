@@ -106,7 +106,7 @@ def planted_factors(n1: int, n2: int, rank: int, entropy: int) -> tuple[np.ndarr
 
 def completion_entries(n1: int, n2: int, rank: int, m_total: int, n_shards: int, noise: float,
                        dtype: str, entropy: int, index: int,
-                       chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+                       chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The observations of shard ``index`` of a planted completion problem.
 
     Shard s owns the matrix rows [s n1 / S, (s + 1) n1 / S) and m_s = balanced share of
