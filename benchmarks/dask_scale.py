@@ -14,7 +14,8 @@ Large runs (above 3 GiB in total) go under the shared lock::
         --workers 4 --shards-per-worker 4 --memory-limit 3.5GiB --iters 6 --kill-at 3
 
 Per iteration the client sends F and G to every shard and gets back its loss, its
-residual z_s and its two k-column partial products (``residual_gradient``); with the
+residual z_s (not with ``--residual shards``: then z_s stays on the worker) and its two
+k-column partial products (``residual_gradient``); with the
 fixed step (``--step``, default 0.3: the planted M* has singular values near 1 and the
 operator is scaled by 1/sqrt(p)) nothing else runs. The communication share is
 1 - (kernel seconds of the busiest worker) / (client wall seconds), both summed over the
@@ -69,7 +70,7 @@ def run(args) -> dict:
     out: dict = {"nobs": args.nobs, "n1": n, "n2": n, "rank": args.rank,
                  "workers": args.workers, "memory_limit": args.memory_limit,
                  "n_shards": args.workers * args.shards_per_worker, "dtype": args.dtype,
-                 "layout": args.layout, "load_before": os.getloadavg()}
+                 "layout": args.layout, "residual": args.residual, "load_before": os.getloadavg()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(
@@ -80,7 +81,7 @@ def run(args) -> dict:
         sop = ShardedOperator.completion(
             n, n, args.rank, args.nobs, n_shards=out["n_shards"], client=client,
             seed=args.seed, dtype=np.dtype(args.dtype), layout=args.layout,
-            timeout=args.timeout, build_timeout=args.timeout)
+            timeout=args.timeout, build_timeout=args.timeout, residual=args.residual)
         out["build_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         y = sop.measurements()
@@ -159,6 +160,8 @@ def main(argv=None) -> None:
     p.add_argument("--memory-limit", type=_bytes, default=_bytes("1GiB"))
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--layout", default="blocked", choices=["blocked", "rows", "auto"])
+    p.add_argument("--residual", default="client", choices=["client", "shards"],
+                   help="shards: residuals stay on the workers (not sent each iteration)")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--step", type=float, default=0.3)
     p.add_argument("--kill-at", type=int, default=0,

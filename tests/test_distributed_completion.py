@@ -115,3 +115,35 @@ def test_solve_on_resident_measurements_matches_single_process(client):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
         # the planted truth: the loss went down from the start by orders of magnitude
         assert got.history["residual"][-1] < 0.5 * got.history["residual"][0]
+
+
+@pytest.mark.parametrize("step", [0.3, "auto"])
+def test_residual_kept_on_shards_solve_matches_single_process(client, step):
+    with ShardedOperator.completion(N1, N2, RANK, M, n_shards=SHARDS, client=client,
+                                    seed=SEED, dtype=np.float64, residual="shards") as sop:
+        y = sop.measurements()
+        shards = sop.fetch_shards()
+        local = lc.EntryOperator(np.concatenate([s.rows for s in shards]),
+                                 np.concatenate([s.cols for s in shards]),
+                                 (N1, N2), scale=shards[0].scale, n_threads=1)
+        kw = {"method": "gd", "step": step, "max_iter": 25, "seed": 2}
+        ref = lc.solve(local, np.array(y), RANK, **kw)
+        got = lc.solve(sop, y, RANK, **kw)
+        assert got.n_iter == ref.n_iter
+        for a, b in zip(got.factors, ref.factors):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        # the residual stayed on the shards: the caller's z carries the marker only
+        F, G = ref.factors
+        z = np.zeros(M)
+        loss, z, _, _ = sop.residual_gradient(F, G, y, out=(z, np.empty((N1, RANK)),
+                                                            np.empty((N2, RANK))))
+        assert np.isnan(z[0]) and not np.any(z[1:])
+        assert loss == pytest.approx(0.5 * np.sum((local.forward_factored(F, G) - y) ** 2),
+                                     rel=1e-12)
+        # line-search products need that very buffer
+        with pytest.raises(ValueError, match="residual='shards'"):
+            sop._line_search_products(F, G, F, G, np.zeros(M))
+        got5 = sop._line_search_products(F, G, F, G, z)
+        zl = local.forward_factored(F, G) - y
+        ref5 = local._line_search_products(F, G, F, G, zl)
+        np.testing.assert_allclose(got5, ref5, rtol=1e-10)

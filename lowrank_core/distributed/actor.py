@@ -181,20 +181,24 @@ class _ShardActor:
         return y
 
     # ------------------------------------------------------------------ kernels
-    def residual_gradient(self, F, G, token, y=None):
-        """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s."""
+    def residual_gradient(self, F, G, token, y=None, keep=False):
+        """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s;
+        with ``keep`` z_s stays here (for the line search) and None is sent instead."""
         y = self._measurements(token, y)
         if y is None:
             return _MISSING_MEASUREMENTS
         G = F if G is None else G
         op = self.op
         k = F.shape[1]
-        z = np.empty(op.m, op.dtype)
+        z = getattr(self, "_z", None) if keep else None
+        if z is None or z.shape != (op.m,) or z.dtype != op.dtype:
+            z = np.empty(op.m, op.dtype)
+        self._z = z if keep else None
         SG = np.empty((op.shape[0], k), op.dtype)
         StF = np.empty((op.shape[1], k), op.dtype)
         loss = self._timed("residual_gradient", op._residual_gradient_into,
                            F, G, y, z, SG, StF)
-        return float(loss), z, SG, StF
+        return float(loss), (None if keep else z), SG, StF
 
     def adjoint_products(self, w, F, G):
         """(A_s^T(w_s) G, A_s^T(w_s)^T F) for this shard's slice w_s of the weights."""
@@ -206,12 +210,20 @@ class _ShardActor:
         op._adjoint_products_into(np.ascontiguousarray(w), F, G, SG, StF)
         return SG, StF
 
-    def line_search_products(self, z, F, G, D_F, D_G, same_direction):
+    def line_search_products(self, z, F, G, D_F, D_G, same_direction, token=None, y=None):
         """This shard's five line-search products (z_s.u_s, u_s.u_s, z_s.v_s, u_s.v_s,
-        v_s.v_s) for its slice z_s; G None means F, ``same_direction`` means D_G = D_F."""
+        v_s.v_s) for its slice z_s; G None means F, ``same_direction`` means D_G = D_F.
+        z None: the residual kept by the last ``residual_gradient(keep=True)`` (recomputed
+        from F, G and the measurements of ``token`` on a shard rebuilt since)."""
         G = F if G is None else G
         if same_direction:
             D_G = D_F
+        if z is None:
+            z = getattr(self, "_z", None)
+            if z is None:
+                if self.residual_gradient(F, G, token, y, keep=True) == _MISSING_MEASUREMENTS:
+                    return _MISSING_MEASUREMENTS
+                z = self._z
         return tuple(float(x) for x in self._timed(
             "line_search_products", self.op._line_search_products,
             F, G, D_F, D_G, np.ascontiguousarray(z)))

@@ -137,6 +137,16 @@ class ShardedOperator(MeasurementOperator):
         held one rebuild, however many shards that worker held). Default 3.
     y_cache_size : int
         Distinct measurement vectors kept on the shards (default 4).
+    residual : {"client", "shards"}
+        Where ``residual_gradient``'s residual z = A(F G^T) - y goes. "client" (default):
+        every shard sends its z_s back and the caller's z is filled, as for every
+        operator. "shards": each shard keeps its z_s (4 or 8 bytes per observation on
+        the worker) and sends none (m floats less traffic per iteration, no m floats
+        received on the client); the caller's z buffer is not filled (its first entry is
+        set to NaN as a marker), and the line search's products, the only use of z by
+        the gradient methods (gd, scaledgd, precgd, agn with a fixed step or
+        ``step="auto"``), run on the kept z_s when given that same buffer. Methods that
+        read z themselves (gnmr, als) need "client".
 
     Notes
     -----
@@ -155,7 +165,7 @@ class ShardedOperator(MeasurementOperator):
 
     def __init__(self, client, shards: list[_Shard], *, n_threads=None, timeout=300.0,
                  build_timeout=600.0, max_recoveries: int = 3, y_cache_size: int = 4,
-                 check_memory=True):
+                 residual: str = "client", check_memory=True):
         super().__init__(n_threads)
         self._client = _get_client(client)
         self._shard_n_threads = n_threads
@@ -164,6 +174,10 @@ class ShardedOperator(MeasurementOperator):
                               else check_positive_float(build_timeout, "build_timeout"))
         self.max_recoveries = check_positive_int(max_recoveries, "max_recoveries", minimum=0)
         self._y_cache_size = check_positive_int(y_cache_size, "y_cache_size")
+        if residual not in ("client", "shards"):
+            raise ValueError(f"residual must be 'client' or 'shards', got {residual!r}")
+        self.residual = residual
+        self._kept_z = None      # (data address, length) of the z the shards hold
         self._shards = shards
         self._y_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._next_token = 0
@@ -743,14 +757,19 @@ class ShardedOperator(MeasurementOperator):
         G_send = None if G is F else G
         with_y = new
 
-        def args(sh, missing):
-            return (F, G_send, token, self._y_slice(token, sh) if (with_y or missing) else None)
+        keep = self.residual == "shards"
 
+        def args(sh, missing):
+            return (F, G_send, token, self._y_slice(token, sh) if (with_y or missing) else None,
+                    keep)
+
+        self._kept_z = None
         results = self._run("residual_gradient", args)
         loss = 0.0
         for sh, (loss_s, z_s, SG_s, StF_s) in zip(self._shards, results):
             a, b = sh.rows
-            z[a:b] = z_s
+            if not keep:
+                z[a:b] = z_s
             if sh.index == 0:
                 SG[...] = SG_s
                 StF[...] = StF_s
@@ -758,6 +777,9 @@ class ShardedOperator(MeasurementOperator):
                 SG += SG_s
                 StF += StF_s
             loss += loss_s
+        if keep:
+            z[:1] = np.nan                      # marker: z lives on the shards
+            self._kept_z = (z.__array_interface__["data"][0], z.shape[0], token)
         self.n_calls += 1
         self._last_factors = (F.copy(), None if G is F else G.copy())
         return loss
@@ -780,8 +802,22 @@ class ShardedOperator(MeasurementOperator):
         # round trip; u and v never travel), summed here in shard order
         G_send = None if G is F else G
         same = D_G is D_F
-        results = self._run("line_search_products", lambda sh, missing: (
-            z[sh.rows[0]:sh.rows[1]], F, G_send, D_F, None if same else D_G, same))
+        if self.residual == "shards":
+            kept = self._kept_z
+            if kept is None or kept[:2] != (z.__array_interface__["data"][0], z.shape[0]):
+                raise ValueError(
+                    "residual='shards': the shards hold only the residual of the last "
+                    "residual_gradient call, and this z is not its output buffer; pass that "
+                    "buffer (solve does) or build the operator with residual='client'")
+            token = kept[2]
+            # a shard rebuilt since then has no kept z_s: it recomputes it from F, G and
+            # its measurements (sent along only to a rebuilt shard that lacks them)
+            results = self._run("line_search_products", lambda sh, missing: (
+                None, F, G_send, D_F, None if same else D_G, same, token,
+                self._y_slice(token, sh) if missing else None))
+        else:
+            results = self._run("line_search_products", lambda sh, missing: (
+                z[sh.rows[0]:sh.rows[1]], F, G_send, D_F, None if same else D_G, same))
         total = [0.0] * 5
         for part in results:
             total = [a + float(b) for a, b in zip(total, part)]
