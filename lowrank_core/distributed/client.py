@@ -737,11 +737,7 @@ class ShardedOperator(MeasurementOperator):
                 **self._error_context(sh)) from exc
         if sh.future is not None:
             sh.future.release()
-        load = {a: 0 for a in workers}
-        for other in self._shards:
-            if other is not sh and other.address in load:
-                load[other.address] += 1
-        target = min(load, key=lambda a: (load[a], a)) if load else None
+        target = self._rebuild_target(sh, lost_address, workers, deadline)
         future = self._submit(sh, target, loose=True)
         self._finish(sh, future, deadline)
         self.recoveries.append({"shard": sh.index, "lost_worker": lost_address,
@@ -750,6 +746,45 @@ class ShardedOperator(MeasurementOperator):
         warnings.warn(f"shard {sh.index} was lost with worker {lost_address} ({exc!r}); "
                       f"rebuilt it from its recipe on {sh.address}",
                       ShardRecoveredWarning, stacklevel=4)
+
+    def _rebuild_target(self, sh: _Shard, lost_address, workers, deadline,
+                        poll: float = 0.5):
+        """The live worker to rebuild ``sh`` on: the one with the fewest shards among
+        those whose memory headroom (memory_limit x pause fraction - the process memory
+        the scheduler last saw) holds the shard. When none does (the survivors are full,
+        e.g. a nanny is still restarting the lost worker), wait for one until
+        ``deadline`` or 60 s (a replacement worker appears with empty memory), then fall back to
+        the least loaded. Placing a shard on a full survivor would get that worker killed
+        by its memory limit too (measured at 1e8 observations: a second worker lost)."""
+        frac = _memory_fraction()
+        need = sh.nbytes or 0
+        wait_until = time.monotonic() + 60.0        # a nanny restart takes seconds
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)
+        while True:
+            info = self._client.sync(self._client.scheduler.identity, n_workers=-1)
+            live = {a: w for a, w in info.get("workers", {}).items() if a != lost_address}
+            load = {a: 0 for a in live}
+            for other in self._shards:
+                if other is not sh and other.address in load:
+                    load[other.address] += 1
+
+            def headroom(a, live=live):
+                w = live[a]
+                limit = w.get("memory_limit") or 0
+                used = (w.get("metrics") or {}).get("memory") or 0
+                return float("inf") if not limit else frac * limit - used
+
+            fits = [a for a in live if headroom(a) >= need]
+            if fits:
+                return min(fits, key=lambda a: (load[a], -headroom(a), a))
+            if time.monotonic() + poll >= wait_until:
+                break
+            time.sleep(poll)
+        if not live:
+            live = {a: None for a in workers}
+            load = {a: 0 for a in workers}
+        return min(load, key=lambda a: (load[a], a)) if load else None
 
     # ===================================================================== kernels
     def _residual_gradient_into(self, F, G, y, z, SG, StF):
