@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -20,6 +21,9 @@ from .recipes import _npy_shard, _npy_shard_nbytes, _spectral_is_average
 
 #: Returned by a shard asked for measurements it does not hold (the client then sends them).
 _MISSING_MEASUREMENTS = "__lowrank_core_missing_measurements__"
+
+#: Token of measurements a recipe built with its shard (kept on the worker, never evicted).
+_RESIDENT_TOKEN = -1
 
 
 def _memory_fraction() -> float:
@@ -63,7 +67,11 @@ class _ShardActor:
             nbytes = _npy_shard_nbytes(args[0], args[1], args[3])
         if nbytes:
             self._check_memory(worker, int(nbytes))
-        op = build(*args)
+        built = build(*args)
+        resident = None
+        if isinstance(built, tuple):   # (operator, y): measurements made with the shard
+            built, resident = built
+        op = built
         if not isinstance(op, MeasurementOperator):
             raise TypeError(f"shard {index}: the builder returned {type(op).__name__}, "
                             "not a lowrank_core MeasurementOperator")
@@ -71,6 +79,15 @@ class _ShardActor:
         self.op = op
         self.measurements: OrderedDict[int, np.ndarray] = OrderedDict()
         self.cache_size = 4
+        self.resident = resident is not None
+        if resident is not None:
+            if resident.shape != (op.m,) or resident.dtype != op.dtype:
+                raise TypeError(f"shard {index}: the recipe's measurements have shape "
+                                f"{resident.shape} and dtype {resident.dtype}, expected "
+                                f"({op.m},) {op.dtype}")
+            self.measurements[_RESIDENT_TOKEN] = resident
+        #: per kernel method: [calls, wall seconds, thread CPU seconds]
+        self.stats: dict[str, list] = {}
 
     def _check_memory(self, worker, nbytes: int) -> None:
         import psutil
@@ -95,7 +112,29 @@ class _ShardActor:
         return {"m": op.m, "shape": op.shape, "dtype": op.dtype.str,
                 "symmetric": bool(op.symmetric), "nbytes": int(op.nbytes),
                 "kind": type(op).__name__, "address": self.address, "pid": os.getpid(),
-                "n_threads": op.n_threads, "spectral_average": _spectral_is_average(op)}
+                "n_threads": op.n_threads, "spectral_average": _spectral_is_average(op),
+                "resident": self.resident}
+
+    def kernel_stats(self, reset: bool = False) -> dict:
+        """Per kernel method: calls, wall and thread-CPU seconds spent inside it on this
+        worker since the last reset (communication and (de)serialization excluded)."""
+        out = {k: tuple(v) for k, v in self.stats.items()}
+        if reset:
+            self.stats = {}
+        return out
+
+    def resident_measurements(self):
+        """The measurements the recipe built with the shard (None if it built none)."""
+        return self.measurements.get(_RESIDENT_TOKEN)
+
+    def _timed(self, name, fn, *args):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        out = fn(*args)
+        rec = self.stats.setdefault(name, [0, 0.0, 0.0])
+        rec[0] += 1
+        rec[1] += time.perf_counter() - w0
+        rec[2] += time.thread_time() - c0
+        return out
 
     def memory(self) -> dict:
         import resource
@@ -133,27 +172,33 @@ class _ShardActor:
     def _measurements(self, token, y):
         if y is not None:
             self.measurements[token] = np.ascontiguousarray(y)
-            while len(self.measurements) > self.cache_size:
-                self.measurements.popitem(last=False)
+            while len(self.measurements) > self.cache_size + self.resident:
+                oldest = next(t for t in self.measurements if t != _RESIDENT_TOKEN)
+                del self.measurements[oldest]
         y = self.measurements.get(token)
         if y is not None:
             self.measurements.move_to_end(token)
         return y
 
     # ------------------------------------------------------------------ kernels
-    def residual_gradient(self, F, G, token, y=None):
-        """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s."""
+    def residual_gradient(self, F, G, token, y=None, keep=False):
+        """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s;
+        with ``keep`` z_s stays here (for the line search) and None is sent instead."""
         y = self._measurements(token, y)
         if y is None:
             return _MISSING_MEASUREMENTS
         G = F if G is None else G
         op = self.op
         k = F.shape[1]
-        z = np.empty(op.m, op.dtype)
+        z = getattr(self, "_z", None) if keep else None
+        if z is None or z.shape != (op.m,) or z.dtype != op.dtype:
+            z = np.empty(op.m, op.dtype)
+        self._z = z if keep else None
         SG = np.empty((op.shape[0], k), op.dtype)
         StF = np.empty((op.shape[1], k), op.dtype)
-        loss = op._residual_gradient_into(F, G, y, z, SG, StF)
-        return float(loss), z, SG, StF
+        loss = self._timed("residual_gradient", op._residual_gradient_into,
+                           F, G, y, z, SG, StF)
+        return float(loss), (None if keep else z), SG, StF
 
     def adjoint_products(self, w, F, G):
         """(A_s^T(w_s) G, A_s^T(w_s)^T F) for this shard's slice w_s of the weights."""
@@ -165,13 +210,22 @@ class _ShardActor:
         op._adjoint_products_into(np.ascontiguousarray(w), F, G, SG, StF)
         return SG, StF
 
-    def line_search_products(self, z, F, G, D_F, D_G, same_direction):
+    def line_search_products(self, z, F, G, D_F, D_G, same_direction, token=None, y=None):
         """This shard's five line-search products (z_s.u_s, u_s.u_s, z_s.v_s, u_s.v_s,
-        v_s.v_s) for its slice z_s; G None means F, ``same_direction`` means D_G = D_F."""
+        v_s.v_s) for its slice z_s; G None means F, ``same_direction`` means D_G = D_F.
+        z None: the residual kept by the last ``residual_gradient(keep=True)`` (recomputed
+        from F, G and the measurements of ``token`` on a shard rebuilt since)."""
         G = F if G is None else G
         if same_direction:
             D_G = D_F
-        return tuple(float(x) for x in self.op._line_search_products(
+        if z is None:
+            z = getattr(self, "_z", None)
+            if z is None:
+                if self.residual_gradient(F, G, token, y, keep=True) == _MISSING_MEASUREMENTS:
+                    return _MISSING_MEASUREMENTS
+                z = self._z
+        return tuple(float(x) for x in self._timed(
+            "line_search_products", self.op._line_search_products,
             F, G, D_F, D_G, np.ascontiguousarray(z)))
 
     def forward_factored(self, F, G, token=None):

@@ -27,12 +27,19 @@ from ..operators import MeasurementOperator
 from ..operators._base import _format_bytes
 from .actor import (
     _MISSING_MEASUREMENTS,
+    _RESIDENT_TOKEN,
     _memory_fraction,
     _shard_too_large_message,
     _ShardActor,
 )
 from .errors import ShardLostError, ShardRecoveredWarning, ShardTimeoutError
-from .recipes import _call_builder, _gaussian_shard, _given_operator, _npy_shard
+from .recipes import (
+    _call_builder,
+    _completion_shard,
+    _gaussian_shard,
+    _given_operator,
+    _npy_shard,
+)
 
 __all__ = ["ShardedOperator"]
 
@@ -130,6 +137,16 @@ class ShardedOperator(MeasurementOperator):
         held one rebuild, however many shards that worker held). Default 3.
     y_cache_size : int
         Distinct measurement vectors kept on the shards (default 4).
+    residual : {"client", "shards"}
+        Where ``residual_gradient``'s residual z = A(F G^T) - y goes. "client" (default):
+        every shard sends its z_s back and the caller's z is filled, as for every
+        operator. "shards": each shard keeps its z_s (4 or 8 bytes per observation on
+        the worker) and sends none (m floats less traffic per iteration, no m floats
+        received on the client); the caller's z buffer is not filled (its first entry is
+        set to NaN as a marker), and the line search's products, the only use of z by
+        the gradient methods (gd, scaledgd, precgd, agn with a fixed step or
+        ``step="auto"``), run on the kept z_s when given that same buffer. Methods that
+        read z themselves (gnmr, als) need "client".
 
     Notes
     -----
@@ -148,7 +165,7 @@ class ShardedOperator(MeasurementOperator):
 
     def __init__(self, client, shards: list[_Shard], *, n_threads=None, timeout=300.0,
                  build_timeout=600.0, max_recoveries: int = 3, y_cache_size: int = 4,
-                 check_memory=True):
+                 residual: str = "client", check_memory=True):
         super().__init__(n_threads)
         self._client = _get_client(client)
         self._shard_n_threads = n_threads
@@ -157,6 +174,10 @@ class ShardedOperator(MeasurementOperator):
                               else check_positive_float(build_timeout, "build_timeout"))
         self.max_recoveries = check_positive_int(max_recoveries, "max_recoveries", minimum=0)
         self._y_cache_size = check_positive_int(y_cache_size, "y_cache_size")
+        if residual not in ("client", "shards"):
+            raise ValueError(f"residual must be 'client' or 'shards', got {residual!r}")
+        self.residual = residual
+        self._kept_z = None      # (data address, length) of the z the shards hold
         self._shards = shards
         self._y_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._next_token = 0
@@ -268,6 +289,106 @@ class ShardedOperator(MeasurementOperator):
         self = cls(client, shards, **options)
         self.seed_entropy = entropy
         return self
+
+    @classmethod
+    def completion(cls, n1: int, n2: int, rank: int, m: int, *, n_shards: int, client=None,
+                   seed=None, noise: float = 0.0, dtype=np.float32, layout: str = "blocked",
+                   **options) -> ShardedOperator:
+        """A planted rank-``rank`` completion problem generated on the workers, measurements
+        included: nothing of size m is shipped from the client.
+
+        Shard s is built on its worker by the recipe ``_completion_shard`` (deterministic
+        in (seed, n_shards, s), so a lost shard is rebuilt bit for bit): the ground truth
+        M* = U V^T from small seeded factors (:func:`planted_factors`, U (n1, rank) and V
+        (n2, rank), N(0, 1/n1) and N(0, 1/n2) entries), m_s observations of its row block
+        [s n1 / S, (s + 1) n1 / S) at uniform random positions
+        (:func:`completion_entries`), their values scale (<U_r, V_c> + noise e) with
+        scale = 1/sqrt(m / (n1 n2)) computed on the worker, and
+        :meth:`EntryOperator.from_entries` with ``layout`` (tiles for width ``rank``). The
+        values stay on the worker as the shard's resident measurements;
+        :meth:`measurements` copies them to the client (m numbers), where ``solve`` needs
+        them, and a solve given that array ships no y.
+
+        Parameters
+        ----------
+        n1, n2, rank, m : int
+            Shape, rank of M* and total observations (1 <= n_shards <= n1).
+        n_shards : int
+        client : distributed.Client, optional
+        seed : None, int, SeedSequence or Generator
+        noise : float
+            Standard deviation of the additive N(0, noise^2) noise on each entry.
+        dtype : float32 (default) or float64
+        layout : {"blocked", "rows", "auto"}
+        **options
+            ``n_threads``, ``timeout``, ``build_timeout``, ``max_recoveries``,
+            ``y_cache_size``.
+
+        Notes
+        -----
+        Memory per shard: what it keeps, 8 bytes per float32 observation (blocked: a 32-bit
+        tile code and the value; rows: a 32-bit column and the value; this is the size
+        checked against the workers' memory limits), and while it is built 12 bytes more
+        per observation (rows, cols, values) plus 2 (n1 + n2) rank float64 factors.
+        """
+        n1 = check_positive_int(n1, "n1")
+        n2 = check_positive_int(n2, "n2")
+        rank = check_positive_int(rank, "rank")
+        m = check_positive_int(m, "m")
+        n_shards = check_positive_int(n_shards, "n_shards")
+        if n_shards > min(n1, m):
+            raise ValueError(f"n_shards = {n_shards} exceeds min(n1, m) = {min(n1, m)} (each "
+                             "shard owns a block of rows and some observations)")
+        if layout not in ("blocked", "rows", "auto"):
+            raise ValueError(f"layout must be 'blocked', 'rows' or 'auto', got {layout!r}")
+        noise = float(noise)
+        if not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+        dtype = check_dtype(dtype)
+        entropy = _seed_entropy(seed)
+        shards = []
+        for s, (a, b) in enumerate(_row_bounds(m, n_shards)):
+            nbytes = (b - a) * (4 + dtype.itemsize)    # kept: 32-bit codes and y
+            shards.append(_Shard(s, _completion_shard,
+                                 (n1, n2, rank, m, n_shards, noise, dtype.str, layout,
+                                  entropy, s), nbytes, rows=(a, b)))
+        self = cls(client, shards, **options)
+        self.seed_entropy = entropy
+        self.planted = {"n1": n1, "n2": n2, "rank": rank, "entropy": entropy,
+                        "noise": noise}
+        return self
+
+    def measurements(self) -> np.ndarray:
+        """The measurements the shards' recipes built with them (:meth:`completion`),
+        copied to the client shard by shard into one read-only array (m numbers; peak
+        client memory m numbers plus one shard's). The array is registered by reference:
+        passing it to ``solve`` or ``residual_gradient`` ships nothing and costs no
+        comparison; the shards keep their copy."""
+        if not all(sh.info.get("resident") for sh in self._shards):
+            raise ValueError("these shards were built without measurements (only "
+                             "ShardedOperator.completion builds them on the workers); pass "
+                             "y to solve, the shards receive their slices on first use")
+        ref = self._y_cache.get(_RESIDENT_TOKEN)
+        if ref is not None:
+            return ref
+        y = np.empty(self.m, self.dtype)
+        for sh in self._shards:
+            part = _call(sh.actor, "resident_measurements", ()).result(
+                timeout=_remaining(_deadline(self.timeout)))
+            y[sh.rows[0]:sh.rows[1]] = part
+            del part
+        y.flags.writeable = False
+        self._y_cache[_RESIDENT_TOKEN] = y
+        return y
+
+    def kernel_stats(self, reset: bool = False) -> list[dict]:
+        """Per shard: its worker and, per kernel method, (calls, wall s, thread CPU s)
+        spent in the shard's kernels since the last reset (``reset=True`` clears them).
+        An iteration's wall time on the client minus the slowest worker's kernel time is
+        the time spent in communication, (de)serialization and the client's sums."""
+        stats = self._run("kernel_stats", lambda sh, missing: (reset,))
+        return [{"shard": sh.index, "worker": sh.address, "pid": sh.info.get("pid"),
+                 "kernels": st} for sh, st in zip(self._shards, stats)]
 
     @classmethod
     def from_files(cls, paths: Sequence[str], client=None, *, kind: str = "dense",
@@ -492,8 +613,16 @@ class ShardedOperator(MeasurementOperator):
     # ================================================================ measurements
     def _token(self, y: np.ndarray) -> tuple[int, bool]:
         """Token of y (recognised by its bits); True when y is new (shards need it)."""
+        resident = self._y_cache.get(_RESIDENT_TOKEN)
+        if resident is not None and y is resident:   # read-only, built by measurements()
+            return _RESIDENT_TOKEN, False
         bits = y.view(np.uint64 if y.dtype.itemsize == 8 else np.uint32)
         for token, ref in self._y_cache.items():
+            if token == _RESIDENT_TOKEN:
+                if ref.shape == y.shape and np.array_equal(ref, y):
+                    self._y_cache.move_to_end(token)
+                    return token, False
+                continue
             if ref.shape == bits.shape and np.array_equal(ref, bits):
                 self._y_cache.move_to_end(token)
                 return token, False
@@ -503,13 +632,19 @@ class ShardedOperator(MeasurementOperator):
         token = self._next_token
         self._next_token += 1
         self._y_cache[token] = y.view(np.uint64 if y.dtype.itemsize == 8 else np.uint32).copy()
-        while len(self._y_cache) > self._y_cache_size:
-            self._y_cache.popitem(last=False)
+        self._evict()
         return token
+
+    def _evict(self) -> None:
+        """Drop the oldest cached y beyond ``y_cache_size`` (never the resident one)."""
+        extra = _RESIDENT_TOKEN in self._y_cache
+        while len(self._y_cache) > self._y_cache_size + extra:
+            oldest = next(t for t in self._y_cache if t != _RESIDENT_TOKEN)
+            del self._y_cache[oldest]
 
     def _y_slice(self, token: int, sh: _Shard) -> np.ndarray:
         a, b = sh.rows
-        return self._y_cache[token][a:b].view(self.dtype)
+        return self._y_cache[token][a:b].view(self.dtype)   # resident: already float
 
     # ================================================================ remote calls
     def _run(self, method: str, make_args: Callable[[_Shard, bool], tuple],
@@ -602,11 +737,7 @@ class ShardedOperator(MeasurementOperator):
                 **self._error_context(sh)) from exc
         if sh.future is not None:
             sh.future.release()
-        load = {a: 0 for a in workers}
-        for other in self._shards:
-            if other is not sh and other.address in load:
-                load[other.address] += 1
-        target = min(load, key=lambda a: (load[a], a)) if load else None
+        target = self._rebuild_target(sh, lost_address, workers, deadline)
         future = self._submit(sh, target, loose=True)
         self._finish(sh, future, deadline)
         self.recoveries.append({"shard": sh.index, "lost_worker": lost_address,
@@ -616,20 +747,64 @@ class ShardedOperator(MeasurementOperator):
                       f"rebuilt it from its recipe on {sh.address}",
                       ShardRecoveredWarning, stacklevel=4)
 
+    def _rebuild_target(self, sh: _Shard, lost_address, workers, deadline,
+                        poll: float = 0.5):
+        """The live worker to rebuild ``sh`` on: the one with the fewest shards among
+        those whose memory headroom (memory_limit x pause fraction - the process memory
+        the scheduler last saw) holds the shard. When none does (the survivors are full,
+        e.g. a nanny is still restarting the lost worker), wait for one until
+        ``deadline`` or 60 s (a replacement worker appears with empty memory), then fall back to
+        the least loaded. Placing a shard on a full survivor would get that worker killed
+        by its memory limit too (measured at 1e8 observations: a second worker lost)."""
+        frac = _memory_fraction()
+        need = sh.nbytes or 0
+        wait_until = time.monotonic() + 60.0        # a nanny restart takes seconds
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)
+        while True:
+            info = self._client.sync(self._client.scheduler.identity, n_workers=-1)
+            live = {a: w for a, w in info.get("workers", {}).items() if a != lost_address}
+            load = {a: 0 for a in live}
+            for other in self._shards:
+                if other is not sh and other.address in load:
+                    load[other.address] += 1
+
+            def headroom(a, live=live):
+                w = live[a]
+                limit = w.get("memory_limit") or 0
+                used = (w.get("metrics") or {}).get("memory") or 0
+                return float("inf") if not limit else frac * limit - used
+
+            fits = [a for a in live if headroom(a) >= need]
+            if fits:
+                return min(fits, key=lambda a: (load[a], -headroom(a), a))
+            if time.monotonic() + poll >= wait_until:
+                break
+            time.sleep(poll)
+        if not live:
+            live = {a: None for a in workers}
+            load = {a: 0 for a in workers}
+        return min(load, key=lambda a: (load[a], a)) if load else None
+
     # ===================================================================== kernels
     def _residual_gradient_into(self, F, G, y, z, SG, StF):
         token, new = self._token(y)
         G_send = None if G is F else G
         with_y = new
 
-        def args(sh, missing):
-            return (F, G_send, token, self._y_slice(token, sh) if (with_y or missing) else None)
+        keep = self.residual == "shards"
 
+        def args(sh, missing):
+            return (F, G_send, token, self._y_slice(token, sh) if (with_y or missing) else None,
+                    keep)
+
+        self._kept_z = None
         results = self._run("residual_gradient", args)
         loss = 0.0
         for sh, (loss_s, z_s, SG_s, StF_s) in zip(self._shards, results):
             a, b = sh.rows
-            z[a:b] = z_s
+            if not keep:
+                z[a:b] = z_s
             if sh.index == 0:
                 SG[...] = SG_s
                 StF[...] = StF_s
@@ -637,6 +812,9 @@ class ShardedOperator(MeasurementOperator):
                 SG += SG_s
                 StF += StF_s
             loss += loss_s
+        if keep:
+            z[:1] = np.nan                      # marker: z lives on the shards
+            self._kept_z = (z.__array_interface__["data"][0], z.shape[0], token)
         self.n_calls += 1
         self._last_factors = (F.copy(), None if G is F else G.copy())
         return loss
@@ -659,8 +837,22 @@ class ShardedOperator(MeasurementOperator):
         # round trip; u and v never travel), summed here in shard order
         G_send = None if G is F else G
         same = D_G is D_F
-        results = self._run("line_search_products", lambda sh, missing: (
-            z[sh.rows[0]:sh.rows[1]], F, G_send, D_F, None if same else D_G, same))
+        if self.residual == "shards":
+            kept = self._kept_z
+            if kept is None or kept[:2] != (z.__array_interface__["data"][0], z.shape[0]):
+                raise ValueError(
+                    "residual='shards': the shards hold only the residual of the last "
+                    "residual_gradient call, and this z is not its output buffer; pass that "
+                    "buffer (solve does) or build the operator with residual='client'")
+            token = kept[2]
+            # a shard rebuilt since then has no kept z_s: it recomputes it from F, G and
+            # its measurements (sent along only to a rebuilt shard that lacks them)
+            results = self._run("line_search_products", lambda sh, missing: (
+                None, F, G_send, D_F, None if same else D_G, same, token,
+                self._y_slice(token, sh) if missing else None))
+        else:
+            results = self._run("line_search_products", lambda sh, missing: (
+                z[sh.rows[0]:sh.rows[1]], F, G_send, D_F, None if same else D_G, same))
         total = [0.0] * 5
         for part in results:
             total = [a + float(b) for a, b in zip(total, part)]
@@ -682,8 +874,7 @@ class ShardedOperator(MeasurementOperator):
             out[sh.rows[0]:sh.rows[1]] = part
         self._y_cache[token] = out.view(np.uint64 if out.dtype.itemsize == 8
                                         else np.uint32).copy()
-        while len(self._y_cache) > self._y_cache_size:
-            self._y_cache.popitem(last=False)
+        self._evict()
         return out
 
     def _forward_factored_into(self, F, G, out):

@@ -90,3 +90,68 @@ def _given_operator(op: MeasurementOperator) -> MeasurementOperator:
 def _call_builder(builder: Callable[[], MeasurementOperator]) -> MeasurementOperator:
     """Recipe of a user shard: call the (picklable, pure) zero-argument builder."""
     return builder()
+
+
+def planted_factors(n1: int, n2: int, rank: int, entropy: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ground truth M* = U V^T of :func:`_completion_shard`: U (n1, rank) and V (n2,
+    rank) with i.i.d. N(0, 1/n1) and N(0, 1/n2) entries (float64), drawn from
+    ``SeedSequence(entropy)`` (the shards draw from its children, spawn keys (s,)), so
+    U^T U and V^T V are near the identity and the singular values of M* near 1.
+    O((n1 + n2) rank) time and memory; every shard draws the same factors."""
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    U = rng.standard_normal((n1, rank)) / np.sqrt(n1)
+    V = rng.standard_normal((n2, rank)) / np.sqrt(n2)
+    return U, V
+
+
+def completion_entries(n1: int, n2: int, rank: int, m_total: int, n_shards: int, noise: float,
+                       dtype: str, entropy: int, index: int,
+                       chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The observations of shard ``index`` of a planted completion problem.
+
+    Shard s owns the matrix rows [s n1 / S, (s + 1) n1 / S) and m_s = balanced share of
+    m_total observations; their rows are uniform over its row block and their columns
+    uniform over [0, n2) (a uniform sample with replacement of the whole matrix, split by
+    row block; any order, as interaction logs arrive), drawn from
+    ``SeedSequence(entropy, spawn_key=(s,))``. Values y_i = scale (<U_{r_i}, V_{c_i}> +
+    noise e_i), e_i ~ N(0, 1), scale = 1/sqrt(p), p = m_total/(n1 n2) (the scaling of
+    :meth:`EntryOperator.random_ensemble`: E||A(M)||^2 = ||M||_F^2), computed in chunks
+    of ``chunk`` observations (float64, rounded to ``dtype``).
+
+    Returns rows (int32 or int64), cols, values (dtype) and scale. Memory: 12 bytes per
+    float32 observation plus (n1 + n2) rank float64 of factors.
+    """
+    ra, rb = (index * n1) // n_shards, ((index + 1) * n1) // n_shards
+    ma, mb = (index * m_total) // n_shards, ((index + 1) * m_total) // n_shards
+    m_s = mb - ma
+    itype = np.int32 if max(n1, n2) < 2**31 - 1 else np.int64
+    rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(index,)))
+    rows = rng.integers(ra, rb, size=m_s, dtype=itype)
+    cols = rng.integers(0, n2, size=m_s, dtype=itype)
+    noise_rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(index, 1)))
+    U, V = planted_factors(n1, n2, rank, entropy)
+    scale = 1.0 / np.sqrt(m_total / (n1 * n2))
+    values = np.empty(m_s, np.dtype(dtype))
+    for a in range(0, m_s, chunk):
+        b = min(a + chunk, m_s)
+        v = np.einsum("ij,ij->i", U[rows[a:b]], V[cols[a:b]])
+        if noise:
+            v += noise * noise_rng.standard_normal(b - a)
+        values[a:b] = scale * v
+    return rows, cols, values, scale
+
+
+def _completion_shard(n1: int, n2: int, rank: int, m_total: int, n_shards: int, noise: float,
+                      dtype: str, layout: str, entropy: int, index: int):
+    """Shard ``index`` of a planted completion problem and its measurements, built on the
+    worker: the observations of :func:`completion_entries` through
+    :meth:`EntryOperator.from_entries` (``layout``, tiles chosen for width ``rank``).
+    Returns (operator, y): y is the shard's measurements in the operator's order, kept
+    on the worker."""
+    from ..operators import EntryOperator
+
+    rows, cols, values, scale = completion_entries(n1, n2, rank, m_total, n_shards, noise,
+                                                   dtype, entropy, index)
+    op, y = EntryOperator.from_entries(rows, cols, values, (n1, n2), scale=scale,
+                                       layout=layout, k=rank)
+    return op, y
