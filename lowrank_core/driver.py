@@ -488,6 +488,7 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
         # the initial point exists: return it (status "interrupted", n_iter 0)
         return _interrupted_during_setup(operator, y, F0, G0, s, t_init)
     state.want_grams = rule.needs_grams or "imbalance" in s.names
+    state.one_sided = not rule.evaluates_grad_G and "grad_norm" not in s.names
     init_time = _time.perf_counter() - t_init
 
     recorder = Recorder(s.names, truth)

@@ -384,8 +384,14 @@ class MatrixCompletion:
         -------
         self
         """
+        self._fit(X)
+        return self
+
+    def _fit(self, X):
+        """:meth:`fit`; returns X's observations (rows, cols, values), all of them
+        (validation entries included), for :meth:`fit_transform` to reuse."""
         rank, reg, max_iter, tol, vf, patience = self._checked()
-        rows, cols, values, shape = _observations(X, self.dtype)
+        observations = rows, cols, values, shape = _observations(X, self.dtype)
         n1, n2 = shape
         if rank > min(n1, n2):
             raise ValueError(f"rank={rank} exceeds min(n_rows, n_columns) = {min(n1, n2)} "
@@ -433,7 +439,8 @@ class MatrixCompletion:
                     n_threads=self.n_threads, progress=bool(self.verbose) and not fast,
                     reg=reg, stall_tol=0.0)  # tol (relative change): the estimator's stop
         if fast:   # solve gave the start (its initialization); iterate on the biased model
-            _biased_als(res, offsets, values, reg, max_iter, monitor)
+            _biased_als(res, offsets, values, reg, max_iter, monitor,
+                        verbose=bool(self.verbose))
         monitor.finish(res)
         F, G = res.factors
         if isinstance(offsets, _BiasProjectedEntries):
@@ -461,7 +468,7 @@ class MatrixCompletion:
         self.effective_rank_ = int(np.sum(s > EFFECTIVE_RANK_RTOL * s[0])) if s[0] > 0 else 0
         self.validation_entries_ = None if val is None else \
             (np.asarray(val[0].rows), np.asarray(val[0].cols), val[1])
-        return self
+        return observations[:3]
 
     # --------------------------------------------------------------- outputs
     def _check_features(self, n2):
@@ -474,8 +481,7 @@ class MatrixCompletion:
 
         Observed entries keep their given values when ``keep_observed`` (all of them,
         validation entries included)."""
-        self.fit(X, y)
-        rows, cols, values, shape = _observations(X, self.row_factors_.dtype)
+        rows, cols, values = self._fit(X)   # X parsed once (fit's observations)
         out = self.row_factors_ @ self.components_
         self._add_offsets(out)
         if self.keep_observed:
@@ -671,10 +677,37 @@ class _Monitor:
                 self.reason = "early_stopped"
                 raise StopIteration
         F, G = self._model(res["F"], res["G"])
-        prev, self.previous = self.previous, (F, G)
-        if prev is not None and _relative_change(prev, (F, G)) <= self.tol:
+        change = self._change(F, G)
+        if change is not None and change <= self.tol:
             self.reason = "converged"
             raise StopIteration
+
+    def _change(self, F, G):
+        """The relative change from the previous iterate seen (None for the first):
+        :func:`_relative_change`, with this iterate's Grams kept for the next call.
+
+        In float64, W = F^T F and V = G^T G of the new iterate and the cross products
+        F0^T F, G0^T G (four n k^2 GEMMs; the 2k-wide Grams of _relative_change are
+        eight), the previous iterate's Grams reused; below 1e-5 (the cancelling range)
+        _relative_change's QR form. O((n1 + n2) k^2)."""
+        Fd = F.astype(np.float64, copy=False)
+        Gd = G.astype(np.float64, copy=False)
+        if not (np.isfinite(Fd).all() and np.isfinite(Gd).all()):
+            self.previous = None
+            return np.inf
+        A11, B11 = Fd.T @ Fd, Gd.T @ Gd
+        prev, self.previous = self.previous, (Fd, Gd, A11, B11)
+        if prev is None:
+            return None
+        F0, G0, A00, B00 = prev
+        m00 = float(np.sum(A00 * B00))
+        m11 = float(np.sum(A11 * B11))
+        m01 = float(np.sum((F0.T @ Fd) * (G0.T @ Gd)))
+        if m00 > 0:
+            ratio2 = (m11 + m00 - 2.0 * m01) / m00
+            if ratio2 >= 1e-10:
+                return float(np.sqrt(ratio2))
+        return _relative_change((F0, G0), (Fd, Gd))
 
     def finish(self, res):
         t = int(res.n_iter)
@@ -980,7 +1013,7 @@ class _BiasProjectedEntries(_CenteredEntries):
         return self.biases.gauged(*self.biases.solve(z))
 
 
-def _biased_als(res, offsets, values, reg, max_iter, monitor):
+def _biased_als(res, offsets, values, reg, max_iter, monitor, verbose=False):
     r"""ALS on the augmented factors for ``center="biases"``, or with a global mean for
     ``center=True``; updates ``res`` in place.
 
@@ -1018,10 +1051,16 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
     of the joint objective, i.e. of the centered path's 1/2 ||C (A(F G^T) - y)||^2 +
     penalty (mu eliminated); ``residual`` is ||C (A(F G^T) - y)|| / ||C y|| as there.
     Cost: the row kernel at width k (that of ``center=False``) plus O(m) per iteration.
+
+    ``verbose``: the progress display of :func:`~lowrank_core.solve` (``progress=True``:
+    a tqdm bar, or without tqdm a throttled "als: iteration t/max_iter residual=..."
+    line on stderr), updated after every iteration with ``residual`` above and closed
+    with the final iteration.
     """
     import time as _time
 
     from .methods.als import AlternatingLeastSquares, RowSolves, auto_ridge
+    from .recording import Progress
     base = offsets.base
     biased = isinstance(offsets, _BiasProjectedEntries)   # else center=True: mu only
     n1, n2 = base.shape
@@ -1073,6 +1112,8 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
         return 0.5 * rr + 0.5 * reg * pen, (np.sqrt(rr) / y_norm if y_norm > 0 else 0.0)
 
     loss, relres = evaluate()
+    progress = Progress(verbose, max_iter, "als")
+    progress.update(0, relres)
     hist = {name: list(np.asarray(v)) for name, v in res.history.items()}
     ridge, singular = [], []
     status, message = "max_iter", f"reached max_iter = {max_iter}"
@@ -1114,6 +1155,7 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                 status, message = "diverged", (f"non-finite objective at iteration "
                                                f"{it + 1}; iterate {it} returned")
                 break
+            progress.update(it, relres)
             now = t_start + _time.perf_counter() - t0
             for name, v in (("iteration", it), ("step", 1.0), ("step_G", 1.0),
                             ("loss", loss), ("residual", relres), ("time", now)):
@@ -1131,6 +1173,7 @@ def _biased_als(res, offsets, values, reg, max_iter, monitor):
                 status, message = "converged", (f"relative residual {relres:.3g} <= tol = "
                                                 f"{tol:g} at iteration {it}")
                 break
+    progress.close(it, relres)
     for name, v in hist.items():
         res.history[name] = np.asarray(v, dtype=np.float64)
     res["F"], res["G"] = Fa[:, :k].copy(), Ga[:, :k].copy()

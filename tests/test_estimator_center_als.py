@@ -83,3 +83,43 @@ def test_center_als_fast_path_validation_early_stopping():
     assert rmse == pytest.approx(np.nanmin(v), rel=1e-10)
     assert est.result_.status == "early_stopped"
     assert est.n_iter_ - est.best_iteration_ == 3
+
+
+@pytest.mark.parametrize("center", [True, "biases"])
+def test_verbose_prints_every_iteration_on_the_fast_paths(monkeypatch, capsys, center):
+    """verbose=True on the row-kernel paths (center=True / "biases" with ALS): the
+    progress display of solve (here its no-tqdm stderr line; a fake clock so that its
+    0.5 s throttle lets every update through) shows iterations 0..n_iter_, each with
+    the relative residual the fit records for it, the last one closed by a newline."""
+    import sys
+    import types
+
+    import lowrank_core.recording as recording
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setattr(recording, "time", types.SimpleNamespace(
+        perf_counter=lambda: float(next(ticks))))
+    M, mask = _low_rank_plus_mean(seed=7)
+    X = np.where(mask, M, np.nan)
+    est = lc.MatrixCompletion(rank=3, center=center, reg=0.1, tol=1e-4, max_iter=30,
+                              random_state=0, verbose=True).fit(X)
+    assert est.result_.options["biases_fast_path" if center == "biases"
+                                else "center_fast_path"]
+    err = capsys.readouterr().err
+    assert err.endswith("\n")
+    lines = [x for x in err.rstrip("\n").split("\r") if x]
+    n = est.n_iter_
+    assert 3 <= n < 30
+    # updates 0..n, then the close line repeating iteration n
+    assert [x.split()[2] for x in lines] == [f"{t}/30" for t in range(n + 1)] + [f"{n}/30"]
+    assert all(x.startswith("als: iteration ") for x in lines)
+    h = est.history_
+    for t in range(1, n + 1):
+        res_t = float(h["residual"][list(h["iteration"]).index(t)])
+        assert lines[t].endswith(f"residual={res_t:.3e}")
+    assert lines[-1].endswith(f"residual={est.result_.residual:.3e}")
+    # verbose=False prints nothing
+    lc.MatrixCompletion(rank=3, center=center, reg=0.1, tol=1e-4, max_iter=30,
+                        random_state=0).fit(X)
+    assert capsys.readouterr().err == ""

@@ -245,6 +245,30 @@ def test_estimator_relative_change_matches_dense_numpy(size):
         assert abs(got32 - ref) <= 1e-3 * ref
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_monitor_change_matches_dense_numpy_over_a_sequence(dtype):
+    # the monitor's incremental form (the previous iterate's Grams reused) on a sequence
+    # of iterates with changes from 1 down to 1e-7 (Gram and QR forms)
+    from lowrank_core.estimator import _Monitor
+    rng = np.random.default_rng(8)
+    F, G = rng.standard_normal((50, 6)), rng.standard_normal((40, 6))
+    mon = _Monitor(None, 0.0, 10)
+    assert mon._change(F.astype(dtype), G.astype(dtype)) is None
+    for size in (1.0, 1e-2, 1e-4, 1e-7):
+        F1 = F + size * rng.standard_normal(F.shape)
+        G1 = G + size * rng.standard_normal(G.shape)
+        F0d, G0d = F.astype(dtype).astype(np.float64), G.astype(dtype).astype(np.float64)
+        F1d, G1d = F1.astype(dtype).astype(np.float64), G1.astype(dtype).astype(np.float64)
+        M0, M1 = F0d @ G0d.T, F1d @ G1d.T
+        ref = np.linalg.norm(M1 - M0) / np.linalg.norm(M0)
+        got = mon._change(F1.astype(dtype), G1.astype(dtype))
+        assert abs(got - ref) <= 1e-6 * ref
+        F, G = F1, G1
+    bad = F.copy()
+    bad[0, 0] = np.nan
+    assert mon._change(bad, G) == np.inf
+
+
 def test_estimator_centred_and_biases():
     # the centred / bias-projected operators keep the entries' majorization constant,
     # and the fit still decreases the objective monotonically

@@ -82,6 +82,13 @@ class SolverState:
             def rg(F, G, y, z, SG, StF, _op=operator):
                 return _op.residual_gradient(F, G, y, out=(z, SG, StF))[0]
         self._rg = rg
+        #: one-sided evaluation (set by the driver for rules whose ``evaluates_grad_G``
+        #: is False): :meth:`evaluate` fills z, the loss and S G (+ lam F) only, through
+        #: the operator's ``_residual_gradient_left_into`` when it has one; StF is then
+        #: not the gradient of the iterate (``grad_G_current`` False)
+        self.one_sided = False
+        self.grad_G_current = False
+        self._rg_left = getattr(operator, "_residual_gradient_left_into", None)
 
     # ------------------------------------------------------------ iterate views
     @property
@@ -136,23 +143,35 @@ class SolverState:
         return float(self._rg(F, G, self.y, self.z, self.SG, self.StF))
 
     def evaluate(self) -> float:
-        """Residual gradient, loss gradient and (if wanted) Gram matrices of the iterate."""
+        """Residual gradient, loss gradient and (if wanted) Gram matrices of the iterate.
+
+        With ``one_sided`` (asymmetric runs, an operator with
+        ``_residual_gradient_left_into``) only z, the loss and ``SG`` (= S G + lam F)
+        are computed, one O(m k) pass without the S^T F scatter; ``StF`` is left as it
+        was (``grad_G_current`` False)."""
         F, G = self.F, self.G
-        self.half_sq = self.residual_gradient(F, G)
+        left = self.one_sided and not self.symmetric and self._rg_left is not None
+        if left:
+            self.n_evaluations += 1
+            self.half_sq = float(self._rg_left(F, G, self.y, self.z, self.SG))
+        else:
+            self.half_sq = self.residual_gradient(F, G)
+        self.grad_G_current = not left
         if self.symmetric:
             _steps.average(self.SG, self.StF, self.grad_sym)
         if self.reg:
-            self.add_ridge(F, G)
+            self.add_ridge(F, G, grad_G=not left)
         if self.want_grams:
             _steps.gram(F, self.gram_F)
             if not self.symmetric:
                 _steps.gram(G, self.gram_G)
         return self.half_sq
 
-    def add_ridge(self, F, G) -> None:
+    def add_ridge(self, F, G, grad_G: bool = True) -> None:
         """Add the ridge's gradient and set ``penalty`` (lam > 0 only), O((n1 + n2) k).
 
-        Asymmetric: SG += lam F, StF += lam G, penalty = lam/2 (||F||^2 + ||G||^2).
+        Asymmetric: SG += lam F, StF += lam G (not with ``grad_G=False``, the one-sided
+        evaluation), penalty = lam/2 (||F||^2 + ||G||^2).
         Symmetric: grad_sym += lam X, penalty = lam/2 ||X||^2.
         """
         lam = self.reg
@@ -161,7 +180,8 @@ class SolverState:
             self.penalty = 0.5 * lam * _steps.norm(F) ** 2
         else:
             self._add_scaled(self.SG, F)
-            self._add_scaled(self.StF, G)
+            if grad_G:
+                self._add_scaled(self.StF, G)
             self.penalty = 0.5 * lam * (_steps.norm(F) ** 2 + _steps.norm(G) ** 2)
 
     def _add_scaled(self, out, X) -> None:
@@ -192,6 +212,10 @@ class SolverState:
         """||grad f||_F (over both factors in an asymmetric run)."""
         if self.symmetric:
             return _steps.norm(self.grad_sym)
+        if not self.grad_G_current:
+            raise RuntimeError("grad_norm() after a one-sided evaluation (S^T F not "
+                               "computed); the driver evaluates both sides when "
+                               "grad_norm is recorded")
         a, b = _steps.norm(self.SG), _steps.norm(self.StF)
         return float(np.hypot(a, b))
 
@@ -272,6 +296,10 @@ class StepRule:
         Method options accepted through ``solve(**method_options)`` and their defaults.
     needs_grams : bool
         Whether the driver must compute F^T F and G^T G every iteration.
+    evaluates_grad_G : bool
+        Whether :meth:`step` reads the evaluation's S^T F (``grad_G``). False lets the
+        driver evaluate one-sidedly (z and S G only, :attr:`SolverState.one_sided`)
+        unless a recorded metric needs the full gradient.
     """
 
     name = "base"
@@ -283,6 +311,7 @@ class StepRule:
     default_max_iter = 1000
     option_defaults: dict = {}
     needs_grams = False
+    evaluates_grad_G = True
 
     def __init__(self, state: SolverState, step, options: dict, context):
         self.state = state

@@ -537,6 +537,38 @@ class EntryOperator(BoundsCache, MeasurementOperator):
             return _entries.residual_gradient(ptr, cols, pos, has, F, G, y, z, SG, StF,
                                               bufs, self._sc(), rowloss, bounds)
 
+    def _residual_gradient_left_into(self, F, G, y, z, SG):
+        """z = A(F G^T) - y and SG = A^T(z) G only; returns 1/2 ||z||^2.
+
+        The one-sided residual gradient (``_entries.residual_gradient_left``): one pass
+        over the row layout, 4 m k flops, nothing scattered into an n2 x k buffer. Its
+        z, loss and SG are those of :meth:`_residual_gradient_into` to rounding
+        (separately compiled loops). The blocked layout has no one-sided kernel: there
+        the two-sided one runs with S^T F into scratch."""
+        k = F.shape[1]
+        blocked = self._blocked_for(k)
+        if blocked is not None:
+            with self._workspace("rg-left-stf", (k,), lambda: np.empty(
+                    (self.shape[1], k), self.dtype)) as StF:
+                return self._blocked_residual_gradient(blocked, F, G, y, z, SG, StF)
+        ptr, cols, pos, has = self._pr()
+        bounds = self._bounds(ptr)
+        T = bounds.shape[0] - 1
+        with self._workspace("rg-left", (T,), lambda: np.empty(
+                self.shape[0], np.float64)) as rowloss:
+            return _entries.residual_gradient_left(ptr, cols, pos, has, F, G, y, z, SG,
+                                                   self._sc(), rowloss, bounds)
+
+    def _adjoint_product_into(self, w, X, out, transpose):
+        """out <- A^T(w) X (transpose False) or A^T(w)^T X (True): one of the two
+        products of :meth:`_adjoint_products_into`, one pass over the row layout."""
+        ptr, cols, pos, has = self._pr()
+        bounds = self._bounds(ptr)
+        T, k = bounds.shape[0] - 1, X.shape[1]
+        with self._workspace("ap", (T, k), lambda: self._scatter_buffers(T, k)) as bufs:
+            _entries.adjoint_products(ptr, cols, pos, has, w, X, out, bool(transpose), bufs,
+                                      self._sc(), bounds)
+
     # ------------------------------------------------------ cache-blocked layout
     def _set_layout(self, layout, block_shape, cache_size) -> None:
         """Validate and store the layout options (the layout itself is built lazily)."""
