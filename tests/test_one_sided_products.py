@@ -66,7 +66,7 @@ def test_residual_gradient_left_matches_numpy_and_the_two_sided_kernel(k, dtype,
 def test_residual_gradient_left_is_bitwise_independent_of_the_thread_count():
     """Each thread owns whole rows (z, S G, per-row losses summed in row order)."""
     outs = []
-    for nt in (1, 2, 3):
+    for nt in (1, 2):
         op, y, _, _, rng = _case(seed=2, n1=90, n2=50, shuffle=True, n_threads=nt)
         F, G = rng.standard_normal((90, 6)), rng.standard_normal((50, 6))
         z, SG = np.empty(op.m), np.empty((90, 6))
