@@ -225,7 +225,9 @@ class MatrixCompletion:
     random_state : None, int or numpy Generator
         Seeds the validation split and the initialization.
     verbose : bool
-        Show the solver's progress bar.
+        Show the solver's progress (:func:`~lowrank_core.solve`'s ``progress``: a tqdm
+        bar, else a stderr line with the iteration and relative residual), on every
+        path, the ALS row-kernel paths of ``center=True`` / ``"biases"`` included.
     warm_start : bool
         Start ``fit`` from the previous fit's factors when the shape and rank match.
     keep_observed : bool
