@@ -11,6 +11,9 @@ private kernels
 * ``_adjoint_products_into(w, F, G, SG, StF)``,
 * ``_line_search_products(F, G, D_F, D_G, z)`` (optional: the base class composes it
   from two factored forwards; the kinds override it with one fused compiled pass),
+* optional one-sided products, used when present (softImpute-ALS; EntryOperator has
+  them): ``_residual_gradient_left_into(F, G, y, z, SG)`` (z and S G only; returns the
+  loss) and ``_adjoint_product_into(w, X, out, transpose)`` (S X or S^T X alone),
 
 plus ``nbytes``, :meth:`~MeasurementOperator.take_rows`,
 :meth:`~MeasurementOperator.to_arrays`, :meth:`~MeasurementOperator.from_arrays` and
