@@ -688,10 +688,10 @@ class ShardedOperator(MeasurementOperator):
     def _y_slice(self, token: int, sh: _Shard) -> np.ndarray:
         a, b = sh.rows
         if token == _RESIDENT_TOKEN and token not in self._y_cache:
-            # a recipe always rebuilds its shard with its measurements: missing ones
-            # cannot be re-sent from here (the client holds no copy)
-            raise RuntimeError(f"shard {sh.index} lacks its resident measurements and the "
-                               "client holds no copy of them (remote_measurements)")
+            # remote_measurements: the client holds no copy, and none is needed (a recipe
+            # rebuilds its shard with its measurements); a shard that still lacks them
+            # makes _run raise
+            return None
         return self._y_cache[token][a:b].view(self.dtype)   # resident: already float
 
     # ================================================================ remote calls
@@ -730,6 +730,7 @@ class ShardedOperator(MeasurementOperator):
             if sh.index not in pending:        # a window slot freed earlier than planned
                 pending[sh.index] = start(sh, make_args(sh, False))
             rebuilds = 0   # per shard: one worker loss costs each of its shards one rebuild
+            resent = 0     # measurements re-sent after a "missing" answer
             while True:
                 try:
                     res = pending[sh.index].result(timeout=_remaining(deadline))
@@ -757,6 +758,12 @@ class ShardedOperator(MeasurementOperator):
                     pending[sh.index] = start(sh, make_args(sh, True))
                     continue
                 if isinstance(res, str) and res == _MISSING_MEASUREMENTS:
+                    resent += 1
+                    if resent > 1:
+                        raise RuntimeError(
+                            f"shard {sh.index} lacks the measurements of this call even "
+                            "after they were sent (its resident measurements are gone "
+                            "and the client holds no copy: remote_measurements)")
                     pending[sh.index] = start(sh, make_args(sh, True))
                     continue
                 del pending[sh.index]
