@@ -119,6 +119,8 @@ def run(args) -> dict:
             y = sop.remote_measurements()   # nothing m-sized on the client
             out["y_norm_on_shards_s"] = (y.norm(), time.perf_counter() - t0)[1]
         out["worker_memory_after_build"] = _worker_memory(client)
+        _log("after build: workers " + json.dumps(out["worker_memory_after_build"])
+             + f", client {_rss_self()}")
         kw = {"method": "gd", "step": args.step, "max_iter": args.iters, "seed": args.seed,
               "tol": None}
 
@@ -159,6 +161,9 @@ def run(args) -> dict:
                               "residual": float(res.history["residual"][-1]),
                               "n_iter": res.n_iter, **timing}
         out["worker_memory_after_solve"] = _worker_memory(client)
+        _log("undisturbed: " + json.dumps(out["undisturbed"], default=str)
+             + " workers " + json.dumps(out["worker_memory_after_solve"])
+             + f", client {_rss_self()}")
         if args.kill_at:
             def kill(intermediate):
                 if intermediate.n_iter == args.kill_at:
