@@ -8,6 +8,12 @@ Smoke size (seconds)::
 
     python benchmarks/dask_scale.py --nobs 1e5 --n 2000 --iters 3
 
+The 10^9 run of docs/dask.rst (about 17 GiB: 4 x 3.75 GiB workers and a 1 GiB client;
+35 minutes on the shared 2-core VM)::
+
+    python benchmarks/dask_scale.py --nobs 1e9 --n 1e6 --workers 4 --shards-per-worker 16 \\
+        --memory-limit 3.75GiB --iters 2 --kill-at 1 --residual recompute --timeout 5400
+
 Large runs (above 3 GiB in total) go under the shared lock::
 
     flock /work/notes/bigmem.lock python benchmarks/dask_scale.py --nobs 1e8 --n 1e6 \\

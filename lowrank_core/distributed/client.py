@@ -171,7 +171,10 @@ class ShardedOperator(MeasurementOperator):
     kernel on its m_s rows in parallel (for dense shards 4 m_s n1 n2 flops, m_s n1 n2
     itemsize bytes read), plus, on the client, an O(m) check of y and the sums of S
     partial products (S (n1 + n2) k flops). Traffic: (n1 + n2) k floats to every shard and
-    (n1 + n2) k + m_s floats back; y_s once per distinct y. Latency: one client-worker round
+    (n1 + n2) k + m_s floats back (completion shards: their block of F's rows and all of
+    G, their block of S G's rows and all of S^T F; no m_s with a sharded residual); y_s
+    once per distinct y (never with :meth:`remote_measurements`). Client memory: at most
+    ``in_flight`` replies at a time. Latency: one client-worker round
     trip per iteration on top of the slowest shard's compute (measured 6-12 ms over
     loopback on a loaded 2-core machine; see ``benchmarks/distributed_overhead.py``).
     """
