@@ -8,6 +8,12 @@ Smoke size (seconds)::
 
     python benchmarks/dask_scale.py --nobs 1e5 --n 2000 --iters 3
 
+The 10^9 run of docs/dask.rst (about 17 GiB: 4 x 3.75 GiB workers and a 1 GiB client;
+35 minutes on the shared 2-core VM)::
+
+    python benchmarks/dask_scale.py --nobs 1e9 --n 1e6 --workers 4 --shards-per-worker 16 \\
+        --memory-limit 3.75GiB --iters 2 --kill-at 1 --residual recompute --timeout 5400
+
 Large runs (above 3 GiB in total) go under the shared lock::
 
     flock /work/notes/bigmem.lock python benchmarks/dask_scale.py --nobs 1e8 --n 1e6 \\
@@ -60,6 +66,21 @@ def _worker_memory(client) -> dict:
     return client.run(probe)
 
 
+def _rss_self() -> dict:
+    """The client process's resident and peak resident bytes now."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS", "VmHWM")):
+                key, val, _ = line.split()
+                out[key[:-1]] = int(val) * 1024
+    return out
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
 def run(args) -> dict:
     import distributed
 
@@ -70,7 +91,13 @@ def run(args) -> dict:
     out: dict = {"nobs": args.nobs, "n1": n, "n2": n, "rank": args.rank,
                  "workers": args.workers, "memory_limit": args.memory_limit,
                  "n_shards": args.workers * args.shards_per_worker, "dtype": args.dtype,
-                 "layout": args.layout, "residual": args.residual, "load_before": os.getloadavg()}
+                 "layout": args.layout, "residual": args.residual, "y": args.y,
+                 "in_flight": args.in_flight, "load_before": os.getloadavg()}
+    if args.pause is not None:
+        import dask
+
+        dask.config.set({"distributed.worker.memory.pause": args.pause})
+        out["pause_fraction"] = args.pause
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(
@@ -78,15 +105,28 @@ def run(args) -> dict:
             dashboard_address=None, memory_limit=args.memory_limit, silence_logs=40)
     with cluster, distributed.Client(cluster) as client:
         t0 = time.perf_counter()
+        _log(f"building {out['n_shards']} shards")
         sop = ShardedOperator.completion(
             n, n, args.rank, args.nobs, n_shards=out["n_shards"], client=client,
             seed=args.seed, dtype=np.dtype(args.dtype), layout=args.layout,
-            timeout=args.timeout, build_timeout=args.timeout, residual=args.residual)
+            timeout=args.timeout, build_timeout=args.timeout, residual=args.residual,
+            in_flight=args.in_flight)
+        out["client_rss_after_build"] = _rss_self()
+        if args.full_replies:       # the replies before row blocks: all of S G per shard
+            for sh in sop._shards:
+                sh.row_block = None
         out["build_s"] = time.perf_counter() - t0
+        _log(f"built in {out['build_s']:.1f} s")
         t0 = time.perf_counter()
-        y = sop.measurements()
-        out["measurements_to_client_s"] = time.perf_counter() - t0
+        if args.y == "copy":
+            y = sop.measurements()
+            out["measurements_to_client_s"] = time.perf_counter() - t0
+        else:
+            y = sop.remote_measurements()   # nothing m-sized on the client
+            out["y_norm_on_shards_s"] = (y.norm(), time.perf_counter() - t0)[1]
         out["worker_memory_after_build"] = _worker_memory(client)
+        _log("after build: workers " + json.dumps(out["worker_memory_after_build"])
+             + f", client {_rss_self()}")
         kw = {"method": "gd", "step": args.step, "max_iter": args.iters, "seed": args.seed,
               "tol": None}
 
@@ -96,10 +136,14 @@ def run(args) -> dict:
 
             def cb(intermediate):
                 stamps.append(time.perf_counter())
+                _log(f"iteration {intermediate.n_iter} done, "
+                     f"{stamps[-1] - (stamps[-2] if len(stamps) > 1 else t0):.1f} s, "
+                     f"client {_rss_self()}, load {os.getloadavg()}")
                 if callback is not None:
                     callback(intermediate)
 
             t0, c0 = time.perf_counter(), time.process_time()
+            _log("solve started")
             res = lc.solve(sop, y, args.rank, callback=cb, **kw)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             stats = sop.kernel_stats(reset=True)
@@ -123,6 +167,9 @@ def run(args) -> dict:
                               "residual": float(res.history["residual"][-1]),
                               "n_iter": res.n_iter, **timing}
         out["worker_memory_after_solve"] = _worker_memory(client)
+        _log("undisturbed: " + json.dumps(out["undisturbed"], default=str)
+             + " workers " + json.dumps(out["worker_memory_after_solve"])
+             + f", client {_rss_self()}")
         if args.kill_at:
             def kill(intermediate):
                 if intermediate.n_iter == args.kill_at:
@@ -137,6 +184,12 @@ def run(args) -> dict:
             out["killed"] = {"loss": float(res2.history["loss"][-1]),
                              "n_iter": res2.n_iter, "status": res2.status, **timing2,
                              "recoveries": sop.recoveries,
+                             # kill -> last rebuilt shard answered the retried call's
+                             # rebuild (the solve resumes from there)
+                             "recovery_s": (max(r["finished"] for r in sop.recoveries)
+                                            - out["kill_time"]) if sop.recoveries else None,
+                             "rebuild_s": sum(r["finished"] - r["started"]
+                                              for r in sop.recoveries),
                              "loss_difference": float(res2.history["loss"][-1]
                                                       - res.history["loss"][-1]),
                              "factor_max_rel_difference": float(max(
@@ -160,8 +213,20 @@ def main(argv=None) -> None:
     p.add_argument("--memory-limit", type=_bytes, default=_bytes("1GiB"))
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--layout", default="blocked", choices=["blocked", "rows", "auto"])
-    p.add_argument("--residual", default="client", choices=["client", "shards"],
-                   help="shards: residuals stay on the workers (not sent each iteration)")
+    p.add_argument("--residual", default="client", choices=["client", "shards", "recompute"],
+                   help="shards: residuals stay on the workers (not sent each iteration); "
+                        "recompute: not kept either (recomputed by a line search)")
+    p.add_argument("--y", default="remote", choices=["remote", "copy"],
+                   help="remote: solve on op.remote_measurements() (nothing m-sized on the "
+                        "client); copy: on op.measurements() (m numbers on the client)")
+    p.add_argument("--in-flight", type=int, default=None,
+                   help="outstanding shard calls per residual gradient (default two per "
+                        "worker; 0: all shards at once, the old behaviour)")
+    p.add_argument("--full-replies", action="store_true",
+                   help="send all of F and answer all of S G per shard (as before row "
+                        "blocks), not the shard's block of rows")
+    p.add_argument("--pause", type=float, default=None,
+                   help="Dask's worker memory pause fraction (default: Dask's, 0.8)")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--step", type=float, default=0.3)
     p.add_argument("--kill-at", type=int, default=0,

@@ -248,8 +248,12 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
     operator : MeasurementOperator
         Any lowrank_core operator (dense, symmetric, sparse, entries, rank-one, sharded);
         every method works with every operator through its fused residual gradient.
-    y : ndarray, shape (m,)
-        Measurements, same dtype as the operator (float32 stays float32).
+    y : ndarray, shape (m,), or RemoteMeasurements
+        Measurements, same dtype as the operator (float32 stays float32). For a
+        :class:`~lowrank_core.distributed.ShardedOperator` built with its measurements
+        (``completion``), ``operator.remote_measurements()`` names them without a copy
+        on the client (checked finite on no side; methods that read y on the client,
+        gnmr and als, need the array of ``operator.measurements()``).
     rank : int
         k, the number of columns of the factors, 1 <= k <= min(n1, n2).
     method : str
@@ -414,7 +418,11 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         raise ValueError(f"method {method!r} exists only in the asymmetric form (F G^T); "
                          f"pass symmetric=False (it works on symmetric operators and PSD "
                          f"targets)")
-    y = as_float_array(y, "y", shape=(operator.m,), dtype=operator.dtype)
+    if getattr(y, "_lowrank_remote_measurements", False):
+        # measurements that stay on a sharded operator's workers (nothing m-sized here)
+        y = operator._check_y(y, "y")
+    else:
+        y = as_float_array(y, "y", shape=(operator.m,), dtype=operator.dtype)
     if not symmetric and getattr(operator, "symmetric", False):
         warnings.warn(
             "all A_i of this operator are symmetric, so A(F G^T) only sees the symmetric "

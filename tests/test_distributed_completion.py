@@ -147,3 +147,106 @@ def test_residual_kept_on_shards_solve_matches_single_process(client, step):
         zl = local.forward_factored(F, G) - y
         ref5 = local._line_search_products(F, G, F, G, zl)
         np.testing.assert_allclose(got5, ref5, rtol=1e-10)
+
+
+def _local_copy(sop):
+    shards = sop.fetch_shards()
+    return lc.EntryOperator(np.concatenate([s.rows for s in shards]),
+                            np.concatenate([s.cols for s in shards]),
+                            (N1, N2), scale=shards[0].scale, n_threads=1)
+
+
+@pytest.mark.parametrize("step", [0.3, "auto"])
+def test_remote_measurements_recompute_matches_single_process(client, step):
+    # y never copied to the client (RemoteMeasurements), residuals neither sent nor kept
+    # (the line search of step="auto" recomputes them on the shards)
+    with ShardedOperator.completion(N1, N2, RANK, M, n_shards=SHARDS, client=client,
+                                    seed=SEED, dtype=np.float64,
+                                    residual="recompute") as sop:
+        y_remote = sop.remote_measurements()
+        y = np.array(sop.measurements())              # for the reference only
+        assert y_remote.shape == (M,) and len(y_remote) == M and y_remote.dtype == y.dtype
+        assert y_remote.norm() == pytest.approx(float(np.sqrt(y @ y)), rel=1e-13)
+        with pytest.raises(TypeError, match="measurements"):
+            np.asarray(y_remote)
+        local = _local_copy(sop)
+        kw = {"method": "gd", "step": step, "max_iter": 25, "seed": 2}
+        ref = lc.solve(local, y, RANK, **kw)
+        got = lc.solve(sop, y_remote, RANK, **kw)
+        assert got.n_iter == ref.n_iter
+        for a, b in zip(got.factors, ref.factors):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got.history["residual"], ref.history["residual"],
+                                   rtol=1e-10)
+        # spectral initialization from the remote measurements: the same start
+        start_ref = lc.solve(local, y, RANK, method="gd", init="spectral", max_iter=0,
+                             seed=5).factors
+        start = lc.solve(sop, y_remote, RANK, method="gd", init="spectral", max_iter=0,
+                         seed=5).factors
+        for a, b in zip(start, start_ref):
+            np.testing.assert_allclose(np.abs(a), np.abs(b), rtol=1e-8, atol=1e-10)
+        # the shards keep no residual: a line search on a fresh evaluation recomputes it
+        F, G = ref.factors
+        z = np.zeros(M)
+        sop.residual_gradient(F, G, y_remote, out=(z, np.empty((N1, RANK)),
+                                                   np.empty((N2, RANK))))
+        assert np.isnan(z[0]) and not np.any(z[1:])
+        D_F, D_G = np.roll(F, 1, axis=0), np.roll(G, 2, axis=0)
+        got5 = sop._line_search_products(F, G, D_F, D_G, z)
+        zl = local.forward_factored(F, G) - y
+        ref5 = local._line_search_products(F, G, D_F, D_G, zl)
+        np.testing.assert_allclose(got5, ref5, rtol=1e-10)
+        with ShardedOperator.completion(N1, N2, RANK, M, n_shards=SHARDS, client=client,
+                                        seed=SEED, dtype=np.float64) as other, \
+                pytest.raises(ValueError, match="another"):
+            other.residual_gradient(F, G, y_remote)
+
+
+def test_calls_in_flight_bounded_and_sums_unchanged(client, monkeypatch):
+    from lowrank_core.distributed import client as client_mod
+
+    n_shards = 5
+    F = np.random.default_rng(3).standard_normal((N1, RANK))
+    G = np.random.default_rng(4).standard_normal((N2, RANK))
+    real = client_mod._call
+    counts = {"now": 0, "peak": 0}
+
+    def counting(actor, method, args):
+        fut = real(actor, method, args)
+        if method != "residual_gradient":
+            return fut
+        counts["now"] += 1
+        counts["peak"] = max(counts["peak"], counts["now"])
+
+        class Counted:
+            def result(self, timeout=None):
+                try:
+                    return fut.result(timeout=timeout)
+                finally:
+                    counts["now"] -= 1
+        return Counted()
+
+    monkeypatch.setattr(client_mod, "_call", counting)
+    answers = {}
+    for in_flight in (0, 1, 2, None):
+        with ShardedOperator.completion(N1, N2, RANK, M, n_shards=n_shards, client=client,
+                                        seed=SEED, dtype=np.float64, in_flight=in_flight,
+                                        residual="client") as sop:
+            counts["peak"] = 0
+            answers[in_flight] = sop.residual_gradient(F, G, sop.remote_measurements())
+            expect = {0: n_shards, 1: 1, 2: 2, None: min(n_shards, 2 * 2)}[in_flight]
+            assert counts["peak"] == expect
+            assert counts["now"] == 0
+            if in_flight == 0:
+                local = _local_copy(sop)
+                y = np.array(sop.measurements())
+    # every window gives the same sums bit for bit (shard order is kept) ...
+    for key in (1, 2, None):
+        assert answers[key][0] == answers[0][0]
+        for a, b in zip(answers[key][1:], answers[0][1:]):
+            assert np.array_equal(a, b)
+    # ... and they are the single-process products (the row-block replies included)
+    ref = local.residual_gradient(F, G, y)
+    assert answers[0][0] == pytest.approx(ref[0], rel=1e-12)
+    for a, b in zip(answers[0][1:], ref[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -63,11 +63,12 @@ Examples
 >>> result = lowrank_core.solve(op, y, rank=10, method="gd")               # doctest: +SKIP
 """
 
-from .client import ShardedOperator
+from .client import RemoteMeasurements, ShardedOperator
 from .errors import ShardError, ShardLostError, ShardRecoveredWarning, ShardTimeoutError
 from .problems import make_sharded_problem
 
 __all__ = [
+    "RemoteMeasurements",
     "ShardError",
     "ShardLostError",
     "ShardRecoveredWarning",

@@ -181,14 +181,34 @@ class _ShardActor:
         return y
 
     # ------------------------------------------------------------------ kernels
-    def residual_gradient(self, F, G, token, y=None, keep=False):
+    def resident_sq_norm(self) -> float:
+        """||y_s||^2 of the resident measurements, accumulated in float64."""
+        y = self.measurements[_RESIDENT_TOKEN]
+        total = 0.0
+        for a in range(0, y.shape[0], 1 << 20):
+            part = y[a:a + (1 << 20)].astype(np.float64)
+            total += float(np.dot(part, part))
+        return total
+
+    def residual_gradient(self, F, G, token, y=None, keep=False, row_block=None):
         """(0.5 ||z_s||^2, z_s, A_s^T(z_s) G, A_s^T(z_s)^T F) with z_s = A_s(F G^T) - y_s;
-        with ``keep`` z_s stays here (for the line search) and None is sent instead."""
+        with ``keep`` z_s stays here (for the line search) and None is sent instead;
+        with ``keep="recompute"`` None is sent and z_s is not kept either. With
+        ``row_block`` = (start, stop), the shard's measurements touch only those matrix
+        rows: F is given as F[start:stop] (placed into zeros) and the first product is
+        answered as its rows start:stop (the others are zero)."""
+        drop = keep == "recompute"
+        keep = bool(keep) and not drop
         y = self._measurements(token, y)
         if y is None:
             return _MISSING_MEASUREMENTS
-        G = F if G is None else G
         op = self.op
+        if row_block is not None:
+            ra, rb = row_block
+            F_block = F
+            F = np.zeros((op.shape[0], F_block.shape[1]), F_block.dtype)
+            F[ra:rb] = F_block
+        G = F if G is None else G
         k = F.shape[1]
         z = getattr(self, "_z", None) if keep else None
         if z is None or z.shape != (op.m,) or z.dtype != op.dtype:
@@ -198,7 +218,9 @@ class _ShardActor:
         StF = np.empty((op.shape[1], k), op.dtype)
         loss = self._timed("residual_gradient", op._residual_gradient_into,
                            F, G, y, z, SG, StF)
-        return float(loss), (None if keep else z), SG, StF
+        if row_block is not None:
+            SG = SG[row_block[0]:row_block[1]]
+        return float(loss), (None if (keep or drop) else z), SG, StF
 
     def adjoint_products(self, w, F, G):
         """(A_s^T(w_s) G, A_s^T(w_s)^T F) for this shard's slice w_s of the weights."""
@@ -210,11 +232,13 @@ class _ShardActor:
         op._adjoint_products_into(np.ascontiguousarray(w), F, G, SG, StF)
         return SG, StF
 
-    def line_search_products(self, z, F, G, D_F, D_G, same_direction, token=None, y=None):
+    def line_search_products(self, z, F, G, D_F, D_G, same_direction, token=None, y=None,
+                             drop=False):
         """This shard's five line-search products (z_s.u_s, u_s.u_s, z_s.v_s, u_s.v_s,
         v_s.v_s) for its slice z_s; G None means F, ``same_direction`` means D_G = D_F.
         z None: the residual kept by the last ``residual_gradient(keep=True)`` (recomputed
-        from F, G and the measurements of ``token`` on a shard rebuilt since)."""
+        from F, G and the measurements of ``token`` on a shard rebuilt since, or always
+        with ``drop``, which also forgets it afterwards)."""
         G = F if G is None else G
         if same_direction:
             D_G = D_F
@@ -224,6 +248,8 @@ class _ShardActor:
                 if self.residual_gradient(F, G, token, y, keep=True) == _MISSING_MEASUREMENTS:
                     return _MISSING_MEASUREMENTS
                 z = self._z
+        if drop:
+            self._z = None
         return tuple(float(x) for x in self._timed(
             "line_search_products", self.op._line_search_products,
             F, G, D_F, D_G, np.ascontiguousarray(z)))

@@ -41,7 +41,7 @@ from .recipes import (
     _npy_shard,
 )
 
-__all__ = ["ShardedOperator"]
+__all__ = ["RemoteMeasurements", "ShardedOperator"]
 
 _INSTALL_HINT = "pip install 'lowrank-core[dask]'"
 
@@ -67,6 +67,9 @@ class _Shard:
     nbytes: int | None          # estimate checked before creation (None: unknown)
     rows: tuple[int, int] | None = None   # [start, stop) once known
     payload: Callable | None = None   # client-side source re-sent on rebuild (from_operator)
+    # [start, stop) of the matrix rows this shard's measurements touch, when known (its
+    # A_s(F G^T) reads only F[start:stop], and A_s^*(z_s) G is zero outside those rows)
+    row_block: tuple[int, int] | None = None
     future: Any = None
     actor: Any = None
     address: str | None = None
@@ -146,7 +149,17 @@ class ShardedOperator(MeasurementOperator):
         set to NaN as a marker), and the line search's products, the only use of z by
         the gradient methods (gd, scaledgd, precgd, agn with a fixed step or
         ``step="auto"``), run on the kept z_s when given that same buffer. Methods that
-        read z themselves (gnmr, als) need "client".
+        read z themselves (gnmr, als) need "client". "recompute": as "shards", but the
+        shards keep no residual either (no memory per observation beyond the shard); a
+        line search recomputes z_s on each shard from F, G (one more fused kernel pass
+        per line search; none with a fixed step).
+    in_flight : int or None
+        Shard calls of ``residual_gradient`` and ``adjoint_products`` the client keeps
+        outstanding at once, started and summed in shard order (each reply is added and
+        dropped before the next call starts), so the client holds at most ``in_flight``
+        replies of (n1 + n2) k numbers instead of one per shard. Default None: two per
+        worker (a worker always has its next call queued while it computes); 0: all
+        shards at once. The sums, and so the iterates, do not depend on it.
 
     Notes
     -----
@@ -158,14 +171,18 @@ class ShardedOperator(MeasurementOperator):
     kernel on its m_s rows in parallel (for dense shards 4 m_s n1 n2 flops, m_s n1 n2
     itemsize bytes read), plus, on the client, an O(m) check of y and the sums of S
     partial products (S (n1 + n2) k flops). Traffic: (n1 + n2) k floats to every shard and
-    (n1 + n2) k + m_s floats back; y_s once per distinct y. Latency: one client-worker round
+    (n1 + n2) k + m_s floats back (completion shards: their block of F's rows and all of
+    G, their block of S G's rows and all of S^T F; no m_s with a sharded residual); y_s
+    once per distinct y (never with :meth:`remote_measurements`). Client memory: at most
+    ``in_flight`` replies at a time. Latency: one client-worker round
     trip per iteration on top of the slowest shard's compute (measured 6-12 ms over
     loopback on a loaded 2-core machine; see ``benchmarks/distributed_overhead.py``).
     """
 
     def __init__(self, client, shards: list[_Shard], *, n_threads=None, timeout=300.0,
                  build_timeout=600.0, max_recoveries: int = 3, y_cache_size: int = 4,
-                 residual: str = "client", check_memory=True):
+                 residual: str = "client", in_flight: int | None = None,
+                 check_memory=True):
         super().__init__(n_threads)
         self._client = _get_client(client)
         self._shard_n_threads = n_threads
@@ -174,9 +191,12 @@ class ShardedOperator(MeasurementOperator):
                               else check_positive_float(build_timeout, "build_timeout"))
         self.max_recoveries = check_positive_int(max_recoveries, "max_recoveries", minimum=0)
         self._y_cache_size = check_positive_int(y_cache_size, "y_cache_size")
-        if residual not in ("client", "shards"):
-            raise ValueError(f"residual must be 'client' or 'shards', got {residual!r}")
+        if residual not in ("client", "shards", "recompute"):
+            raise ValueError("residual must be 'client', 'shards' or 'recompute', got "
+                             f"{residual!r}")
         self.residual = residual
+        self.in_flight = (None if in_flight is None
+                          else check_positive_int(in_flight, "in_flight", minimum=0))
         self._kept_z = None      # (data address, length) of the z the shards hold
         self._shards = shards
         self._y_cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -351,7 +371,8 @@ class ShardedOperator(MeasurementOperator):
             nbytes = (b - a) * (4 + dtype.itemsize)    # kept: 32-bit codes and y
             shards.append(_Shard(s, _completion_shard,
                                  (n1, n2, rank, m, n_shards, noise, dtype.str, layout,
-                                  entropy, s), nbytes, rows=(a, b)))
+                                  entropy, s), nbytes, rows=(a, b),
+                                 row_block=((s * n1) // n_shards, ((s + 1) * n1) // n_shards)))
         self = cls(client, shards, **options)
         self.seed_entropy = entropy
         self.planted = {"n1": n1, "n2": n2, "rank": rank, "entropy": entropy,
@@ -380,6 +401,29 @@ class ShardedOperator(MeasurementOperator):
         y.flags.writeable = False
         self._y_cache[_RESIDENT_TOKEN] = y
         return y
+
+    def remote_measurements(self) -> RemoteMeasurements:
+        """The shards' resident measurements (:meth:`completion`) named on the client
+        without copying them: pass the handle to :func:`lowrank_core.solve` (or
+        ``residual_gradient``, ``spectral_operator``) as y, and no m-sized array is
+        allocated or compared on the client (the norm of y, which ``solve`` needs, is
+        summed on the shards). A method that reads y itself on the client (gnmr, als)
+        needs the copy of :meth:`measurements` instead."""
+        if not all(sh.info.get("resident") for sh in self._shards):
+            raise ValueError("these shards were built without measurements (only "
+                             "ShardedOperator.completion builds them on the workers)")
+        return RemoteMeasurements(self)
+
+    def _is_remote(self, y) -> bool:
+        return isinstance(y, RemoteMeasurements) and y.operator is self
+
+    def _check_y(self, y, name="y"):
+        if name == "y" and isinstance(y, RemoteMeasurements):
+            if y.operator is not self:
+                raise ValueError("these RemoteMeasurements belong to another "
+                                 "ShardedOperator")
+            return y
+        return super()._check_y(y, name)
 
     def kernel_stats(self, reset: bool = False) -> list[dict]:
         """Per shard: its worker and, per kernel method, (calls, wall s, thread CPU s)
@@ -613,6 +657,8 @@ class ShardedOperator(MeasurementOperator):
     # ================================================================ measurements
     def _token(self, y: np.ndarray) -> tuple[int, bool]:
         """Token of y (recognised by its bits); True when y is new (shards need it)."""
+        if self._is_remote(y):
+            return _RESIDENT_TOKEN, False
         resident = self._y_cache.get(_RESIDENT_TOKEN)
         if resident is not None and y is resident:   # read-only, built by measurements()
             return _RESIDENT_TOKEN, False
@@ -644,16 +690,28 @@ class ShardedOperator(MeasurementOperator):
 
     def _y_slice(self, token: int, sh: _Shard) -> np.ndarray:
         a, b = sh.rows
+        if token == _RESIDENT_TOKEN and token not in self._y_cache:
+            # remote_measurements: the client holds no copy, and none is needed (a recipe
+            # rebuilds its shard with its measurements); a shard that still lacks them
+            # makes _run raise
+            return None
         return self._y_cache[token][a:b].view(self.dtype)   # resident: already float
 
     # ================================================================ remote calls
     def _run(self, method: str, make_args: Callable[[_Shard, bool], tuple],
-             token: int | None = None) -> list:
-        """Call ``method`` on every shard at once; results in shard order.
+             token: int | None = None, consume: Callable[[_Shard, Any], None] | None = None,
+             window: int | None = None) -> list:
+        """Call ``method`` on every shard; results in shard order.
 
         ``make_args(shard, with_y)`` gives the call's arguments (with_y: the shard lacks
         the measurements of ``token``, include its slice). Lost shards are rebuilt and
         called again; a shard that does not answer by the deadline raises.
+
+        ``window``: at most this many calls outstanding (started in shard order, the next
+        one when the oldest has been consumed); None or 0: all at once. ``consume(shard,
+        result)``, when given, receives each result in shard order as it is taken (and
+        nothing is kept: the returned list holds None), so with a window the client holds
+        at most ``window`` results at a time.
         """
         if self._closed:
             raise RuntimeError("this ShardedOperator was closed")
@@ -667,10 +725,15 @@ class ShardedOperator(MeasurementOperator):
                 return _call(sh.actor, method, args)
             return _call(sh.actor, "scoped", (scoped, method, *args))
 
-        pending = {sh.index: start(sh, make_args(sh, False)) for sh in self._shards}
-        results: list = [None] * len(self._shards)
-        for sh in self._shards:
+        shards = self._shards
+        window = len(shards) if not window else min(int(window), len(shards))
+        pending = {sh.index: start(sh, make_args(sh, False)) for sh in shards[:window]}
+        results: list = [None] * len(shards)
+        for i, sh in enumerate(shards):
+            if sh.index not in pending:        # a window slot freed earlier than planned
+                pending[sh.index] = start(sh, make_args(sh, False))
             rebuilds = 0   # per shard: one worker loss costs each of its shards one rebuild
+            resent = 0     # measurements re-sent after a "missing" answer
             while True:
                 try:
                     res = pending[sh.index].result(timeout=_remaining(deadline))
@@ -698,10 +761,24 @@ class ShardedOperator(MeasurementOperator):
                     pending[sh.index] = start(sh, make_args(sh, True))
                     continue
                 if isinstance(res, str) and res == _MISSING_MEASUREMENTS:
+                    resent += 1
+                    if resent > 1:
+                        raise RuntimeError(
+                            f"shard {sh.index} lacks the measurements of this call even "
+                            "after they were sent (its resident measurements are gone "
+                            "and the client holds no copy: remote_measurements)")
                     pending[sh.index] = start(sh, make_args(sh, True))
                     continue
-                results[sh.index] = res
+                del pending[sh.index]
+                if consume is None:
+                    results[sh.index] = res
+                else:
+                    consume(sh, res)
+                del res
                 break
+            nxt = i + window
+            if nxt < len(shards) and shards[nxt].index not in pending:
+                pending[shards[nxt].index] = start(shards[nxt], make_args(shards[nxt], False))
         return results
 
     def _is_lost(self, sh: _Shard, exc: BaseException) -> bool:
@@ -718,6 +795,7 @@ class ShardedOperator(MeasurementOperator):
     def _rebuild(self, sh: _Shard, exc: BaseException) -> None:
         """Rebuild a lost shard from its recipe on a live worker (or raise)."""
         lost_address = sh.address
+        t_start = time.perf_counter()
         deadline = _deadline(self.build_timeout)
         if not sh.recoverable:
             raise ShardLostError(
@@ -742,7 +820,9 @@ class ShardedOperator(MeasurementOperator):
         self._finish(sh, future, deadline)
         self.recoveries.append({"shard": sh.index, "lost_worker": lost_address,
                                 "new_worker": sh.address, "error": repr(exc),
-                                "n_calls": self.n_calls})
+                                "n_calls": self.n_calls,
+                                # time.perf_counter() when the rebuild began and ended
+                                "started": t_start, "finished": time.perf_counter()})
         warnings.warn(f"shard {sh.index} was lost with worker {lost_address} ({exc!r}); "
                       f"rebuilt it from its recipe on {sh.address}",
                       ShardRecoveredWarning, stacklevel=4)
@@ -792,26 +872,44 @@ class ShardedOperator(MeasurementOperator):
         G_send = None if G is F else G
         with_y = new
 
-        keep = self.residual == "shards"
+        keep = self.residual != "client"
+        send_keep = {"client": False, "shards": True, "recompute": "recompute"}[self.residual]
 
         def args(sh, missing):
-            return (F, G_send, token, self._y_slice(token, sh) if (with_y or missing) else None,
-                    keep)
+            y_s = self._y_slice(token, sh) if (with_y or missing) else None
+            if sh.row_block is None or G_send is None:   # G = F: the shard needs all of F
+                return (F, G_send, token, y_s, send_keep)
+            # the shard reads only its rows of F and answers only its rows of S G
+            ra, rb = sh.row_block
+            return (F[ra:rb], G_send, token, y_s, send_keep, sh.row_block)
 
         self._kept_z = None
-        results = self._run("residual_gradient", args)
-        loss = 0.0
-        for sh, (loss_s, z_s, SG_s, StF_s) in zip(self._shards, results):
-            a, b = sh.rows
+        total = [0.0]
+
+        def add(sh, reply):
+            loss_s, z_s, SG_s, StF_s = reply
             if not keep:
+                a, b = sh.rows
                 z[a:b] = z_s
-            if sh.index == 0:
+            if sh.row_block is not None and G_send is not None:
+                # rows outside the block are exact zeros in the full product: adding
+                # them would change nothing, so the block is added on its own
+                ra, rb = sh.row_block
+                if sh.index == 0:
+                    SG[...] = 0
+                SG[ra:rb] += SG_s
+            elif sh.index == 0:
                 SG[...] = SG_s
+            else:
+                SG[...] += SG_s
+            if sh.index == 0:
                 StF[...] = StF_s
             else:
-                SG += SG_s
-                StF += StF_s
-            loss += loss_s
+                StF[...] += StF_s
+            total[0] += loss_s
+
+        self._run("residual_gradient", args, consume=add, window=self._window())
+        loss = total[0]
         if keep:
             z[:1] = np.nan                      # marker: z lives on the shards
             self._kept_z = (z.__array_interface__["data"][0], z.shape[0], token)
@@ -821,15 +919,26 @@ class ShardedOperator(MeasurementOperator):
 
     def _adjoint_products_into(self, w, F, G, SG, StF):
         G_send = None if G is F else G
-        results = self._run("adjoint_products",
-                            lambda sh, missing: (w[sh.rows[0]:sh.rows[1]], F, G_send))
-        for sh, (SG_s, StF_s) in zip(self._shards, results):
+
+        def add(sh, reply):
+            SG_s, StF_s = reply
             if sh.index == 0:
                 SG[...] = SG_s
                 StF[...] = StF_s
             else:
-                SG += SG_s
-                StF += StF_s
+                SG[...] += SG_s
+                StF[...] += StF_s
+
+        self._run("adjoint_products",
+                  lambda sh, missing: (w[sh.rows[0]:sh.rows[1]], F, G_send),
+                  consume=add, window=self._window())
+
+    def _window(self) -> int:
+        """Outstanding calls of the (n1 + n2) k-reply methods: ``in_flight``, or two per
+        worker holding shards."""
+        if self.in_flight is not None:
+            return self.in_flight
+        return 2 * len({sh.address for sh in self._shards})
 
     def _line_search_products(self, F, G, D_F, D_G, z):
         # the five products are sums over the measurements, so over the shards: each
@@ -837,7 +946,7 @@ class ShardedOperator(MeasurementOperator):
         # round trip; u and v never travel), summed here in shard order
         G_send = None if G is F else G
         same = D_G is D_F
-        if self.residual == "shards":
+        if self.residual != "client":
             kept = self._kept_z
             if kept is None or kept[:2] != (z.__array_interface__["data"][0], z.shape[0]):
                 raise ValueError(
@@ -847,9 +956,10 @@ class ShardedOperator(MeasurementOperator):
             token = kept[2]
             # a shard rebuilt since then has no kept z_s: it recomputes it from F, G and
             # its measurements (sent along only to a rebuilt shard that lacks them)
+            drop = self.residual == "recompute"
             results = self._run("line_search_products", lambda sh, missing: (
                 None, F, G_send, D_F, None if same else D_G, same, token,
-                self._y_slice(token, sh) if missing else None))
+                self._y_slice(token, sh) if missing else None, drop))
         else:
             results = self._run("line_search_products", lambda sh, missing: (
                 z[sh.rows[0]:sh.rows[1]], F, G_send, D_F, None if same else D_G, same))
@@ -959,6 +1069,51 @@ class ShardedOperator(MeasurementOperator):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RemoteMeasurements:
+    """The resident measurements of a :class:`ShardedOperator`'s shards, named on the
+    client without being held there (:meth:`ShardedOperator.remote_measurements`).
+
+    Stands for y in :func:`lowrank_core.solve`, ``residual_gradient`` and
+    ``spectral_operator`` of its own operator: those send the shards the token of their
+    resident measurements and nothing of size m exists on the client. ``shape``,
+    ``dtype``, ``size`` and ``len`` describe y; :meth:`norm` is ||y||_2 summed on the
+    shards (float64 partial sums of squares added in shard order, cached). It is not an
+    array: ``np.asarray`` raises (copy y with :meth:`ShardedOperator.measurements`).
+    """
+
+    ndim = 1
+    #: recognised by :func:`lowrank_core.solve` without importing Dask
+    _lowrank_remote_measurements = True
+
+    def __init__(self, operator: ShardedOperator):
+        self.operator = operator
+        self.shape = (operator.m,)
+        self.size = operator.m
+        self.dtype = operator.dtype
+        self._norm = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("RemoteMeasurements live on the shards; copy them to the client "
+                        "with ShardedOperator.measurements() (m numbers)")
+
+    def norm(self) -> float:
+        """||y||_2, from each shard's float64 sum of squares (one round trip, cached)."""
+        if self._norm is None:
+            parts = self.operator._run("resident_sq_norm", lambda sh, missing: ())
+            total = 0.0
+            for part in parts:
+                total += float(part)
+            self._norm = math.sqrt(total)
+        return self._norm
+
+    def __repr__(self) -> str:
+        return (f"RemoteMeasurements(m={self.size}, dtype={self.dtype}, "
+                f"n_shards={self.operator.n_shards})")
 
 
 class _FailedCall:

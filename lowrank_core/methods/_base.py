@@ -52,7 +52,9 @@ class SolverState:
         self.dtype = F0.dtype
         self.k = F0.shape[1]
         self.n1, self.n2 = operator.shape
-        self.y_norm = float(np.linalg.norm(y)) or 1.0
+        # measurements kept on a sharded operator's workers know their norm
+        remote = getattr(y, "_lowrank_remote_measurements", False)
+        self.y_norm = float(y.norm() if remote else np.linalg.norm(y)) or 1.0
         F0 = np.ascontiguousarray(F0)
         self._F = [F0, np.empty(F0.shape, F0.dtype)]
         if symmetric:
