@@ -43,9 +43,16 @@ class SolverState:
     ``penalty``; :meth:`evaluate` adds lam F, lam G (lam X) to the gradients, so ``SG``
     and ``StF`` then hold S G + lam F and S^T F + lam G. :meth:`residual_gradient` stays
     the bare data term. lam = 0 leaves every operation as without the ridge.
+
+    ``residual_free`` (the driver sets it when the method reads no z and the operator
+    has the kernels, ``operator._residual_free(k)``): ``z`` is None (no length-m
+    buffer); :meth:`residual_gradient` runs the operator's ``_loss_gradient_into``,
+    which returns the same loss and gradients without storing z, and the line search
+    recomputes z from F, G and y.
     """
 
-    def __init__(self, operator, y, F0, G0, symmetric: bool, reg: float = 0.0):
+    def __init__(self, operator, y, F0, G0, symmetric: bool, reg: float = 0.0,
+                 residual_free: bool = False):
         self.operator = operator
         self.y = y
         self.symmetric = bool(symmetric)
@@ -64,7 +71,9 @@ class SolverState:
         #: the next iterate is ONE store (interrupt-safe).
         self.iteration = 0
         k, dt = self.k, self.dtype
-        self.z = np.empty(operator.m, dt)
+        self.residual_free = bool(residual_free)
+        #: the residual A(F G^T) - y of the last evaluation (None: residual-free run)
+        self.z = None if self.residual_free else np.empty(operator.m, dt)
         self.SG = np.empty((self.n1, k), dt)
         self.StF = np.empty((self.n2, k), dt)
         self.grad_sym = np.empty((self.n1, k), dt) if symmetric else None
@@ -82,6 +91,9 @@ class SolverState:
             def rg(F, G, y, z, SG, StF, _op=operator):
                 return _op.residual_gradient(F, G, y, out=(z, SG, StF))[0]
         self._rg = rg
+        if self.residual_free:
+            lg = operator._loss_gradient_into
+            self._rg = lambda F, G, y, z, SG, StF: lg(F, G, y, SG, StF)
 
     # ------------------------------------------------------------ iterate views
     @property
@@ -131,7 +143,8 @@ class SolverState:
 
     # --------------------------------------------------------------- evaluation
     def residual_gradient(self, F, G) -> float:
-        """Fill z, SG = A^T(z) G, StF = A^T(z)^T F for z = A(F G^T) - y; return 1/2||z||^2."""
+        """Fill z, SG = A^T(z) G, StF = A^T(z)^T F for z = A(F G^T) - y; return 1/2||z||^2
+        (residual-free: the same without z)."""
         self.n_evaluations += 1
         return float(self._rg(F, G, self.y, self.z, self.SG, self.StF))
 
@@ -272,6 +285,10 @@ class StepRule:
         Method options accepted through ``solve(**method_options)`` and their defaults.
     needs_grams : bool
         Whether the driver must compute F^T F and G^T G every iteration.
+    needs_residual : bool
+        Whether the step reads the residual z (or searches one factor at a time, which
+        needs it). False lets the driver run the residual-free path on operators that
+        have it (no length-m buffer, :class:`SolverState`).
     """
 
     name = "base"
@@ -283,6 +300,7 @@ class StepRule:
     default_max_iter = 1000
     option_defaults: dict = {}
     needs_grams = False
+    needs_residual = True
 
     def __init__(self, state: SolverState, step, options: dict, context):
         self.state = state
