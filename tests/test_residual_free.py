@@ -126,12 +126,14 @@ def test_loss_gradient_bitwise_the_storing_kernel(monkeypatch, many_threads, k, 
 def test_line_search_from_y_against_the_stored_residual(monkeypatch, many_threads, k,
                                                        dtype):
     """The five products with z recomputed from F, G, y: numpy, and the storing path
-    (line_search_products on the z residual_gradient stores) bitwise; the same bits for
-    1, 2 and 3 threads."""
+    (line_search_products on the z residual_gradient stores) to rounding (z_i formed by
+    another function, which the compiler may re-associate differently: measured 9e-16
+    relative in float64, 1e-6 in float32); the same bits for 1, 2 and 3 threads."""
     n1, n2, m = 41, 33, 400
     rows, cols, vals, F, G, D_F, D_G = _problem(n1, n2, m, k, dtype, 50 + k,
                                                 empty_rows=[0, 20, 21], empty_cols=[32])
     tol = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}[np.dtype(dtype)]
+    same = {np.dtype(np.float64): 1e-13, np.dtype(np.float32): 1e-5}[np.dtype(dtype)]
     for kernels in _blocked_builds():
         monkeypatch.setattr(entries_mod, "_blocked_kernels", kernels)
         runs = []
@@ -142,8 +144,9 @@ def test_line_search_from_y_against_the_stored_residual(monkeypatch, many_thread
             ref = _numpy_line_search(rows[order], cols[order], F, G, D_F, D_G, y, 0.6)
             assert np.max(np.abs(np.array(got) - ref)) <= tol * np.max(np.abs(ref)), where
             z = op.residual_gradient(F, G, y)[1]
-            want = op.line_search_products(z, F, G, D_F, D_G)
-            assert tuple(got) == tuple(want), where
+            want = np.array(op.line_search_products(z, F, G, D_F, D_G))
+            assert np.max(np.abs(np.array(got) - want)) <= same * np.max(np.abs(want)), \
+                where
             runs.append(tuple(got))
             assert op._cols_r is None, where
         assert runs[0] == runs[1] == runs[2]
@@ -177,7 +180,8 @@ def _today(monkeypatch, op):
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_gd_solve_equals_todays_path(monkeypatch, many_threads, step, dtype, symmetric):
     """gd on the residual-free path: the same iterates, losses and steps as with z
-    stored (bitwise: the same kernels' arithmetic), 2 threads, tiny tiles."""
+    stored, 2 threads, tiny tiles. A fixed step: bitwise (the gradient pass is the
+    storing kernel's); step="auto": to rounding (the search's z is recomputed)."""
     n = 48
     p = lc.make_problem(n, n, rank=2, m=900, operator="entries", seed=4, n_threads=1,
                         dtype=dtype, psd=symmetric)
@@ -202,11 +206,20 @@ def test_gd_solve_equals_todays_path(monkeypatch, many_threads, step, dtype, sym
     ref = lc.solve(op, y, 3, **kw)
     assert calls["store"] == ref.n_evaluations > 0
     assert res.n_iter == ref.n_iter and res.status == ref.status
-    for a, b in zip(res.factors, ref.factors):
-        np.testing.assert_array_equal(a, b)
-    for name in ref.history:
-        np.testing.assert_array_equal(res.history[name], ref.history[name], err_msg=name)
-    assert res.loss == ref.loss and res.residual == ref.residual
+    if step != "auto":
+        for a, b in zip(res.factors, ref.factors):
+            np.testing.assert_array_equal(a, b)
+        for name in ref.history:
+            np.testing.assert_array_equal(res.history[name], ref.history[name],
+                                          err_msg=name)
+        assert res.loss == ref.loss and res.residual == ref.residual
+    else:
+        rtol = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-4}[np.dtype(dtype)]
+        for a, b in zip(res.factors, ref.factors):
+            assert np.max(np.abs(a - b)) <= rtol * np.max(np.abs(b))
+        for name in ref.history:
+            np.testing.assert_allclose(res.history[name], ref.history[name], rtol=rtol,
+                                       err_msg=name)
 
 
 def test_methods_needing_z_keep_the_storing_path(monkeypatch):
@@ -285,3 +298,26 @@ def test_result_owns_the_final_iterate():
     F, G = res.factors
     assert res.loss == pytest.approx(0.5 * float(np.sum((op.forward_factored(F, G) - y)
                                                         ** 2)), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tile_adjoint_products_against_numpy(many_threads, dtype):
+    """A^T(w) X and A^T(w)^T U (adjoint_operator, spectral_operator) of a from_entries
+    blocked operator walk the tiles (no row layout built): against numpy, and a solve
+    with step="fixed" (its spectral-norm estimate) builds no row layout either."""
+    n1, n2, m, k = 41, 33, 400, 3
+    rows, cols, vals, F, G, _, _ = _problem(n1, n2, m, k, dtype, 8, empty_rows=[2, 3],
+                                            empty_cols=[5])
+    op, y, order = _op(rows, cols, vals, (n1, n2), 2, scale=0.7)
+    r, c = rows[order], cols[order]
+    S = np.zeros((n1, n2))
+    np.add.at(S, (r, c), np.asarray(y, np.float64))
+    p = m / (n1 * n2)
+    for lin, factor in ((op.adjoint_operator(y), 0.7), (op.spectral_operator(y),
+                                                        1 / (0.7 * p))):
+        assert _rel(lin.matmat(G), factor * S @ G) < RTOL[np.dtype(dtype)]
+        assert _rel(lin.rmatmat(F), factor * S.T @ F) < RTOL[np.dtype(dtype)]
+        assert _rel(lin.matvec(G[:, 0]), factor * S @ G[:, 0]) < RTOL[np.dtype(dtype)]
+    assert op._cols_r is None
+    res = lc.solve(op, y, 2, method="gd", step="fixed", max_iter=3, seed=0)
+    assert op._cols_r is None and res.n_iter == 3
