@@ -231,6 +231,8 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
         steps.append({"step": name, "peak": gib("VmHWM") - rss0,
                       "kept": gib("VmRSS") - rss0, "total_peak": gib("VmHWM"),
                       "wall": wall, "cpu": cpu})
+        # progress on stderr (the report is the last stdout line)
+        print(steps[-1], file=sys.stderr, flush=True)
         return res
 
     rng, rows, cols, values = step("draw the problem (rows, cols int32, values float64)",
