@@ -251,12 +251,14 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
         z = bufs[0]
         step("residual_gradient (preallocated outputs; first call)",
              lambda: op.residual_gradient(F, G, y, out=bufs))
-        step("residual_gradient (second call)",
-             lambda: op.residual_gradient(F, G, y, out=bufs))
+        if repeats > 0:
+            step("residual_gradient (second call)",
+                 lambda: op.residual_gradient(F, G, y, out=bufs))
         step("line search products (first call)",
              lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
-        step("line search products (second call)",
-             lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
+        if repeats > 0:
+            step("line search products (second call)",
+                 lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
         fns = {"residual_gradient (z stored)": lambda: op.residual_gradient(
                    F, G, y, out=bufs),
                "line search (z read)": lambda: op.line_search_products(
@@ -276,9 +278,10 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
             fns["line search from y (residual-free)"] = \
                 lambda: op._line_search_products_y(F, G, D_F, D_G, y)
         # same-run timing of the storing and the residual-free kernels (alternating,
-        # median of `repeats`; CPU s over both threads)
-        wall, cpu = alternate(fns, repeats)
-        out["timing"] = {"wall": wall, "cpu": cpu, "load": os.getloadavg()}
+        # median of `repeats`; CPU s over both threads); repeats 0: none
+        if repeats > 0:
+            wall, cpu = alternate(fns, repeats)
+            out["timing"] = {"wall": wall, "cpu": cpu, "load": os.getloadavg()}
         fns = D_F = D_G = None
         del bufs, z
         # one gd iteration with the exact line search (step="auto", the default), with a
