@@ -201,7 +201,7 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
 
 
 def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int,
-                  block_shape=None) -> dict:
+                  block_shape=None, repeats: int = 3) -> dict:
     """One memory phase, in this (fresh) process: RSS deltas from /proc/self/status.
 
     Each step resets the peak mark (VmHWM, /proc/self/clear_refs), reads VmRSS before it
@@ -209,7 +209,9 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
     it, "kept" what it left resident. Phases: "problem" (the user's arrays), "build"
     (from_entries, the user's arrays resident), "iteration" (the user's arrays dropped,
     y and the operator kept: one residual_gradient into preallocated outputs, one line
-    search, then one iteration of ``solve``).
+    search, the residual-free gradient and search where the operator has them, a
+    same-run timing of those kernels (alternating, median of ``repeats``), then one
+    iteration of ``solve`` with step="auto", a fixed numeric step and step="fixed").
     """
     import lowrank_core as lc
 
@@ -229,6 +231,8 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
         steps.append({"step": name, "peak": gib("VmHWM") - rss0,
                       "kept": gib("VmRSS") - rss0, "total_peak": gib("VmHWM"),
                       "wall": wall, "cpu": cpu})
+        # progress on stderr (the report is the last stdout line)
+        print(steps[-1], file=sys.stderr, flush=True)
         return res
 
     rng, rows, cols, values = step("draw the problem (rows, cols int32, values float64)",
@@ -247,22 +251,58 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
         z = bufs[0]
         step("residual_gradient (preallocated outputs; first call)",
              lambda: op.residual_gradient(F, G, y, out=bufs))
-        step("residual_gradient (second call)",
-             lambda: op.residual_gradient(F, G, y, out=bufs))
+        if repeats > 0:
+            step("residual_gradient (second call)",
+                 lambda: op.residual_gradient(F, G, y, out=bufs))
         step("line search products (first call)",
              lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
-        step("line search products (second call)",
-             lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
+        if repeats > 0:
+            step("line search products (second call)",
+                 lambda: op.line_search_products(z, F, G, bufs[1], bufs[2]))
+        fns = {"residual_gradient (z stored)": lambda: op.residual_gradient(
+                   F, G, y, out=bufs),
+               "line search (z read)": lambda: op.line_search_products(
+                   z, F, G, bufs[1], bufs[2])}
+        if hasattr(op, "_loss_gradient_into"):
+            # the residual-free kernels (no z): the gradient pass and the search with z
+            # recomputed from F, G and y
+            D_F, D_G = bufs[1].copy(), bufs[2].copy()
+            step("loss_gradient, residual-free (first call)",
+                 lambda: op._loss_gradient_into(F, G, y, bufs[1], bufs[2]))
+            step("line search from y, residual-free (first call)",
+                 lambda: op._line_search_products_y(F, G, D_F, D_G, y))
+            fns["line search (z read)"] = lambda: op.line_search_products(
+                z, F, G, D_F, D_G)
+            fns["loss_gradient (residual-free)"] = lambda: op._loss_gradient_into(
+                F, G, y, bufs[1], bufs[2])
+            fns["line search from y (residual-free)"] = \
+                lambda: op._line_search_products_y(F, G, D_F, D_G, y)
+        # same-run timing of the storing and the residual-free kernels (alternating,
+        # median of `repeats`; CPU s over both threads); repeats 0: none
+        if repeats > 0:
+            wall, cpu = alternate(fns, repeats)
+            out["timing"] = {"wall": wall, "cpu": cpu, "load": os.getloadavg()}
+        fns = D_F = D_G = None
         del bufs, z
-        step("solve(method='gd', max_iter=1, init=(F, G))", lambda: lc.solve(
-            op, y, k, method="gd", init=(F, G), max_iter=1, n_threads=threads))
+        # one gd iteration with the exact line search (step="auto", the default), with a
+        # fixed numeric step, then step="fixed" (0.3 / ||A^T(y)||_2: the spectral-norm
+        # estimate first); each result dropped before the next
+        step("solve(method='gd', max_iter=1, init=(F, G)), step='auto'", lambda: lc.solve(
+            op, y, k, method="gd", init=(F, G), max_iter=1, n_threads=threads) and None)
+        step("solve(method='gd', max_iter=1, init=(F, G)), step=1e-3", lambda: lc.solve(
+            op, y, k, method="gd", init=(F, G), max_iter=1, step=1e-3,
+            n_threads=threads) and None)
+        step("solve(method='gd', max_iter=1, init=(F, G)), step='fixed'", lambda: lc.solve(
+            op, y, k, method="gd", init=(F, G), max_iter=1, step="fixed",
+            n_threads=threads) and None)
         out["row_layout_built"] = op._cols_r is not None
         out["nbytes_after"] = op.nbytes
     out.update(steps=steps, load=os.getloadavg())
     return out
 
 
-def memory_run(n: int, nobs: int, k: int, threads: int, seed: int, block_shape=None):
+def memory_run(n: int, nobs: int, k: int, threads: int, seed: int, block_shape=None,
+               repeats: int = 3):
     """The three memory phases, each in a fresh subprocess (VmHWM of a process only
     grows: a fresh one per phase keeps each phase's peak its own)."""
     import json
@@ -272,7 +312,7 @@ def memory_run(n: int, nobs: int, k: int, threads: int, seed: int, block_shape=N
     for phase in ("problem", "build", "iteration"):
         cmd = [sys.executable, os.path.abspath(__file__), "--n", str(n), "--nobs", str(nobs),
                "--k", str(k), "--threads", str(threads), "--seed", str(seed),
-               "--memory-phase", phase]
+               "--repeats", str(repeats), "--memory-phase", phase]
         if block_shape is not None:
             cmd += ["--block-shape", *map(str, block_shape)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -300,6 +340,13 @@ def memory_report(r: dict) -> str:
               f"{it['nbytes'] / 2**30:.2f} GiB after the build, "
               f"{it['nbytes_after'] / 2**30:.2f} GiB after the solve (row layout built: "
               f"{it['row_layout_built']})"]
+    tm = it.get("timing")
+    if tm:
+        lines += ["", f"same-run kernel timing (median of alternating runs; load "
+                  f"{tm['load'][0]:.1f}):", "", "| kernel | wall s | CPU s |",
+                  "|---|---:|---:|"]
+        lines += [f"| {name} | {tm['wall'][name]:.3f} | {tm['cpu'][name]:.3f} |"
+                  for name in tm["wall"]]
     return "\n".join(lines)
 
 
@@ -444,13 +491,13 @@ def main(argv=None) -> int:
     elif args.memory_phase:
         import json
         print(json.dumps(_phase_memory(args.memory_phase, n, nobs, args.k, args.threads,
-                                       args.seed, args.block_shape)))
+                                       args.seed, args.block_shape, args.repeats)))
     elif args.probe:
         probe(n, nobs, args.k, args.threads, args.seed, args.probe, args.iters,
               args.block_shape)
     elif args.memory:
         print(memory_report(memory_run(n, nobs, args.k, args.threads, args.seed,
-                                       args.block_shape)))
+                                       args.block_shape, args.repeats)))
     else:
         print(report(run(n, nobs, args.k, args.threads, args.repeats, args.seed,
                          args.block_shape)))

@@ -489,7 +489,8 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
                                 f"(init={init if isinstance(init, str) else 'array'!r}); "
                                 "no iterate exists yet") from None
     try:
-        state = SolverState(operator, y, F0, G0, s.symmetric, s.reg)
+        state = SolverState(operator, y, F0, G0, s.symmetric, s.reg,
+                            residual_free=_residual_free(operator, rule_cls, s.rank))
         step = rule_cls.resolve_step(context) if s.step == "fixed" else s.step
         rule = rule_cls(state, step, s.options, context)
     except KeyboardInterrupt:
@@ -644,7 +645,16 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
         history[name] = np.array([taken[i] if i < len(taken) else np.nan
                                   for i in recorder.iterations], dtype=np.float64)
     return _result(state, rule, status, message, elapsed, init_time, history, truth,
-                   options=used, evaluated=evaluated_ok)
+                   options=used, evaluated=evaluated_ok, own=True)
+
+
+def _residual_free(operator, rule_cls, k: int) -> bool:
+    """Run without the length-m residual z: the method reads none (``needs_residual``
+    False: gd, onestep) and the operator has the kernels (``_residual_free(k)``, the
+    from_entries blocked EntryOperator). Nothing recorded reads z."""
+    check = getattr(operator, "_residual_free", None)
+    return (not rule_cls.needs_residual and check is not None
+            and hasattr(operator, "_loss_gradient_into") and bool(check(k)))
 
 
 class _StallCheck:
@@ -707,21 +717,27 @@ def _interrupted_during_setup(operator, y, F0, G0, s: _Settings, t_init) -> Solv
                + ("" if evaluated else ", not evaluated (loss and residual are NaN)"))
     return _result(state, _SetupRule(s.rule.name), "interrupted", message, 0.0,
                    _time.perf_counter() - t_init, Recorder(s.names, s.truth).history(),
-                   s.truth, evaluated=evaluated)
+                   s.truth, evaluated=evaluated, own=True)
 
 
 def _result(state, rule, status, message, elapsed, init_time, history, truth, *,
-            options=None, evaluated=True) -> SolveResult:
-    """A SolveResult of the state's current iterate (factors copied); ``evaluated=False``
-    (the final evaluation was interrupted) reports NaN loss, residual and error."""
+            options=None, evaluated=True, own=False) -> SolveResult:
+    """A SolveResult of the state's current iterate; ``evaluated=False`` (the final
+    evaluation was interrupted) reports NaN loss, residual and error.
+
+    The factors are copied (a callback's intermediate result must not change as the run
+    goes on) unless ``own``: the final result takes the state's buffers (the solve's own
+    arrays: the initial factors are copies of the caller's), saving a second copy of F
+    and G (n x k each) at the end."""
     F, G = state.F, state.G
     res = SolveResult(method=rule.name, status=status, message=message,
                       n_iter=int(state.iteration))
+    take = (lambda A: A) if own else np.copy
     if state.symmetric:
-        res["X"] = F.copy()
+        res["X"] = take(F)
     else:
-        res["F"] = F.copy()
-        res["G"] = G.copy()
+        res["F"] = take(F)
+        res["G"] = take(G)
     res["loss"] = float(state.loss) if evaluated else np.nan
     res["residual"] = float(state.residual) if evaluated else np.nan
     if truth is not None:

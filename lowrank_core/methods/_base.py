@@ -43,9 +43,16 @@ class SolverState:
     ``penalty``; :meth:`evaluate` adds lam F, lam G (lam X) to the gradients, so ``SG``
     and ``StF`` then hold S G + lam F and S^T F + lam G. :meth:`residual_gradient` stays
     the bare data term. lam = 0 leaves every operation as without the ridge.
+
+    ``residual_free`` (the driver sets it when the method reads no z and the operator
+    has the kernels, ``operator._residual_free(k)``): ``z`` is None (no length-m
+    buffer); :meth:`residual_gradient` runs the operator's ``_loss_gradient_into``,
+    which returns the same loss and gradients without storing z, and the line search
+    recomputes z from F, G and y.
     """
 
-    def __init__(self, operator, y, F0, G0, symmetric: bool, reg: float = 0.0):
+    def __init__(self, operator, y, F0, G0, symmetric: bool, reg: float = 0.0,
+                 residual_free: bool = False):
         self.operator = operator
         self.y = y
         self.symmetric = bool(symmetric)
@@ -66,7 +73,9 @@ class SolverState:
         #: the next iterate is ONE store (interrupt-safe).
         self.iteration = 0
         k, dt = self.k, self.dtype
-        self.z = np.empty(operator.m, dt)
+        self.residual_free = bool(residual_free)
+        #: the residual A(F G^T) - y of the last evaluation (None: residual-free run)
+        self.z = None if self.residual_free else np.empty(operator.m, dt)
         self.SG = np.empty((self.n1, k), dt)
         self.StF = np.empty((self.n2, k), dt)
         self.grad_sym = np.empty((self.n1, k), dt) if symmetric else None
@@ -91,6 +100,9 @@ class SolverState:
         self.one_sided = False
         self.grad_G_current = False
         self._rg_left = getattr(operator, "_residual_gradient_left_into", None)
+        if self.residual_free:
+            lg = operator._loss_gradient_into
+            self._rg = lambda F, G, y, z, SG, StF: lg(F, G, y, SG, StF)
 
     # ------------------------------------------------------------ iterate views
     @property
@@ -140,7 +152,8 @@ class SolverState:
 
     # --------------------------------------------------------------- evaluation
     def residual_gradient(self, F, G) -> float:
-        """Fill z, SG = A^T(z) G, StF = A^T(z)^T F for z = A(F G^T) - y; return 1/2||z||^2."""
+        """Fill z, SG = A^T(z) G, StF = A^T(z)^T F for z = A(F G^T) - y; return 1/2||z||^2
+        (residual-free: the same without z)."""
         self.n_evaluations += 1
         return float(self._rg(F, G, self.y, self.z, self.SG, self.StF))
 
@@ -302,6 +315,10 @@ class StepRule:
         Whether :meth:`step` reads the evaluation's S^T F (``grad_G``). False lets the
         driver evaluate one-sidedly (z and S G only, :attr:`SolverState.one_sided`)
         unless a recorded metric needs the full gradient.
+    needs_residual : bool
+        Whether the step reads the residual z (or searches one factor at a time, which
+        needs it). False lets the driver run the residual-free path on operators that
+        have it (no length-m buffer, :class:`SolverState`).
     """
 
     name = "base"
@@ -314,6 +331,7 @@ class StepRule:
     option_defaults: dict = {}
     needs_grams = False
     evaluates_grad_G = True
+    needs_residual = True
 
     def __init__(self, state: SolverState, step, options: dict, context):
         self.state = state

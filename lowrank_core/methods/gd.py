@@ -60,6 +60,9 @@ class GradientDescent(StepRule):
     #: vs 7.5e-5 at 1e-3 after 500 iterations).
     default_init_scale = {"asymmetric": 0.7, "symmetric": None}
     option_defaults: dict = {}
+    #: the step reads only the gradients and the full line search: the residual-free
+    #: path applies (issue 15; the one-step rebalance too)
+    needs_residual = False
 
     @classmethod
     def resolve_step(cls, context) -> float:

@@ -206,7 +206,7 @@ class LineSearch:
         check_operator(op)
         #: the operator's fused products (None: the fallback below)
         self._products = getattr(op, "_line_search_products", None) if fused else None
-        if self._products is None:
+        if self._products is None and state.z is not None:
             self.FD = np.empty((n1, 2 * k), dt)   # [D_F, F]
             self.GD = np.empty((n2, 2 * k), dt)   # [G, D_G]
             self.u = np.empty(op.m, dt)
@@ -231,7 +231,10 @@ class LineSearch:
         widths 2k and k, five dots of length m).
         """
         z = self.state.z
-        if self._products is not None:
+        if z is None:  # residual-free run: z recomputed from F, G and y in the pass
+            zu, uu, zv, uv, vv = self.state.operator._line_search_products_y(
+                F, G, D_F, D_G, self.state.y)
+        elif self._products is not None:
             zu, uu, zv, uv, vv = self._products(F, G, D_F, D_G, z)
         else:
             u, v = self.u, self.v
@@ -287,6 +290,9 @@ class LineSearch:
     def _quadratic_products(self, F, G, D_F, D_G) -> tuple:
         """(z.u, u.u) for u = A(D_F G^T) (D_G None) or u = A(F D_G^T) (D_F None)."""
         z = self.state.z
+        if z is None:
+            raise RuntimeError("a one-factor line search needs the residual z; this run "
+                               "is residual-free (the method must set needs_residual)")
         if self._products is not None:
             zu, uu = self._products(F, G, D_F, D_G, z)[:2]
             return float(zu), float(uu)

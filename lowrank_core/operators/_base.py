@@ -14,6 +14,12 @@ private kernels
 * optional one-sided products, used when present (softImpute-ALS; EntryOperator has
   them): ``_residual_gradient_left_into(F, G, y, z, SG)`` (z and S G only; returns the
   loss) and ``_adjoint_product_into(w, X, out, transpose)`` (S X or S^T X alone),
+* optionally the residual-free path (issue 15: no length-m buffer in a solve):
+  ``_residual_free(k)`` True when the kind has, for width k,
+  ``_loss_gradient_into(F, G, y, SG, StF)`` (``_residual_gradient_into`` without
+  writing z; returns the loss) and ``_line_search_products_y(F, G, D_F, D_G, y)`` (the
+  full search's products with z = A(F G^T) - y recomputed per measurement). The base
+  class answers False (EntryOperator.from_entries' blocked layout has it),
 
 plus ``nbytes``, :meth:`~MeasurementOperator.take_rows`,
 :meth:`~MeasurementOperator.to_arrays`, :meth:`~MeasurementOperator.from_arrays` and
@@ -474,6 +480,11 @@ class MeasurementOperator:
             self._forward_factored_into(D_F, D_G, v)
             return (float(np.dot(z, u)), float(np.dot(u, u)), float(np.dot(z, v)),
                     float(np.dot(u, v)), float(np.dot(v, v)))
+
+    def _residual_free(self, k: int) -> bool:
+        """Whether this operator has the residual-free kernels for factors of width k
+        (module docstring); False unless a kind overrides it."""
+        return False
 
     def _line_search_factors(self, ws, F, G, D_F, D_G):
         """(P, Q, quad) for the compiled line-search kernels (src/_linesearch.pyx.tp).

@@ -706,6 +706,49 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                 pos is not None, br, bc, X, D_X, Y, D_Y, quad, z, self._sc(), parts,
                 bounds, self._col_major)
 
+    # ------------------------------------------------------ residual-free path
+    def _residual_free(self, k: int) -> bool:
+        """Whether :meth:`_loss_gradient_into` and :meth:`_line_search_products_y` (no
+        length-m residual) exist: from_entries' blocked layout (measurement order = the
+        tiles'), any k."""
+        blocked = self._blocked
+        return blocked is not None and blocked["pos"] is None
+
+    def _loss_gradient_into(self, F, G, y, SG, StF):
+        """0.5 ||z||^2, SG = A^T(z) G, StF = A^T(z)^T F for z = A(F G^T) - y, z never
+        stored: one pass over the tiles by the storing tile kernel, z of each chunk of
+        Z_CHUNK entries into a per-thread scratch (src/_entries_blocked.pyx.tp,
+        ``loss_gradient``): bitwise :meth:`_residual_gradient_into`. From_entries'
+        blocked layout only (:meth:`_residual_free`)."""
+        blocked = self._blocked
+        br, bc = blocked["shape"]
+        bounds = self._blocked_bounds(blocked)
+        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
+        with self._workspace("rg", (T, k), lambda: (
+                np.empty(n1, np.float64),
+                np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
+            # has_pos False (required): the layout's order is the measurement order
+            return _blocked_kernels.loss_gradient(
+                blocked["tptr"], blocked["code"], self._dummy, False, False, br, bc, F, G,
+                y, SG, StF, bufs, self._sc(), rowloss, bounds, self._col_major)
+
+    def _line_search_products_y(self, F, G, D_F, D_G, y):
+        """The five line-search products along (D_F, D_G) at z = A(F G^T) - y formed
+        per entry from F, G and y (2 k more flops per entry, no z read): those of
+        :meth:`line_search_products` on the z :meth:`_residual_gradient_into` stores.
+        The full search only (both directions given); from_entries' blocked layout."""
+        if D_F is None or D_G is None:
+            raise ValueError("the residual-free line search is the full search (D_F and "
+                             "D_G both given); a one-factor search needs z")
+        blocked = self._blocked
+        br, bc = blocked["shape"]
+        bounds = self._blocked_bounds(blocked)
+        with self._workspace("ls-blocked", (), lambda: np.empty(
+                (self.shape[0], _linesearch.N_PRODUCTS))) as parts:
+            return _blocked_kernels.line_search_products_y(
+                blocked["tptr"], blocked["code"], self._dummy, False, False, br, bc, F,
+                D_F, G, D_G, y, self._sc(), parts, bounds, self._col_major)
+
     def _adjoint_products_into(self, w, F, G, SG, StF):
         ptr, cols, pos, has = self._pr()
         bounds = self._bounds(ptr)
@@ -738,6 +781,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
     def _products(self, z, factor):
         """LinearOperator S = factor * sum_e z_e e_{r_e} e_{c_e}^T (O(m k) per product)."""
+        if self._residual_free(1) and self.scale != 0:
+            return self._tile_products(z, factor)
         sc = self.dtype.type(factor)
         n1, n2 = self.shape
         ptr, cols, pos, has = self._pr()
@@ -755,6 +800,36 @@ class EntryOperator(BoundsCache, MeasurementOperator):
 
         return _FactoredLinearOperator(self.shape, self.dtype,
                                        lambda X: product(X, False),
+                                       lambda U: product(U, True))
+
+    def _tile_products(self, w, factor):
+        """:meth:`_products` over from_entries' tiles, without the row layout (two index
+        words per observation) the row kernels walk.
+
+        The loss-gradient pass at (F, G) = (0, X) has z = -w and SG = -scale S_w X
+        (S_w = sum_e w_e e_r e_c^T), at (U, 0) StF = -scale S_w^T U: each product is one
+        pass over the tiles (the other output is zero), scaled by -factor / scale.
+        O(m k) per product, three (n, k) arrays per call; equal to the row kernels'
+        products to rounding (another summation order).
+        """
+        n1, n2 = self.shape
+        dt = self.dtype
+        sc = dt.type(-factor / self.scale)
+
+        def product(X, transpose):
+            k = X.shape[1]
+            SG, StF = np.empty((n1, k), dt), np.empty((n2, k), dt)
+            if transpose:
+                self._loss_gradient_into(X, np.zeros((n2, k), dt), w, SG, StF)
+                out = StF
+            else:
+                self._loss_gradient_into(np.zeros((n1, k), dt), X, w, SG, StF)
+                out = SG
+            del SG, StF
+            out *= sc
+            return out
+
+        return _FactoredLinearOperator(self.shape, dt, lambda X: product(X, False),
                                        lambda U: product(U, True))
 
     def adjoint_operator(self, z) -> LinearOperator:
