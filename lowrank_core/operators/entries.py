@@ -530,10 +530,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
             return self._blocked_residual_gradient(blocked, F, G, y, z, SG, StF)
         ptr, cols, pos, has = self._pr()
         bounds = self._bounds(ptr)
-        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
-        with self._workspace("rg", (T, k), lambda: (
-                np.empty(n1, np.float64),
-                np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
+        T, k = bounds.shape[0] - 1, F.shape[1]
+        with self._rg_workspace(T, k) as (rowloss, bufs):
             return _entries.residual_gradient(ptr, cols, pos, has, F, G, y, z, SG, StF,
                                               bufs, self._sc(), rowloss, bounds)
 
@@ -663,6 +661,13 @@ class EntryOperator(BoundsCache, MeasurementOperator):
                                   "bounds": {}}
         return cached
 
+    def _rg_workspace(self, T: int, k: int):
+        """The gradient kernels' scratch, cached per (T, k): a float64 partial loss per
+        row (n1) and the S^T F buffers of threads 1..T-1 (T - 1, n2, k)."""
+        n1, n2 = self.shape
+        return self._workspace("rg", (T, k), lambda: (
+            np.empty(n1, np.float64), np.empty((max(T - 1, 1), n2, k), self.dtype)))
+
     def _blocked_bounds(self, blocked) -> np.ndarray:
         nt = self.n_threads
         b = blocked["bounds"].get(nt)
@@ -673,10 +678,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
     def _blocked_residual_gradient(self, blocked, F, G, y, z, SG, StF, *, y_blocked=False):
         br, bc = blocked["shape"]
         bounds = self._blocked_bounds(blocked)
-        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
-        with self._workspace("rg", (T, k), lambda: (
-                np.empty(n1, np.float64),
-                np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
+        T, k = bounds.shape[0] - 1, F.shape[1]
+        with self._rg_workspace(T, k) as (rowloss, bufs):
             pos = blocked["pos"]
             return _blocked_kernels.residual_gradient(
                 blocked["tptr"], blocked["code"], self._dummy if pos is None else pos,
@@ -723,10 +726,8 @@ class EntryOperator(BoundsCache, MeasurementOperator):
         blocked = self._blocked
         br, bc = blocked["shape"]
         bounds = self._blocked_bounds(blocked)
-        T, (n1, n2), k = bounds.shape[0] - 1, self.shape, F.shape[1]
-        with self._workspace("rg", (T, k), lambda: (
-                np.empty(n1, np.float64),
-                np.empty((max(T - 1, 1), n2, k), self.dtype))) as (rowloss, bufs):
+        T, k = bounds.shape[0] - 1, F.shape[1]
+        with self._rg_workspace(T, k) as (rowloss, bufs):
             # has_pos False (required): the layout's order is the measurement order
             return _blocked_kernels.loss_gradient(
                 blocked["tptr"], blocked["code"], self._dummy, False, False, br, bc, F, G,
