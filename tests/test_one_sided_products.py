@@ -37,6 +37,15 @@ def _tol(dtype):
 
 
 # k = 3: a literal-width specialization; 20: the run-time width (<= KMAX = 32);
+def _assert_matches_numpy(z, SG, loss, z_ref, SG_ref, loss_ref, dtype):
+    """z, S G and the loss of the one-sided kernel against the numpy products."""
+    tol = _tol(dtype)
+    np.testing.assert_allclose(z, z_ref, **tol)
+    np.testing.assert_allclose(SG, SG_ref, rtol=tol["rtol"],
+                               atol=tol["atol"] * np.abs(SG_ref).max())
+    assert loss == pytest.approx(loss_ref, rel=1e-12 if dtype == np.float64 else 1e-5)
+
+
 # 40: the pointer variant (> KMAX)
 @pytest.mark.parametrize("k", [3, 20, 40])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -49,11 +58,7 @@ def test_residual_gradient_left_matches_numpy_and_the_two_sided_kernel(k, dtype,
     z_ref, loss_ref, SG_ref, _, _ = _numpy_products(F, G, y, rows, cols, scale)
     z, SG = np.empty(op.m, dtype), np.full((op.shape[0], k), np.nan, dtype)
     loss = op._residual_gradient_left_into(F, G, y, z, SG)
-    tol = _tol(dtype)
-    np.testing.assert_allclose(z, z_ref, **tol)
-    np.testing.assert_allclose(SG, SG_ref, rtol=tol["rtol"],
-                               atol=tol["atol"] * np.abs(SG_ref).max())
-    assert loss == pytest.approx(loss_ref, rel=1e-12 if dtype == np.float64 else 1e-5)
+    _assert_matches_numpy(z, SG, loss, z_ref, SG_ref, loss_ref, dtype)
     # the two-sided kernel's z, loss and S G (separately compiled loops: to rounding)
     z2, SG2, StF2 = np.empty_like(z), np.empty_like(SG), np.empty((op.shape[1], k), dtype)
     loss2 = op._residual_gradient_into(F, G, y, z2, SG2, StF2)
@@ -89,11 +94,7 @@ def test_residual_gradient_left_on_the_blocked_layout(dtype):
     z_ref, loss_ref, SG_ref, _, _ = _numpy_products(F, G, y, rows, cols, 1.0)
     z, SG = np.empty(op.m, dtype), np.empty((70, 4), dtype)
     loss = op._residual_gradient_left_into(F, G, y, z, SG)
-    tol = _tol(dtype)
-    np.testing.assert_allclose(z, z_ref, **tol)
-    np.testing.assert_allclose(SG, SG_ref, rtol=tol["rtol"],
-                               atol=tol["atol"] * np.abs(SG_ref).max())
-    assert loss == pytest.approx(loss_ref, rel=1e-12 if dtype == np.float64 else 1e-5)
+    _assert_matches_numpy(z, SG, loss, z_ref, SG_ref, loss_ref, dtype)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
