@@ -21,6 +21,11 @@ time of each layout, seconds per ``residual_gradient`` (median of alternating ru
   observations sorted into tiles once (y and z streamed, no positions stored),
 * ``numpy read``: ``rows.max(); cols.max(); y.max()``, one pass over the user's arrays
   (numpy, one thread), the memory floor the issue compares against,
+* ``numpy gather of G rows, tile order``: ``np.take(G, c, axis=0, out=buf)`` over the
+  observations' columns in the blocked layout's order, in chunks of 65536 rows (numpy,
+  one thread): the random reads any kernel must make (each observation needs its row
+  of G), with nothing computed and nothing written back. The blocked kernel reads that
+  row, reads and writes the observation's S^T F row, and walks F and S G,
 
 their ratios, the CPU seconds (all threads; robust to waiting for a core on a loaded
 machine) and observations per CPU-second, and the peak RSS (getrusage). ``--memory``
@@ -103,7 +108,35 @@ def _draw(n, nobs, seed):
 
 PATHS = ("rows, user order", "blocked, user order", "rows, from_entries",
          "blocked, from_entries", "blocked, from_entries, row blocks outermost",
-         "numpy read")
+         "numpy read", "numpy gather of G rows, tile order")
+
+
+def tile_order_columns(op) -> np.ndarray:
+    """The column of every observation of a blocked operator, in the layout's order
+    (int32): tile c's columns are c * bc + (code & 0xFFFF)."""
+    b = op._blocked
+    tptr, code = b["tptr"], b["code"]
+    bc = b["shape"][1]
+    n_cb = (op.shape[1] + bc - 1) // bc
+    tile = np.repeat(np.arange(tptr.shape[0] - 1, dtype=np.int64), np.diff(tptr))
+    cols = (tile % n_cb).astype(np.int32)
+    del tile
+    cols *= np.int32(bc)
+    cols += (code & 0xFFFF).astype(np.int32)
+    return cols
+
+
+def gather_rows(G: np.ndarray, cols: np.ndarray, chunk: int = 65536):
+    """A function reading G[cols] (row gathers in the order of cols) chunk by chunk into
+    one reused buffer: the random-access reference of the kernels."""
+    buf = np.empty((chunk, G.shape[1]), G.dtype)
+
+    def gather():
+        for a in range(0, cols.shape[0], chunk):
+            c = cols[a:a + chunk]
+            np.take(G, c, axis=0, out=buf[:c.shape[0]])
+        return float(buf[0, 0])
+    return gather
 
 
 def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
@@ -189,9 +222,10 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
             np.max(np.abs(zref)))
         del zref
     del outs, order_r, order_b
+    numpy_gather = gather_rows(G, tile_order_columns(op_b))
     t, cpu = alternate(dict(zip(PATHS, (rows_layout, blocked_layout, rows_sorted,
                                         blocked_sorted, blocked_sorted_row_major,
-                                        numpy_read))), repeats)
+                                        numpy_read, numpy_gather))), repeats)
     return {"n": n, "nobs": nobs, "k": k, "threads": op.n_threads, "times": t, "cpu": cpu,
             "t_data": t_data, "build": build, "shape": shape,
             "nbytes": {"user order, both layouts": op.nbytes,
@@ -359,14 +393,15 @@ def report(r: dict) -> str:
              f"{r['shape'][0]} x {r['shape'][1]}; load average at the end "
              f"{r['load'][0]:.1f}", "",
              "| path | s per residual gradient (wall) | vs numpy read | vs rows, user order "
-             "| CPU s (all threads) | CPU vs numpy read | CPU vs rows, user order "
-             "| obs per CPU-second |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| CPU s (all threads) | CPU vs numpy read | CPU vs numpy gather "
+             "| CPU vs rows, user order | obs per CPU-second |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    gather = c[PATHS[-1]]
     for name in PATHS:
         lines.append(f"| {name} | {t[name]:.3f} | {t[name] / read:.1f}x | "
                      f"{t[ref] / t[name]:.1f}x | {c[name]:.3f} | "
-                     f"{c[name] / c['numpy read']:.1f}x | {c[ref] / c[name]:.1f}x | "
-                     f"{r['nobs'] / c[name]:.3g} |")
+                     f"{c[name] / c['numpy read']:.1f}x | {c[name] / gather:.2f}x | "
+                     f"{c[ref] / c[name]:.1f}x | {r['nobs'] / c[name]:.3g} |")
     lines += ["", "| phase | value |", "|---|---|",
               f"| draw rows, cols, y | {r['t_data']:.1f} s |"]
     for name, (wall, cpu) in r["build"].items():
@@ -406,7 +441,8 @@ def sweep(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
     """Same-run comparison of tile shapes and software-prefetch distances for the
     from_entries blocked path: per tile shape one build, then per prefetch distance the
     residual gradient (the kernel called directly), and, at the default distance, the
-    line search, each against the numpy read, in alternation (median of ``repeats``).
+    line search, each against the numpy read and the numpy gather of G rows, in
+    alternation (median of ``repeats``).
     Also the minor page faults per gradient (getrusage)."""
     import lowrank_core as lc
 
@@ -432,6 +468,7 @@ def sweep(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
                for pf in prefetch}
         fns["line search"] = lambda op=op: op.line_search_products(z, F, G, SG, StF)
         fns["numpy read"] = lambda: (rows.max(), cols.max(), values.max())
+        fns["numpy gather of G rows, tile order"] = gather_rows(G, tile_order_columns(op))
         r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         wall, cpu = alternate(fns, repeats)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
@@ -442,16 +479,19 @@ def sweep(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
 
 
 def sweep_report(res: list, nobs: int) -> str:
-    lines = ["| tiles | path | wall s | CPU s | vs numpy read (wall, CPU) | obs per CPU-s |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| tiles | path | wall s | CPU s | vs numpy read (wall, CPU) "
+             "| CPU vs numpy gather | obs per CPU-s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in res:
         w, c = r["wall"], r["cpu"]
+        gather = c[PATHS[-1]]
         for name in w:
             lines.append(f"| {r['shape'][0]} x {r['shape'][1]} | {name} | {w[name]:.3f} | "
                          f"{c[name]:.3f} | {w[name] / w['numpy read']:.1f}x, "
-                         f"{c[name] / c['numpy read']:.1f}x | {nobs / c[name]:.3g} |")
+                         f"{c[name] / c['numpy read']:.1f}x | {c[name] / gather:.2f}x | "
+                         f"{nobs / c[name]:.3g} |")
         lines.append(f"| | minor page faults per call {r['minflt_per_call']:.1f}; load "
-                     f"{r['load'][0]:.1f} | | | | |")
+                     f"{r['load'][0]:.1f} | | | | | |")
     return "\n".join(lines)
 
 

@@ -650,8 +650,9 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
 
 def _residual_free(operator, rule_cls, k: int) -> bool:
     """Run without the length-m residual z: the method reads none (``needs_residual``
-    False: gd, onestep) and the operator has the kernels (``_residual_free(k)``, the
-    from_entries blocked EntryOperator). Nothing recorded reads z."""
+    False: gd, onestep, precgd, scaledgd, scaledgd-lambda) and the operator has the
+    kernels (``_residual_free(k)``, the from_entries blocked EntryOperator). Nothing
+    recorded reads z."""
     check = getattr(operator, "_residual_free", None)
     return (not rule_cls.needs_residual and check is not None
             and hasattr(operator, "_loss_gradient_into") and bool(check(k)))

@@ -224,19 +224,106 @@ def test_gd_solve_equals_todays_path(monkeypatch, many_threads, step, dtype, sym
 
 
 def test_methods_needing_z_keep_the_storing_path(monkeypatch):
-    """A method whose step reads z (softImpute-ALS) or searches one factor at a time
-    (AGN with the line search) runs as before on such an operator."""
+    """A method whose step reads z (softImpute-ALS, GNMR) or searches one factor at a
+    time (AGN with the line search) runs as before on such an operator."""
     p = lc.make_problem(40, 30, rank=2, m=700, operator="entries", seed=5, n_threads=1)
     op, y = lc.EntryOperator.from_entries(p.operator.rows, p.operator.cols, p.y, (40, 30),
                                           n_threads=1, layout="blocked",
                                           block_shape=(6, 5), k=2)
-    for method in ("softimpute_als", "agn", "scaledgd"):
+    for method in ("softimpute_als", "agn", "gnmr"):
         a = lc.solve(op, y, 2, method=method, max_iter=5, seed=1)
         with monkeypatch.context() as mp:
             mp.setattr(op, "_residual_free", lambda k: False)
             b = lc.solve(op, y, 2, method=method, max_iter=5, seed=1)
         for u, v in zip(a.factors, b.factors):
             np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.filterwarnings("ignore::lowrank_core._threads.ThreadCapWarning")
+@pytest.mark.parametrize("step", ["auto", "fixed", 0.3])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("method", ["precgd", "scaledgd", "scaledgd-lambda"])
+def test_preconditioned_solve_equals_todays_path(monkeypatch, many_threads, method, step,
+                                                 symmetric):
+    """The preconditioned methods on the residual-free path: no z buffer filled, and the
+    iterates, losses and dampings of the storing path, 2 threads, tiny tiles. A given
+    fixed step: bitwise (the same gradient bits; PrecGD's gain is 1 there); step="auto"
+    and step="fixed" (the norm estimate and the operator gain through the tile
+    products instead of a stored forward pass): to rounding."""
+    n = 40
+    p = lc.make_problem(n, n, rank=2, m=800, operator="entries", seed=6, n_threads=1,
+                        psd=symmetric, cond=3.0)
+    perm = np.random.default_rng(5).permutation(p.operator.m)
+    rows, cols, vals = p.operator.rows[perm], p.operator.cols[perm], p.y[perm]
+    op, y, order = lc.EntryOperator.from_entries(rows, cols, vals, (n, n), n_threads=2,
+                                                 layout="blocked", block_shape=(6, 7),
+                                                 k=3, return_order=True)
+    # a small random start: the spectral start's svds takes a different product path
+    # when the run is residual-free (the tiles), which may flip singular vectors' signs
+    kw = dict(method=method, symmetric=symmetric, step=step, max_iter=12, seed=3,
+              init="small", init_scale=0.3, record=["loss", "residual", "grad_norm"])
+    calls = {"store": 0}
+    store = op._residual_gradient_into
+
+    def counting(*a):
+        calls["store"] += 1
+        return store(*a)
+
+    monkeypatch.setattr(op, "_residual_gradient_into", counting)
+    res = lc.solve(op, y, 3, **kw)
+    assert calls["store"] == 0
+    _today(monkeypatch, op)
+    ref = lc.solve(op, y, 3, **kw)
+    assert calls["store"] == ref.n_evaluations > 0
+    assert res.n_iter == ref.n_iter == 12 and res.status == ref.status
+    if not isinstance(step, str):
+        for a, b in zip(res.factors, ref.factors):
+            np.testing.assert_array_equal(a, b)
+        for name in ref.history:
+            np.testing.assert_array_equal(res.history[name], ref.history[name],
+                                          err_msg=name)
+    else:
+        for a, b in zip(res.factors, ref.factors):
+            assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))
+        for name in ref.history:
+            np.testing.assert_allclose(res.history[name], ref.history[name], rtol=1e-10,
+                                       err_msg=name)
+    # and the iterates are those of plain numpy's loss: the reported loss is
+    # 1/2 ||A(F G^T) - y||^2 of the returned factors
+    F, G = res.factors
+    full = F @ (F if symmetric else G).T
+    z = full[rows[order], cols[order]] * op.scale - y
+    half = 0.25 if symmetric else 0.5
+    assert res.loss == pytest.approx(half * float(z @ z), rel=1e-10)
+
+
+def test_preconditioned_gain_without_a_length_m_buffer():
+    """PrecGD's operator gain ||A(F G^T)|| / ||F G^T||_F from the residual-free tile
+    products equals plain numpy's on the same factors."""
+    from lowrank_core.methods import preconditioned
+
+    n1, n2, k = 30, 26, 3
+    rng = np.random.default_rng(8)
+    flat = rng.choice(n1 * n2, 500, replace=False)
+    op, y = lc.EntryOperator.from_entries(flat // n2, flat % n2, rng.standard_normal(500),
+                                          (n1, n2), n_threads=1, layout="blocked",
+                                          block_shape=(5, 4), k=k)
+    F, G = rng.standard_normal((n1, k)), rng.standard_normal((n2, k))
+
+    class State:
+        residual_free = True
+        operator = op
+
+    st = State()
+    st.F, st.G, st.y, st.dtype = F, G, y, F.dtype
+    M = F @ G.T
+    full = np.zeros((n1, n2))
+    full.flat[flat] = 1.0
+    measured = np.linalg.norm(op.scale * M[full.astype(bool)])
+    want = measured / np.linalg.norm(M)
+    assert preconditioned._operator_gain(st) == pytest.approx(want, rel=1e-12)
+    st.residual_free = False
+    assert preconditioned._operator_gain(st) == pytest.approx(want, rel=1e-12)
 
 
 def test_solve_allocates_no_length_m_buffer():

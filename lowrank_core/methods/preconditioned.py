@@ -73,6 +73,10 @@ class _Preconditioned(StepRule):
     #: converging runs on real completion data take 1200-1500 iterations (issue 18)
     default_max_iter = 5000
     needs_grams = True
+    #: the step reads S G, S^T F, the Gram matrices and the loss, never z, and the
+    #: search (step="auto") is the full one along both directions: the driver runs the
+    #: residual-free path where the operator has it (no length-m buffer)
+    needs_residual = False
     option_defaults = {"rcond": None}
 
     def __init__(self, state, step, options, context):
@@ -130,17 +134,23 @@ def _operator_gain(state) -> float:
     The factor by which the operator rescales a low-rank matrix like the iterate: about 1
     for the normalized ensembles (E||A(M)||^2 = ||M||_F^2), sqrt(p) * scale for
     completion with entry scale ``scale`` and sampling rate p. One forward pass of width
-    k, once per solve.
+    k, once per solve. On a residual-free run (no length-m buffer) ||A(F G^T)||^2 is the
+    u.u product of the residual-free line search along D_F = F, D_G = 0 (u = A(F G^T)),
+    one pass over the tiles and no length-m array.
     """
     F, G, op = state.F, state.G, state.operator
-    if hasattr(op, "_forward_factored_into"):
+    if state.residual_free:
+        zero = np.zeros_like(G)
+        measured = float(np.sqrt(max(float(op._line_search_products_y(
+            F, G, F, zero, state.y)[1]), 0.0)))
+    elif hasattr(op, "_forward_factored_into"):
         values = np.empty(op.m, state.dtype)
         op._forward_factored_into(F, G, values)
+        measured = float(np.linalg.norm(values))
     elif callable(getattr(op, "forward_factored", None)):
-        values = op.forward_factored(F, G)
+        measured = float(np.linalg.norm(op.forward_factored(F, G)))
     else:
         return 1.0
-    measured = float(np.linalg.norm(values))
     size_sq = float(np.sum((F.T @ F) * (G.T @ G)))  # ||F G^T||_F^2 = <F^T F, G^T G>
     gain = measured / np.sqrt(size_sq) if size_sq > 0 else np.nan
     return gain if np.isfinite(gain) and gain > 0 else 1.0
