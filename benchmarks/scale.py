@@ -318,6 +318,11 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
             out["timing"] = {"wall": wall, "cpu": cpu, "load": os.getloadavg()}
         fns = D_F = D_G = None
         del bufs, z
+        # the preconditioned methods (residual-free too): one iteration, step="auto"
+        for method in ("precgd", "scaledgd"):
+            step(f"solve(method={method!r}, max_iter=1, init=(F, G)), step='auto'",
+                 lambda method=method: lc.solve(op, y, k, method=method, init=(F, G),
+                                                max_iter=1, n_threads=threads) and None)
         # one gd iteration with the exact line search (step="auto", the default), with a
         # fixed numeric step, then step="fixed" (0.3 / ||A^T(y)||_2: the spectral-norm
         # estimate first); each result dropped before the next
