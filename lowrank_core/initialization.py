@@ -12,12 +12,13 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, eigsh, svds
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh, svds
 
 from ._validation import as_float_array
 
-__all__ = ["INITS", "DEFAULT_INIT_SCALE", "initial_factors", "spectral_linear_operator",
-           "top_singular_value"]
+__all__ = ["INITS", "DEFAULT_INIT_SCALE", "INIT_MAX_RESTARTS", "NORM_MAX_PRODUCTS",
+           "NORM_RTOL", "SpectralInitWarning", "initial_factors", "spectral_linear_operator",
+           "spectral_norm_estimate", "top_singular_value", "top_singular_value_info"]
 
 #: String initializations accepted by :func:`lowrank_core.solve`.
 INITS = ("small", "spectral", "nystrom")
@@ -61,12 +62,169 @@ def _dense(lin: LinearOperator) -> np.ndarray:
     return np.asarray(lin.matmat(np.eye(n2, dtype=np.float64)), dtype=np.float64)
 
 
-def top_singular_value(lin: LinearOperator, rng: np.random.Generator) -> float:
-    """||lin||_2: dense SVD for small operators, ARPACK (seeded start) otherwise."""
+#: Relative tolerance of the iterative ||A^T(y)||_2 estimate (the step="fixed" step and
+#: the fixed damping): the Ritz residual bound r <= NORM_RTOL * theta. The estimate only
+#: sets a step size 0.3 / sigma (a relative error e in sigma is a relative error e in the
+#: step, and 0.3 is well inside GD's stable range), so a percent suffices.
+NORM_RTOL = 1e-2
+#: Cap on the operator products (matvec or rmatvec, one pass over the operator each) of
+#: the iterative estimate: 2 per Lanczos step, so at most NORM_MAX_PRODUCTS / 2 steps.
+NORM_MAX_PRODUCTS = 100
+
+
+def spectral_norm_estimate(lin: LinearOperator, rng: np.random.Generator, *,
+                           rtol: float = NORM_RTOL,
+                           max_products: int = NORM_MAX_PRODUCTS) -> tuple[float, dict]:
+    r"""||lin||_2 by Golub-Kahan-Lanczos bidiagonalization, with a bounded product count.
+
+    From a random unit v_1 (``rng``), step j computes
+    alpha_j u_j = lin v_j - beta_{j-1} u_{j-1} and
+    beta_j v_{j+1} = lin^T u_j - alpha_j v_j (one matvec and one rmatvec), so that
+    lin V_j = U_j B_j and lin^T U_j = V_j B_j^T + beta_j v_{j+1} e_j^T with B_j the
+    j x j upper bidiagonal matrix (alpha on the diagonal, beta above it). Its largest
+    singular value theta (left vector p) is a Ritz value: theta <= sigma_1(lin)
+    (interlacing), and lin (V_j q) = theta U_j p exactly while
+    ||lin^T (U_j p) - theta V_j q|| = r = beta_j |p_j|, so a singular value of lin lies in
+    [theta - r, theta + r] (Golub and Van Loan, Matrix Computations, sec. 10.4).
+
+    Stops when r <= rtol * theta (status "converged", returns theta: within rtol of the
+    singular value it approximates, from below), when the Krylov space is invariant
+    (beta_j or alpha_{j+1} = 0: r = 0, "converged"), or when the next step would exceed
+    ``max_products`` (status "capped", no exception). Capped, it returns theta + r, the
+    upper end of the bound: for a step size GD_STEP / sigma (or a damping
+    0.01 sigma) an overestimate errs on the stable side (a shorter step), an
+    underestimate on the unstable one. No reorthogonalization: only the top Ritz value
+    is read, which converges first and is not disturbed by the loss of orthogonality
+    (the latter duplicates converged values instead; Paige 1976).
+
+    Parameters
+    ----------
+    lin : LinearOperator, shape (n1, n2)
+    rng : numpy Generator
+        Draws v_1 (n2 standard normals).
+    rtol : float
+        Relative tolerance on the residual bound r / theta.
+    max_products : int
+        Most products (matvec + rmatvec) used, >= 2.
+
+    Returns
+    -------
+    sigma : float
+    info : dict
+        ``method`` "lanczos", ``status`` ("converged" or "capped"), ``products`` (used),
+        ``steps``, ``ritz`` (theta), ``residual_bound`` (r), ``rtol``, ``max_products``,
+        ``value`` (sigma).
+
+    Cost: ``products`` operator products (O(|Omega|) each for an EntryOperator), O(n1 +
+    n2) per step for the recurrence, and an SVD of the j x j B_j per step
+    (O(j^3), j <= max_products / 2); memory four vectors (two of n1, two of n2).
+    """
+    n1, n2 = lin.shape
+    max_products = max(2, int(max_products))
+    v = rng.standard_normal(n2)
+    v /= np.linalg.norm(v)
+    u_prev = np.zeros(n1)
+    alphas, betas = [], []
+    beta = 0.0
+    theta = r = 0.0
+    products = 0
+    status = "capped"
+    while products + 2 <= max_products:
+        u = np.asarray(lin.matvec(v), dtype=np.float64).ravel() - beta * u_prev
+        products += 1
+        alpha = float(np.linalg.norm(u))
+        alphas.append(alpha)
+        if not alpha > 0 or not np.isfinite(alpha):
+            # invariant Krylov space (or a zero operator): theta exact
+            B = _bidiagonal(alphas, betas)
+            theta, r, status = float(np.linalg.norm(B, 2)) if B.size else 0.0, 0.0, \
+                "converged"
+            break
+        u /= alpha
+        w = np.asarray(lin.rmatvec(u), dtype=np.float64).ravel() - alpha * v
+        products += 1
+        beta = float(np.linalg.norm(w))
+        B = _bidiagonal(alphas, betas)
+        P, s, _ = np.linalg.svd(B)
+        theta = float(s[0])
+        r = beta * abs(float(P[-1, 0]))
+        if not beta > 0 or r <= rtol * theta:
+            status = "converged"
+            break
+        betas.append(beta)
+        v, u_prev = w / beta, u
+    sigma = theta if status == "converged" else theta + r
+    return sigma, {"method": "lanczos", "status": status, "products": products,
+                   "steps": len(alphas), "ritz": theta, "residual_bound": r,
+                   "rtol": float(rtol), "max_products": max_products, "value": sigma}
+
+
+def _bidiagonal(alphas, betas) -> np.ndarray:
+    """The j x j upper bidiagonal matrix with ``alphas`` on the diagonal and the first
+    j - 1 ``betas`` above it."""
+    j = len(alphas)
+    B = np.diag(np.asarray(alphas, dtype=np.float64))
+    if j > 1:
+        B[np.arange(j - 1), np.arange(1, j)] = betas[:j - 1]
+    return B
+
+
+def top_singular_value_info(lin: LinearOperator, rng: np.random.Generator,
+                            **kwargs) -> tuple[float, dict]:
+    """||lin||_2 and how it was obtained: the dense SVD for small operators (``method``
+    "dense", exact; ``rng`` unused), else :func:`spectral_norm_estimate` (``kwargs``:
+    ``rtol``, ``max_products``)."""
     if _dense_is_small(lin.shape) or min(lin.shape) < 2:
-        return float(np.linalg.norm(_dense(lin), 2))
-    v0 = rng.standard_normal(min(lin.shape))
-    return float(svds(lin, k=1, v0=v0, return_singular_vectors=False)[0])
+        s = float(np.linalg.norm(_dense(lin), 2))
+        return s, {"method": "dense", "status": "exact", "products": int(min(lin.shape)),
+                   "value": s}
+    return spectral_norm_estimate(lin, rng, **kwargs)
+
+
+def top_singular_value(lin: LinearOperator, rng: np.random.Generator) -> float:
+    """||lin||_2: dense SVD for small operators, the bounded Lanczos estimate
+    (:func:`spectral_norm_estimate`, relative tolerance NORM_RTOL, at most
+    NORM_MAX_PRODUCTS products) otherwise."""
+    return top_singular_value_info(lin, rng)[0]
+
+
+class SpectralInitWarning(RuntimeWarning):
+    """ARPACK did not converge within INIT_MAX_RESTARTS restarts for init="spectral":
+    the factors come from the bounded randomized fallback (less accurate)."""
+
+
+#: Cap on ARPACK's implicit restarts (``maxiter``) of the spectral initialization's
+#: top-k SVD / eigendecomposition (scipy's default is 10 n: unbounded in practice at
+#: n = 10**6). Each restart costs about ncv - k <= max(k + 1, 20 - k) products with
+#: A^T A (two operator products each; ncv = max(2k + 1, 20)). The init keeps ARPACK's
+#: tol = 0 (machine precision: its vectors, not only its values, seed the iterations);
+#: a problem with a separated top-k converges in a few restarts, a pure-noise one may
+#: never: then a SpectralInitWarning and the randomized fallback instead of a hang.
+INIT_MAX_RESTARTS = 300
+#: Power iterations q and oversampling p of that fallback (Halko, Martinsson and Tropp
+#: 2011, alg. 4.4 with a QR between products): 2 q + 2 block products of k + p columns.
+INIT_FALLBACK_POWER = 4
+INIT_FALLBACK_OVERSAMPLE = 10
+
+
+def _randomized_range(apply, apply_t, n_in, width, q, rng):
+    """Orthonormal Q (n_out, width) for the range of (A A^T)^q A Omega (QR after each
+    product: subspace iteration)."""
+    Q, _ = np.linalg.qr(np.asarray(apply(rng.standard_normal((n_in, width))), np.float64))
+    for _ in range(q):
+        W, _ = np.linalg.qr(np.asarray(apply_t(Q), np.float64))
+        Q, _ = np.linalg.qr(np.asarray(apply(W), np.float64))
+    return Q
+
+
+def _warn_fallback(exc, k, what):
+    import warnings
+    got = 0 if exc.eigenvalues is None else len(exc.eigenvalues)
+    warnings.warn(f'init="spectral": ARPACK {what} did not converge within '
+                  f"INIT_MAX_RESTARTS = {INIT_MAX_RESTARTS} restarts ({got} of {k} pairs "
+                  f"converged); using the randomized fallback ({INIT_FALLBACK_POWER} power "
+                  f"iterations, {INIT_FALLBACK_OVERSAMPLE} oversampling), a less accurate "
+                  'start. init="small" needs no SVD.', SpectralInitWarning, stacklevel=4)
 
 
 def _top_k_symmetric(lin, k, rng):
@@ -75,7 +233,22 @@ def _top_k_symmetric(lin, k, rng):
         S = _dense(lin)
         w, V = np.linalg.eigh(0.5 * (S + S.T))
         return w[::-1][:k], V[:, ::-1][:, :k]
-    w, V = eigsh(_symmetrized(lin), k=k, which="LA", v0=rng.standard_normal(n))
+    sym = _symmetrized(lin)
+    try:
+        w, V = eigsh(sym, k=k, which="LA", v0=rng.standard_normal(n),
+                     maxiter=INIT_MAX_RESTARTS)
+    except ArpackNoConvergence as exc:
+        _warn_fallback(exc, k, "eigsh")
+
+        def block(V):  # the symmetric part on a block (one matmat and one rmatmat)
+            return 0.5 * (np.asarray(lin.matmat(V), np.float64)
+                          + np.asarray(lin.rmatmat(V), np.float64))
+
+        Q = _randomized_range(block, block, n, min(n, k + INIT_FALLBACK_OVERSAMPLE),
+                              INIT_FALLBACK_POWER, rng)
+        T = Q.T @ block(Q)
+        w, Vt = np.linalg.eigh(0.5 * (T + T.T))
+        w, V = w[::-1][:k], Q @ Vt[:, ::-1][:, :k]
     order = np.argsort(w)[::-1]
     return w[order], V[:, order]
 
@@ -85,7 +258,17 @@ def _top_k_svd(lin, k, rng):
     if _dense_is_small(lin.shape) or k >= min(n1, n2) - 1:
         U, s, Vt = np.linalg.svd(_dense(lin), full_matrices=False)
         return U[:, :k], s[:k], Vt[:k].T
-    U, s, Vt = svds(lin, k=k, v0=rng.standard_normal(min(n1, n2)))
+    try:
+        U, s, Vt = svds(lin, k=k, v0=rng.standard_normal(min(n1, n2)),
+                        maxiter=INIT_MAX_RESTARTS)
+    except ArpackNoConvergence as exc:
+        _warn_fallback(exc, k, "svds")
+        Q = _randomized_range(lin.matmat, lin.rmatmat, n2,
+                              min(n1, n2, k + INIT_FALLBACK_OVERSAMPLE),
+                              INIT_FALLBACK_POWER, rng)
+        B = np.asarray(lin.rmatmat(Q), np.float64).T      # Q^T A, (width, n2)
+        Ub, s, Vt = np.linalg.svd(B, full_matrices=False)
+        U, s, Vt = Q @ Ub[:, :k], s[:k], Vt[:k]
     order = np.argsort(s)[::-1]
     return U[:, order], s[order], Vt[order].T
 
