@@ -333,12 +333,13 @@ def _phase_fixed_step(n: int, nobs: int, k: int, threads: int, seed: int, iters:
         print(steps[-1], file=sys.stderr, flush=True)
         return res
 
-    rng, rows, cols, values = step("draw the problem (rows, cols int32, values float64)",
-                                   lambda: _draw(n, nobs, seed))
+    data = list(step("draw the problem (rows, cols int32, values float64)",
+                     lambda: _draw(n, nobs, seed)))
+    rng = data[0]
     op, y = step("from_entries (blocked)", lambda: lc.EntryOperator.from_entries(
-        rows, cols, values, (n, n), n_threads=threads, layout="blocked", k=k,
+        data[1], data[2], data[3], (n, n), n_threads=threads, layout="blocked", k=k,
         block_shape=block_shape))
-    del rows, cols, values
+    data.clear()     # the user's rows, cols and values dropped
     F = rng.standard_normal((n, k)) * 0.1
     G = rng.standard_normal((n, k)) * 0.1
 

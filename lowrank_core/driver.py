@@ -92,7 +92,7 @@ class _Context:
 
         Dense SVD for small operators, else the bounded Lanczos estimate
         (:func:`~lowrank_core.initialization.spectral_norm_estimate`: relative tolerance
-        1e-2, at most 100 products, an upper-biased value when capped); how it was
+        1e-2, at most 140 products, upper-biased where not converged); how it was
         obtained goes to ``spectral_norm_info``."""
         if self._sigma is None:
             s, info = top_singular_value_info(self.operator.adjoint_operator(self.y),
