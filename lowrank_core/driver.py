@@ -307,7 +307,10 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         quartic in eta (:mod:`lowrank_core.methods.linesearch`; eta_max lets one step
         move the factors by at most their own norm); it costs forward passes of widths
         2k and k per iteration. "fixed": the method's fixed step (list above, the
-        papers' values). A number: that fixed step, exactly as given. The steps taken
+        papers' values); gd's 0.3 / ||A^T(y)||_2 takes the norm densely for small
+        operators, else from a bounded Lanczos estimate (relative tolerance 1e-2, at
+        most 140 operator products, an upper end of its bound; how it was obtained is
+        in ``options["spectral_norm"]``). A number: that fixed step, exactly as given. The steps taken
         are in ``history["step"]`` (AGN also ``history["step_G"]``).
     max_iter : int, optional
         Maximum number of iterations; 0 evaluates the initial point only. Default: the
