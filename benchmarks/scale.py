@@ -383,8 +383,9 @@ def fixed_step_report(r: dict) -> str:
               f"options['spectral_norm'] = {fx['spectral_norm']}",
               f"step='auto': init_time {au['init_time']:.1f} s, iterations "
               f"{au['time']:.1f} s, n_iter {au['n_iter']}",
-              f"process peak (getrusage, the build with the user's arrays included): "
-              f"{r['process_peak']:.2f} GiB; row layout built: {r['row_layout_built']}"]
+              f"ru_maxrss at the end {r['process_peak']:.2f} GiB (reset with VmHWM by "
+              f"each step's clear_refs: the process peak is the largest 'process peak' "
+              f"above); row layout built: {r['row_layout_built']}"]
     return "\n".join(lines)
 
 

@@ -310,8 +310,9 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         papers' values); gd's 0.3 / ||A^T(y)||_2 takes the norm densely for small
         operators, else from a bounded Lanczos estimate (relative tolerance 1e-2, at
         most 140 operator products, an upper end of its bound; how it was obtained is
-        in ``options["spectral_norm"]``). A number: that fixed step, exactly as given. The steps taken
-        are in ``history["step"]`` (AGN also ``history["step_G"]``).
+        in ``options["spectral_norm"]``). A number: that fixed step, exactly as
+        given. The steps taken are in ``history["step"]`` (AGN also
+        ``history["step_G"]``).
     max_iter : int, optional
         Maximum number of iterations; 0 evaluates the initial point only. Default: the
         method's ``StepRule.default_max_iter`` (gd, onestep 10000; scaledgd,
