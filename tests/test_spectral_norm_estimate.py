@@ -259,3 +259,9 @@ def test_converged_value_within_rtol_of_sigma_1_on_gap_free_spectra(spectrum):
         sigma, info = spectral_norm_estimate(aslinearoperator(A), np.random.default_rng(seed))
         assert info["status"] in ("converged", "bound")
         assert abs(sigma - reference) <= NORM_RTOL * reference, (seed, info)
+
+
+def test_nonfinite_operator_gives_nan_and_solve_falls_back():
+    A = np.full((1100, 1000), np.nan)
+    sigma, info = spectral_norm_estimate(aslinearoperator(A), np.random.default_rng(0))
+    assert np.isnan(sigma) and info["status"] == "nonfinite" and info["products"] == 1
