@@ -5,6 +5,7 @@
     python benchmarks/scale.py --scale --nobs 1e8      # the issue's size (about 7 GiB RSS)
     python benchmarks/scale.py --scale --nobs 1e8 --memory   # peak RSS of the fast path
     python benchmarks/scale.py --n 2e5 --nobs 4e6      # a smoke run (seconds)
+    python benchmarks/scale.py --scale --nobs 1e8 --fixed-step --iters 3  # step="fixed"
 
 The observations are drawn uniformly (repeats allowed) and handed over in random order
 (int32 rows and columns, float64 values), as interaction logs arrive. Reported: the build
@@ -340,6 +341,93 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
     return out
 
 
+def _phase_fixed_step(n: int, nobs: int, k: int, threads: int, seed: int, iters: int,
+                      block_shape=None) -> dict:
+    """step="fixed" against step="auto" (the baseline), in this (fresh) process, on the
+    benchmark's pure-noise y: draw, from_entries (blocked), the user's arrays dropped,
+    then ``solve(method="gd", max_iter=iters)`` with step="auto", the spectral-norm
+    estimate alone (``top_singular_value_info`` of A^T(y): wall, CPU, products, status),
+    and ``solve`` with step="fixed" (which runs the estimate again, then the same
+    iterations). Each step's peak and the process peak (VmHWM, reset before each step)
+    as in :func:`_phase_memory`; the process peak of the build is reported too."""
+    import lowrank_core as lc
+    from lowrank_core.initialization import top_singular_value_info
+
+    def gib(field):
+        v = _status_gib(field)
+        return float("nan") if v is None else v
+
+    out = {"phase": "fixedstep", "base": gib("VmRSS"), "iters": iters}
+    steps = []
+
+    def step(name, fn):
+        reset_peak_rss()
+        rss0 = gib("VmRSS")
+        c0, t0 = time.process_time(), time.perf_counter()
+        res = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        steps.append({"step": name, "peak": gib("VmHWM") - rss0,
+                      "kept": gib("VmRSS") - rss0, "total_peak": gib("VmHWM"),
+                      "wall": wall, "cpu": cpu, "load": os.getloadavg()})
+        print(steps[-1], file=sys.stderr, flush=True)
+        return res
+
+    data = list(step("draw the problem (rows, cols int32, values float64)",
+                     lambda: _draw(n, nobs, seed)))
+    rng = data[0]
+    op, y = step("from_entries (blocked)", lambda: lc.EntryOperator.from_entries(
+        data[1], data[2], data[3], (n, n), n_threads=threads, layout="blocked", k=k,
+        block_shape=block_shape))
+    data.clear()     # the user's rows, cols and values dropped
+    F = rng.standard_normal((n, k)) * 0.1
+    G = rng.standard_normal((n, k)) * 0.1
+
+    def solve(stepsize):
+        res = lc.solve(op, y, k, method="gd", init=(F, G), max_iter=iters, step=stepsize,
+                       n_threads=threads, record=False)
+        return {"n_iter": res.n_iter, "init_time": res.init_time, "time": res.time,
+                "step": res.options["step"], "loss": res.loss,
+                "spectral_norm": res.options.get("spectral_norm")}
+
+    out["auto"] = step(f"solve(method='gd', max_iter={iters}, init=(F, G)), step='auto'",
+                       lambda: solve("auto"))
+    out["estimate"] = step("top_singular_value_info(A^T(y)) alone",
+                           lambda: top_singular_value_info(op.adjoint_operator(y),
+                                                           np.random.default_rng(0))[1])
+    out["fixed"] = step(f"solve(method='gd', max_iter={iters}, init=(F, G)), step='fixed'",
+                        lambda: solve("fixed"))
+    out["row_layout_built"] = op._cols_r is not None
+    out.update(steps=steps, load=os.getloadavg(), process_peak=peak_rss_gib(),
+               shape=op._blocked["shape"])
+    return out
+
+
+def fixed_step_report(r: dict) -> str:
+    est, fx, au = r["estimate"], r["fixed"], r["auto"]
+    lines = [f"step='fixed' vs step='auto' (gd, {r['iters']} iterations, init (F, G) given, "
+             f"pure-noise y), from_entries blocked, tiles {r['shape'][0]} x {r['shape'][1]}; "
+             f"one fresh process; load average at the end {r['load'][0]:.1f}", "",
+             "| step | extra peak GiB | kept GiB | process peak GiB | wall s | CPU s "
+             "| load (1 min) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in r["steps"]:
+        lines.append(f"| {s['step']} | {s['peak']:.2f} | {s['kept']:.2f} | "
+                     f"{s['total_peak']:.2f} | {s['wall']:.1f} | {s['cpu']:.1f} | "
+                     f"{s['load'][0]:.1f} |")
+    lines += ["", f"estimate alone: sigma = {est['value']:.6g} ({est['method']}, "
+              f"{est['status']}, {est['products']} products, {est.get('steps')} steps, "
+              f"Ritz value {est.get('ritz', float('nan')):.6g}, residual bound "
+              f"{est.get('residual_bound', float('nan')):.3g})",
+              f"step='fixed': step {fx['step']:.6g}, init_time {fx['init_time']:.1f} s "
+              f"(the estimate), iterations {fx['time']:.1f} s, n_iter {fx['n_iter']}, "
+              f"options['spectral_norm'] = {fx['spectral_norm']}",
+              f"step='auto': init_time {au['init_time']:.1f} s, iterations "
+              f"{au['time']:.1f} s, n_iter {au['n_iter']}",
+              f"ru_maxrss at the end {r['process_peak']:.2f} GiB (reset with VmHWM by "
+              f"each step's clear_refs: the process peak is the largest 'process peak' "
+              f"above); row layout built: {r['row_layout_built']}"]
+    return "\n".join(lines)
+
+
 def memory_run(n: int, nobs: int, k: int, threads: int, seed: int, block_shape=None,
                repeats: int = 3):
     """The three memory phases, each in a fresh subprocess (VmHWM of a process only
@@ -524,6 +612,9 @@ def main(argv=None) -> int:
                          "65536x65536 65536x8192) and of --prefetch distances")
     ap.add_argument("--prefetch", type=int, nargs="+", default=[8],
                     help="software-prefetch distances (entries ahead) for --sweep")
+    ap.add_argument("--fixed-step", action="store_true",
+                    help="step='fixed' (its spectral-norm estimate) against step='auto': "
+                         "time, products, peak RSS of --iters gd iterations")
     ap.add_argument("--memory-phase", choices=("problem", "build", "iteration"),
                     default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -533,6 +624,9 @@ def main(argv=None) -> int:
         shapes = [tuple(int(v) for v in t.lower().split("x")) for t in args.sweep]
         print(sweep_report(sweep(n, nobs, args.k, args.threads, args.repeats, args.seed,
                                  shapes, args.prefetch), nobs))
+    elif args.fixed_step:
+        print(fixed_step_report(_phase_fixed_step(n, nobs, args.k, args.threads, args.seed,
+                                                  args.iters, args.block_shape)))
     elif args.memory_phase:
         import json
         print(json.dumps(_phase_memory(args.memory_phase, n, nobs, args.k, args.threads,

@@ -38,7 +38,7 @@ from ._validation import (
     check_random_state,
 )
 from .distributed.errors import ShardError
-from .initialization import DEFAULT_INIT_SCALE, initial_factors, top_singular_value
+from .initialization import DEFAULT_INIT_SCALE, initial_factors, top_singular_value_info
 from .methods import METHODS, SolverState, StepFailure, StepRule
 from .methods.linesearch import SearchStalled
 from .operators import MeasurementOperator
@@ -83,12 +83,23 @@ class _Context:
     def __init__(self, operator, y, rng):
         self.operator, self.y, self.rng = operator, y, rng
         self._sigma = None
+        #: how spectral_norm() was obtained (None: not needed by this solve); the result's
+        #: ``options["spectral_norm"]``
+        self.spectral_norm_info = None
 
     def spectral_norm(self) -> float:
-        """||A^T(y)||_2, about sigma_1(M*) for a near-isotropic operator (cached)."""
+        """||A^T(y)||_2, about sigma_1(M*) for a near-isotropic operator (cached).
+
+        Dense SVD for small operators, else the bounded Lanczos estimate
+        (:func:`~lowrank_core.initialization.spectral_norm_estimate`: relative tolerance
+        1e-2, at most 140 products, upper-biased where not converged); how it was
+        obtained goes to ``spectral_norm_info``."""
         if self._sigma is None:
-            s = top_singular_value(self.operator.adjoint_operator(self.y), self.rng)
+            s, info = top_singular_value_info(self.operator.adjoint_operator(self.y),
+                                              self.rng)
             self._sigma = s if np.isfinite(s) and s > 0 else 1.0
+            info["value"] = float(self._sigma)
+            self.spectral_norm_info = info
         return self._sigma
 
 
@@ -296,8 +307,12 @@ def solve(operator: MeasurementOperator, y: ArrayLike, rank: int, method: str = 
         quartic in eta (:mod:`lowrank_core.methods.linesearch`; eta_max lets one step
         move the factors by at most their own norm); it costs forward passes of widths
         2k and k per iteration. "fixed": the method's fixed step (list above, the
-        papers' values). A number: that fixed step, exactly as given. The steps taken
-        are in ``history["step"]`` (AGN also ``history["step_G"]``).
+        papers' values); gd's 0.3 / ||A^T(y)||_2 takes the norm densely for small
+        operators, else from a bounded Lanczos estimate (relative tolerance 1e-2, at
+        most 140 operator products, an upper end of its bound; how it was obtained is
+        in ``options["spectral_norm"]``). A number: that fixed step, exactly as
+        given. The steps taken are in ``history["step"]`` (AGN also
+        ``history["step_G"]``).
     max_iter : int, optional
         Maximum number of iterations; 0 evaluates the initial point only. Default: the
         method's ``StepRule.default_max_iter`` (gd, onestep 10000; scaledgd,
@@ -640,6 +655,8 @@ def _run(operator, y, s: _Settings, rng) -> SolveResult:
     if s.reg:
         used["reg"] = s.reg
     used.update(rule.options)
+    if context.spectral_norm_info is not None:  # step="fixed" / a fixed damping
+        used["spectral_norm"] = dict(context.spectral_norm_info)
     history = recorder.history()
     for name, taken in rule.step_log.items():  # the step from iterate t to t + 1
         history[name] = np.array([taken[i] if i < len(taken) else np.nan

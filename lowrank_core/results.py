@@ -132,7 +132,10 @@ class SolveResult(_AttrDict):
         Every setting the run used, defaults resolved (step, tol, init_scale, damping,
         rcond, ...); None only where a setting does not apply to the run (``init_scale``
         of a spectral or given start) or is decided later in the run (onestep's
-        ``beta``, taken when the rebalance fires).
+        ``beta``, taken when the rebalance fires). ``options["spectral_norm"]`` (only
+        when step="fixed" or a fixed damping needed ||A^T(y)||_2): how that norm was
+        obtained (``method`` "dense" or "lanczos", ``status``, ``products``, ``value``;
+        see :func:`lowrank_core.initialization.spectral_norm_estimate`).
     history : History
         Per-iteration arrays (see :func:`lowrank_core.solve`, ``record``).
     success : bool

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 import lowrank_core as lc
-from lowrank_core.initialization import top_singular_value
+from lowrank_core.initialization import NORM_RTOL, top_singular_value
 from lowrank_core.operators import sample_entries
 
 # Child processes start outside the repository, so they import the installed package.
@@ -33,7 +33,9 @@ def test_default_step_norm_never_forms_tall_completion_matrix():
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
     S = sp.coo_matrix((y, (rows, cols)), shape=(n1, n2)).tocsr()
     reference = svds(S, k=1, return_singular_vectors=False, random_state=0)[0]
-    np.testing.assert_allclose(sigma, reference, rtol=1e-8)
+    # the bounded estimate (NORM_RTOL = 1e-2 on its residual bound; an upper-biased
+    # value if capped) instead of ARPACK to machine precision
+    np.testing.assert_allclose(sigma, reference, rtol=NORM_RTOL)
 
 
 def test_default_step_norm_small_operator_matches_dense_lapack():
@@ -228,7 +230,7 @@ def test_interrupt_during_default_step_returns_the_initial_point(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(driver, "top_singular_value", interrupted)
+    monkeypatch.setattr(driver, "top_singular_value_info", interrupted)
     # step="fixed": gd's fixed step 0.3 / ||A^T(y)||_2 needs the top singular value
     res = _solve_catching_interrupt(problem.operator, problem.y, rank=2, method="gd",
                                     init=(F0, G0), step="fixed", max_iter=10)
