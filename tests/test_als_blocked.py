@@ -16,14 +16,16 @@ from lowrank_core.operators import _indexing as ix
 
 
 def numpy_half_step(keys, others, y, fixed, n, scale, lam, rcond):
-    """(out, n_singular): row j = (s^2 X^T X + lam I)^{-1} s X^T y over the entries with
+    """(out, n_singular, cond): row j = (s^2 X^T X + lam I)^{-1} s X^T y over the entries with
     key j (X = fixed[others]), in float64; a system whose Cholesky pivots fall below
     rcond * max diagonal (fewer than k equations, lam = 0) gets the eigen pseudo-inverse
-    with the eigenvalues below rcond * max dropped, an empty row without ridge 0."""
+    with the eigenvalues below rcond * max dropped, an empty row without ridge 0; cond
+    (n,) the condition number of each row's system (inf when singular)."""
     k = fixed.shape[1]
     fixed = fixed.astype(np.float64)
     y = y.astype(np.float64)
     out = np.zeros((n, k))
+    cond = np.full(n, np.inf)
     n_singular = 0
     for j in range(n):
         sel = keys == j
@@ -36,11 +38,12 @@ def numpy_half_step(keys, others, y, fixed, n, scale, lam, rcond):
         w, V = np.linalg.eigh(C)
         if w[0] > rcond * w[-1] * 10:     # clearly regular: the Cholesky path
             out[j] = np.linalg.solve(C, rhs)
+            cond[j] = w[-1] / w[0]
         else:
             n_singular += 1
             keep = w > rcond * w[-1]
             out[j] = V[:, keep] @ ((V[:, keep].T @ rhs) / w[keep])
-    return out, n_singular
+    return out, n_singular, cond
 
 
 def _problem(n1, n2, k, m, dtype, block_shape, seed=0, empty_rows=(), few=None,
@@ -79,12 +82,13 @@ def _rel(a, b):
 @pytest.mark.parametrize("lam", [0.0, 0.7])
 @pytest.mark.parametrize("k", [3, 5, 17])
 def test_half_steps_match_numpy(dtype, lam, k):
-    n1, n2 = 31, 26
+    # about 2.5 k entries per row and column (well-posed rows beside the short ones)
+    n1, n2 = (31, 26) if k < 10 else (70, 60)
     # tiles of 3 x 4: 11 x 7 tiles; rows 0-2 (a whole row block, so its tiles are empty),
     # row 10 and columns 8-11 (a whole column block) unobserved; rows 4 and 20 with 1
     # and k - 1 observations (fewer than k: singular without the ridge)
     op, y, rows, cols, F, G = _problem(
-        n1, n2, k, 60 * k, dtype, (3, 4), seed=k, empty_rows=(0, 1, 2, 10),
+        n1, n2, k, int(2.5 * k * n1), dtype, (3, 4), seed=k, empty_rows=(0, 1, 2, 10),
         few={4: 1, 20: k - 1}, empty_cols=(8, 9, 10, 11))
     tptr = op._blocked["tptr"]
     assert np.sum(np.diff(tptr) == 0) >= 7 + 3 * 3   # empty tiles
@@ -95,8 +99,8 @@ def test_half_steps_match_numpy(dtype, lam, k):
     sing_f = tiles.by_row.solve(y, G, F1, op.scale, lam, rcond)
     G1 = np.empty((n2, k), dtype)
     sing_g = tiles.by_col.solve(y, F1, G1, op.scale, lam, rcond)
-    Fr, sr_f = numpy_half_step(rows, cols, y, G, n1, op.scale, lam, rcond)
-    Gr, sr_g = numpy_half_step(cols, rows, y, F1, n2, op.scale, lam, rcond)
+    Fr, sr_f, cf = numpy_half_step(rows, cols, y, G, n1, op.scale, lam, rcond)
+    Gr, sr_g, cg = numpy_half_step(cols, rows, y, F1, n2, op.scale, lam, rcond)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     # the singular rows (pseudo-inverse of the squared system) to a looser tolerance
     reg_r = np.bincount(rows, minlength=n1) >= k
@@ -104,18 +108,27 @@ def test_half_steps_match_numpy(dtype, lam, k):
     if lam:
         reg_r[:] = True
         reg_c[:] = True
-    assert _rel(F1[reg_r], Fr[reg_r]) < tol
-    assert _rel(G1[reg_c], Gr[reg_c]) < tol
-    stol = 1e-8 if dtype == np.float64 else 1e-3
-    assert np.abs(F1[~reg_r] - Fr[~reg_r]).max(initial=0) < stol * np.abs(Fr).max()
-    assert np.abs(G1[~reg_c] - Gr[~reg_c]).max(initial=0) < stol * np.abs(Gr).max()
-    # singular rows: the numpy count, and the row path's (same threshold semantics)
-    assert (sing_f, sing_g) == (sr_f, sr_g)
+    # rounding is amplified by each row's condition number: every regular row to tol
+    # while cond <= c0 (1000 in float64, 100 in float32: about 1e-15 and 1e-7 cond
+    # beyond); the singular rows (pseudo-inverse of the squared system) looser
+    c0 = 1000 if dtype == np.float64 else 100
+    for out, ref, cond, reg in ((F1, Fr, cf, reg_r), (G1, Gr, cg, reg_c)):
+        good = reg & np.isfinite(cond)
+        err = np.abs(out - ref).max(axis=1) / np.abs(ref).max()
+        assert np.all(err[good] < tol * np.maximum(cond[good], c0) / c0)
+        assert np.sum(good & (cond <= 10 * c0)) >= good.sum() // 2
+        stol = 1e-8 if dtype == np.float64 else 1e-3
+        assert np.all(err[~reg] < stol)
+    # singular rows: at least the lines with fewer than k observations (none with the
+    # ridge), numpy's count in float64, and the row path's count (below) in both
     if lam == 0:
         assert sing_f >= 4 + 2 and sing_g >= 4      # rows 0, 1, 2, 10, 4, 20; cols 8-11
+        assert sing_f >= np.sum(~reg_r) and sing_g >= np.sum(~reg_c)
         assert np.all(F1[[0, 1, 2, 10]] == 0) and np.all(G1[8:12] == 0)
     else:
         assert sing_f == sing_g == 0
+    if dtype == np.float64:
+        assert (sing_f, sing_g) == (sr_f, sr_g)
     rs_f = RowSolves(rows, cols, n1, np.int64, k, dtype, 1)
     rs_g = RowSolves(cols, rows, n2, np.int64, k, dtype, 1)
     F2 = np.empty_like(F1)
@@ -146,7 +159,7 @@ def test_threads_bitwise_and_two_threads_used(dtype):
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
     assert outs[0][2] == outs[1][2] == (1, 1)
-    Fr, _ = numpy_half_step(rows, cols, y, G, n1, op.scale, 0.0, rcond)
+    Fr, _, cond = numpy_half_step(rows, cols, y, G, n1, op.scale, 0.0, rcond)
     ok = np.arange(n1) != 5
     assert _rel(outs[0][0][ok], Fr[ok]) < (1e-12 if dtype == np.float64 else 1e-5)
 
@@ -191,7 +204,7 @@ def test_constructed_blocked_layout(dtype):
     rcond = 10.0 * k * float(np.finfo(dtype).eps)
     F1 = np.empty((n1, k), dtype)
     tiles.by_row.solve(y, G, F1, op.scale, 0.2, rcond)
-    Fr, _ = numpy_half_step(rows, cols, y, G, n1, op.scale, 0.2, rcond)
+    Fr, _, _ = numpy_half_step(rows, cols, y, G, n1, op.scale, 0.2, rcond)
     assert _rel(F1, Fr) < (1e-12 if dtype == np.float64 else 1e-5)
 
 
@@ -237,3 +250,28 @@ def test_auto_picks_row_or_tiles_and_no_row_layout_built():
     rows_op = lc.EntryOperator(np.arange(10), np.arange(10), (10, 10), layout="rows")
     with pytest.raises(ValueError, match="blocked layout"):
         lc.solve(rows_op, np.ones(10), 1, method="als", max_iter=1, layout="blocked")
+
+
+@pytest.mark.parametrize("sub", [1, 2, 5, 17])
+def test_row_passes_bitwise_equal(sub):
+    """Output blocks accumulated in passes of ``sub`` rows: the same additions per row in
+    the same order as one pass, so the same bits (and the numpy result)."""
+    k = 4
+    op, y, rows, cols, F, G = _problem(50, 45, k, 900, np.float64, (9, 7), seed=5,
+                                       empty_rows=(3,), few={11: 2})
+    rcond = 10.0 * k * float(np.finfo(np.float64).eps)
+    res = []
+    for s in (None, sub):
+        tiles = TileSolves(op, op._blocked, y, k, np.float64, 1, sub_rows=s)
+        F1 = np.empty((50, k))
+        G1 = np.empty((45, k))
+        n = (tiles.by_row.solve(y, G, F1, op.scale, 0.0, rcond),
+             tiles.by_col.solve(y, F1, G1, op.scale, 0.0, rcond))
+        res.append((F1, G1, n))
+    np.testing.assert_array_equal(res[0][0], res[1][0])
+    np.testing.assert_array_equal(res[0][1], res[1][1])
+    assert res[0][2] == res[1][2]
+    Fr, n_r, _ = numpy_half_step(rows, cols, y, G, 50, op.scale, 0.0, rcond)
+    assert n_r == res[1][2][0]
+    ok = np.bincount(rows, minlength=50) >= k
+    assert _rel(res[1][0][ok], Fr[ok]) < 1e-12

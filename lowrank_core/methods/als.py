@@ -169,9 +169,10 @@ class _TileHalf:
     """One half-step of :class:`TileSolves`: tiles of ``bo`` output rows x ``bf`` fixed
     rows (tptr, code) and y in their order."""
 
-    def __init__(self, owner, tptr, code, y, bo, bf, bounds):
+    def __init__(self, owner, tptr, code, y, bo, bf, n_in, bounds, sub):
         self.owner, self.tptr, self.code, self.y = owner, tptr, code, y
-        self.bo, self.bf, self.bounds = int(bo), int(bf), bounds
+        self.bo, self.bf, self.n_in, self.bounds = int(bo), int(bf), int(n_in), bounds
+        self.sub = int(bo) if sub is None else max(1, min(int(sub), int(bo)))
 
     def solve(self, y, fixed, out, scale, lam, rcond, n_unpenalized=0) -> int:
         """out <- the row solves against ``fixed``; returns the singular rows' count."""
@@ -181,7 +182,7 @@ class _TileHalf:
         half = o.by_row if self is o.by_row else o.by_col
         return int(o.kernel.solve_tiles(half.tptr, half.code, half.y, fixed, out, half.bo,
                                         half.bf, scale, lam, rcond, o.work, o.counts,
-                                        half.bounds, o.lwork, n_unpenalized))
+                                        half.bounds, o.lwork, n_unpenalized, half.sub))
 
 
 class TileSolves:
@@ -203,7 +204,7 @@ class TileSolves:
     entry count): bitwise independent of the thread count.
     """
 
-    def __init__(self, op, blocked, y, width, dtype, n_threads):
+    def __init__(self, op, blocked, y, width, dtype, n_threads, sub_rows=None):
         from .. import _steps
         from ..operators import _indexing as ix
         self.kernel = _kernels.load("_als_blocked")
@@ -218,19 +219,20 @@ class TileSolves:
         self.y_t = np.empty(m, self.dtype)
         self.col_count = np.empty(n2, np.int64)
         self.by_row = _TileHalf(self, blocked["tptr"], blocked["code"], None, br, bc,
-                                ix.thread_bounds(np.ascontiguousarray(
-                                    blocked["tptr"][::self.n_cb]), n_threads))
+                                self.n_cb, ix.thread_bounds(np.ascontiguousarray(
+                                    blocked["tptr"][::self.n_cb]), n_threads), sub_rows)
         self.set_y(y)       # fills the transposed layout
         self.by_col = _TileHalf(self, self.tptr_t, self.code_t, self.y_t, bc, br,
-                                ix.thread_bounds(np.ascontiguousarray(
-                                    self.tptr_t[::self.n_rb]), n_threads))
+                                self.n_rb, ix.thread_bounds(np.ascontiguousarray(
+                                    self.tptr_t[::self.n_rb]), n_threads), sub_rows)
         self.row_count = np.diff(op._ptr_r).astype(np.int64, copy=False)
-        T = max(self.by_row.bounds.shape[0], self.by_col.bounds.shape[0]) - 1
-        bo = max(br, bc)
+        halves = (self.by_row, self.by_col)
+        T = max(h.bounds.shape[0] for h in halves) - 1
+        sub = max(h.sub for h in halves)
         self.lwork = int(_steps.eigen_workspace_size(width, self.dtype))
-        self.work = np.empty((T, self.kernel.scratch_size(width, bo, self.lwork)),
+        self.work = np.empty((T, self.kernel.scratch_size(width, sub, self.lwork)),
                              self.dtype)
-        self.counts = np.empty((T, bo), np.int64)
+        self.counts = np.empty((T, max(h.sub + h.n_in for h in halves)), np.int64)
 
     def set_y(self, y) -> None:
         """Take the measurements y (the operator's order): y in the tiles' order for the
