@@ -56,7 +56,7 @@ def build(n: int, nobs: int, k: int, threads: int, seed: int):
 
 
 def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
-        lam: float) -> dict:
+        lam: float, subs=()) -> dict:
     from lowrank_core.methods.als import RowSolves, TileSolves, _index_type
     op, y, F, G, bw, bc = build(n, nobs, k, threads, seed)
     out = {"n": n, "nobs": nobs, "k": k, "threads": threads, "load": [_load()],
@@ -76,20 +76,25 @@ def run(n: int, nobs: int, k: int, threads: int, repeats: int, seed: int,
     tiles, w, c = _timed(lambda: TileSolves(op, op._blocked, y, k, y.dtype, threads))
     out["setup blocked"] = (w, c)
     out["tile_bytes"] = tiles.nbytes
-    res = {"rows": [np.empty_like(F), np.empty_like(G)],
-           "blocked": [np.empty_like(F), np.empty_like(G)]}
+    out["sub_rows"] = tiles.by_row.sub
+    halves = {"rows": (rs_f, rs_g), "blocked": (tiles.by_row, tiles.by_col)}
+    for sub in subs:       # the same tiles, other row passes (a smaller workspace each)
+        t2 = TileSolves(op, op._blocked, y, k, y.dtype, threads, sub_rows=sub)
+        halves[f"blocked, {t2.by_row.sub}-row passes"] = (t2.by_row, t2.by_col)
+    res = {name: [np.empty_like(F), np.empty_like(G)] for name in halves}
     sing = {}
 
     def iteration(name):
         Fn, Gn = res[name]
-        a, b = (rs_f, rs_g) if name == "rows" else (tiles.by_row, tiles.by_col)
+        a, b = halves[name]
         s = a.solve(y, G, Fn, scale, lam, rcond)
         s += b.solve(y, Fn, Gn, scale, lam, rcond)
         sing[name] = s
 
-    times = {"rows": [], "blocked": []}
+    times = {name: [] for name in halves}
+    out["paths"] = list(halves)
     for _ in range(repeats):
-        for name in ("rows", "blocked"):
+        for name in halves:
             _, w, c = _timed(lambda name=name: iteration(name))
             times[name].append((w, c))
             out["load"].append(_load())
@@ -116,10 +121,11 @@ def report(r: dict) -> str:
              f"setup, row path (rows, cols, two groupings): {r['setup rows'][0]:.1f} s wall, "
              f"{r['setup rows'][1]:.1f} s CPU",
              f"setup, tile path (transposed tiles): {r['setup blocked'][0]:.1f} s wall, "
-             f"{r['setup blocked'][1]:.1f} s CPU; it holds {r['tile_bytes'] / 2**20:.0f} MiB",
+             f"{r['setup blocked'][1]:.1f} s CPU; it holds {r['tile_bytes'] / 2**20:.0f} MiB "
+             f"(default row passes of {r['sub_rows']} rows)",
              "| path | wall s / iteration | CPU s / iteration | all (wall, CPU) |",
              "|---|---|---|---|"]
-    for name in ("rows", "blocked"):
+    for name in r["paths"]:
         w, c = r[name]
         runs = ", ".join(f"({a:.2f}, {b:.2f})" for a, b in r[name + " all"])
         lines.append(f"| {name} | {w:.2f} | {c:.2f} | {runs} |")
@@ -160,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--damping", type=float, default=0.1,
                     help="the ridge of both half-steps (default 0.1)")
+    ap.add_argument("--sub-rows", type=int, nargs="*", default=[],
+                    help="also time the tile path with these row passes (0: whole blocks)")
     ap.add_argument("--memory", choices=("rows", "blocked"), default=None,
                     help="only the peak RSS of one solve iteration on this path")
     a = ap.parse_args(argv)
@@ -167,7 +175,8 @@ def main(argv=None) -> int:
     if a.memory:
         print(memory(n, nobs, a.k, a.threads, a.seed, a.memory))
     else:
-        print(report(run(n, nobs, a.k, a.threads, a.repeats, a.seed, a.damping)))
+        print(report(run(n, nobs, a.k, a.threads, a.repeats, a.seed, a.damping,
+                         a.sub_rows)))
     return 0
 
 

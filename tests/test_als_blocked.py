@@ -261,7 +261,7 @@ def test_row_passes_bitwise_equal(sub):
                                        empty_rows=(3,), few={11: 2})
     rcond = 10.0 * k * float(np.finfo(np.float64).eps)
     res = []
-    for s in (None, sub):
+    for s in (0, sub):
         tiles = TileSolves(op, op._blocked, y, k, np.float64, 1, sub_rows=s)
         F1 = np.empty((50, k))
         G1 = np.empty((45, k))
