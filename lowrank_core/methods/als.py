@@ -35,6 +35,16 @@ column. The compiled kernel ``lowrank_core._als.solve_rows`` runs the rows in pa
 (fixed row ranges balanced by entry count; bitwise independent of the thread count); per
 row it gathers the observed G rows into a contiguous block and forms the Gram matrix and
 right-hand side by BLAS gemm/gemv, then LAPACK potrf/potrs (src/_als.pyx).
+On an operator with a cache-blocked layout, option ``layout="blocked"`` runs both
+half-steps over its tiles instead (:class:`TileSolves`, src/_als_blocked.pyx.tp): per row
+block, the rows' Gram matrices and right-hand sides are accumulated tile by tile (the
+fixed rows an entry reads lie in the tile's column slice, not at random in the whole
+factor), then each row is solved by the same finishing code; the G half-step walks a
+transposed copy of the tiles, built once per solve. No row layout, no groupings:
+(4 + itemsize) m bytes for the transposed tiles against 2 m index words for the
+operator's row layout and 4 m for the groupings (plus their argsort) on the row path.
+On this machine it is slower per iteration than the row path (docs/benchmarks.rst), so
+``layout="auto"`` (the default) is the row path.
 Singular rows (lam = 0 and fewer than k observations, or a rank-deficient
 G_{Omega_i}; detected as a Cholesky pivot below ``rcond`` times the largest diagonal
 entry) get the minimal-norm least-squares solution from the k x k eigendecomposition
@@ -85,7 +95,6 @@ from .. import _kernels
 from .._validation import check_positive_float
 from ._base import StepFailure, StepRule
 from .gnmr import adjoint_products_into, check_line_coverage, forward_factored_into
-
 
 #: values of the ALS option ``layout`` (completion only; see :func:`tile_layout`)
 LAYOUTS = ("auto", "rows", "blocked")
@@ -191,10 +200,15 @@ class TileSolves:
 
     The F half-step walks the operator's tiles (br x bc, by row block, then column block,
     each by row): per row block, each row's packed Gram matrix X_c X_c^T and right-hand
-    side y_e X_c are accumulated in a per-thread workspace of br (k (k + 1) / 2 + k)
-    values (34 MB at br = 65536, k = 10, float64; half in float32), then each row is
-    solved by the row kernel's finishing code (ridge, potrf with the rcond pivot test,
-    the pseudo-inverse of a singular row). The G half-step walks the transposed layout
+    side y_e X_c are accumulated in a per-thread workspace, then each row is solved by
+    the row kernel's finishing code (ridge, potrf with the rcond pivot test, the
+    pseudo-inverse of a singular row). The workspace holds ``sub_rows`` rows of k (k +
+    1) / 2 + k values of the factor's dtype (the row kernel accumulates in it too):
+    by default 1024 rows, 0.53 MB at k = 10 in float64, so it stays in L2; each pass
+    takes its rows' part of each of the block's tiles (binary search on the sorted
+    tile). ``sub_rows=0`` accumulates the whole row block at once (br rows: 34 MB at br
+    = 65536, k = 10, float64), 1.2x more CPU at 1e7 observations (docs/benchmarks.rst).
+    The passes add the same products in the same order: the same bits. The G half-step walks the transposed layout
     (tiles by column block, then row block, each by column), built once per solve by one
     counting sort per tile, O(m + n_rb n2): a 32-bit code and y per entry, (4 +
     itemsize) m bytes (1.2 GB at m = 1e8, float64), plus 8 bytes per tile and the column

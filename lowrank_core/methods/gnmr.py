@@ -122,8 +122,12 @@ def check_line_coverage(operator, k: int, method: str, counts=None) -> int:
     when the caller has them (ALS's tile path; then the operator's rows and cols, which
     a from_entries blocked operator would build a row layout for, are not read).
     """
-    from ..operators.entries import (EntryOperator, line_counts, short_lines_message,
-                                     short_lines_message_counts)
+    from ..operators.entries import (
+        EntryOperator,
+        line_counts,
+        short_lines_message,
+        short_lines_message_counts,
+    )
     if not isinstance(operator, EntryOperator):
         return 0
     if counts is None:
