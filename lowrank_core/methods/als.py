@@ -43,8 +43,13 @@ factor), then each row is solved by the same finishing code; the G half-step wal
 transposed copy of the tiles, built once per solve. No row layout, no groupings:
 (4 + itemsize) m bytes for the transposed tiles against 2 m index words for the
 operator's row layout and 4 m for the groupings (plus their argsort) on the row path.
-On this machine it is slower per iteration than the row path (docs/benchmarks.rst), so
-``layout="auto"`` (the default) is the row path.
+``layout="auto"`` (the default) takes this path on a from_entries blocked operator
+(whose measurement order is the tiles': nothing to build or permute besides the
+transposed tiles) and the row path on every other: at n1 = n2 = 1e6, k = 10, 2 threads,
+1e8 observations, 19.2 against 24.9 CPU s per iteration and 6 s against 35 s of setup
+(1e7: 5.2 against 5.6 CPU s; docs/benchmarks.rst, benchmarks/als_scale.py).
+``layout="rows"`` keeps the row path, ``"blocked"`` also takes a constructed
+operator's blocked layout (y permuted into its order once per solve).
 Singular rows (lam = 0 and fewer than k observations, or a rank-deficient
 G_{Omega_i}; detected as a Cholesky pivot below ``rcond`` times the largest diagonal
 entry) get the minimal-norm least-squares solution from the k x k eigendecomposition
@@ -207,8 +212,9 @@ class TileSolves:
     by default 1024 rows, 0.53 MB at k = 10 in float64, so it stays in L2; each pass
     takes its rows' part of each of the block's tiles (binary search on the sorted
     tile). ``sub_rows=0`` accumulates the whole row block at once (br rows: 34 MB at br
-    = 65536, k = 10, float64), 1.2x more CPU at 1e7 observations (docs/benchmarks.rst).
-    The passes add the same products in the same order: the same bits. The G half-step walks the transposed layout
+    = 65536, k = 10, float64): 1.4x the CPU at 1e7 observations, 1.5x the wall time at
+    1e8 (docs/benchmarks.rst). The passes add the same products in the same order: the
+    same bits. The G half-step walks the transposed layout
     (tiles by column block, then row block, each by column), built once per solve by one
     counting sort per tile, O(m + n_rb n2): a 32-bit code and y per entry, (4 +
     itemsize) m bytes (1.2 GB at m = 1e8, float64), plus 8 bytes per tile and the column
@@ -218,8 +224,10 @@ class TileSolves:
     entry count): bitwise independent of the thread count.
     """
 
-    #: rows per accumulation pass (benchmarks/als_scale.py at 1e7: the whole block's
-    #: workspace, 65536 rows, 7.7 CPU s per iteration; passes of 1024 rows, 6.5)
+    #: rows per accumulation pass (benchmarks/als_scale.py, n = 1e6, k = 10, 2 threads:
+    #: the whole block's workspace, 65536 rows, 7.2 CPU s per iteration at 1e7 and
+    #: 19.1 CPU s, 16.7 s wall at 1e8; passes of 1024 rows 5.2 and 19.2 CPU s, 11.2 s
+    #: wall)
     SUB_ROWS = 1024
 
     def __init__(self, op, blocked, y, width, dtype, n_threads, sub_rows=SUB_ROWS):
@@ -256,8 +264,8 @@ class TileSolves:
         """Take the measurements y (the operator's order): y in the tiles' order for the
         F half-step and, in the transposed order, for the G half-step."""
         b = self.blocked
+        self.y_source = y           # the caller's array (identity: y unchanged)
         y = np.ascontiguousarray(y, dtype=self.dtype)
-        self.y_source = y
         self.by_row.y = y if b["pos"] is None else y[b["pos"]]
         n1, n2 = self.op.shape
         br, bc = b["shape"]
@@ -269,7 +277,7 @@ class TileSolves:
     def nbytes(self) -> int:
         """Bytes held: the transposed layout, y permuted (a constructed layout only) and
         the per-thread workspaces."""
-        extra = self.by_row.y.nbytes if self.by_row.y is not self.y_source else 0
+        extra = 0 if self.blocked["pos"] is None else self.by_row.y.nbytes
         return int(self.tptr_t.nbytes + self.code_t.nbytes + self.y_t.nbytes + extra
                    + self.col_count.nbytes + self.work.nbytes + self.counts.nbytes)
 
