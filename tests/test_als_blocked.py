@@ -275,3 +275,20 @@ def test_row_passes_bitwise_equal(sub):
     assert n_r == res[1][2][0]
     ok = np.bincount(rows, minlength=50) >= k
     assert _rel(res[1][0][ok], Fr[ok]) < 1e-12
+
+
+def test_new_measurements_rebuild_the_transposed_tiles():
+    """A half-step called with another y array than the one it was built with takes
+    that y (both half-steps), as numpy does."""
+    k = 3
+    op, y, rows, cols, F, G = _problem(30, 25, k, 600, np.float64, (4, 6), seed=2)
+    tiles = TileSolves(op, op._blocked, y, k, np.float64, 1)
+    y2 = np.random.default_rng(9).standard_normal(y.size)
+    rcond = 10.0 * k * float(np.finfo(np.float64).eps)
+    F1 = np.empty((30, k))
+    G1 = np.empty((25, k))
+    tiles.by_row.solve(y2, G, F1, op.scale, 0.5, rcond)
+    tiles.by_col.solve(y2, F1, G1, op.scale, 0.5, rcond)
+    Fr, _, _ = numpy_half_step(rows, cols, y2, G, 30, op.scale, 0.5, rcond)
+    Gr, _, _ = numpy_half_step(cols, rows, y2, F1, 25, op.scale, 0.5, rcond)
+    assert _rel(F1, Fr) < 1e-12 and _rel(G1, Gr) < 1e-12
