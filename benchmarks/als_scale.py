@@ -146,13 +146,15 @@ def memory(n: int, nobs: int, k: int, threads: int, seed: int, path: str) -> str
     op, y, F, G, bw, bc = build(n, nobs, k, threads, seed)
     build_peak = _status_gib("VmHWM")
     before = _status_gib("VmRSS")
+    op_before = op.nbytes
     reset = reset_peak_rss()
     _, w, c = _timed(lambda: lc.solve(op, y, k, method="als", init=(F, G), max_iter=1,
                                       record=False, layout=path, damping=0.1))
     peak = _status_gib("VmHWM")
     return (f"ALS memory, layout={path!r}, n1 = n2 = {n:,}, |Omega| = {nobs:,}, k = {k}, "
             f"{threads} threads: build peak {build_peak:.2f} GiB; resident before the "
-            f"solve {before:.2f} GiB (operator {op.nbytes / 2**30:.2f} GiB, y, F, G); "
+            f"solve {before:.2f} GiB (operator {op_before / 2**30:.2f} GiB, y, F, G; "
+            f"operator after the solve {op.nbytes / 2**30:.2f} GiB); "
             f"peak of solve(max_iter=1) {peak:.2f} GiB"
             f"{'' if reset else ' (VmHWM not reset: includes the build)'}; "
             f"{w:.1f} s wall, {c:.1f} s CPU; load {_load()}")

@@ -321,6 +321,10 @@ class AlternatingLeastSquares(StepRule):
     default_init = "spectral"
     option_defaults = {"damping": "auto", "damping_scale": 1.0, "rcond": None,
                        "cg_tol": None, "cg_max_iter": 100, "layout": "auto"}
+    #: the completion half-steps read y, the factors and the residual norm, never z: on
+    #: a from_entries blocked operator the driver runs residual-free (no length-m z;
+    #: the same loss bits). The CG path (other operators) has no residual-free kernels.
+    needs_residual = False
 
     @classmethod
     def check_options(cls, options):
