@@ -46,8 +46,9 @@ operator's row layout and 4 m for the groupings (plus their argsort) on the row 
 ``layout="auto"`` (the default) takes this path on a from_entries blocked operator
 (whose measurement order is the tiles': nothing to build or permute besides the
 transposed tiles) and the row path on every other: at n1 = n2 = 1e6, k = 10, 2 threads,
-1e8 observations, 19.2 against 24.9 CPU s per iteration and 6 s against 35 s of setup
-(1e7: 5.2 against 5.6 CPU s; docs/benchmarks.rst, benchmarks/als_scale.py).
+1e8 observations, 19.2 against 24.9 CPU s per iteration, 6 s against 35 s of setup and
+a 3.06 against 4.92 GiB peak (1e7: 4.6-5.2 against 5.6-5.7 CPU s; docs/benchmarks.rst,
+benchmarks/als_scale.py).
 ``layout="rows"`` keeps the row path, ``"blocked"`` also takes a constructed
 operator's blocked layout (y permuted into its order once per solve).
 Singular rows (lam = 0 and fewer than k observations, or a rank-deficient
