@@ -35,6 +35,22 @@ column. The compiled kernel ``lowrank_core._als.solve_rows`` runs the rows in pa
 (fixed row ranges balanced by entry count; bitwise independent of the thread count); per
 row it gathers the observed G rows into a contiguous block and forms the Gram matrix and
 right-hand side by BLAS gemm/gemv, then LAPACK potrf/potrs (src/_als.pyx).
+On an operator with a cache-blocked layout, option ``layout="blocked"`` runs both
+half-steps over its tiles instead (:class:`TileSolves`, src/_als_blocked.pyx.tp): per row
+block, the rows' Gram matrices and right-hand sides are accumulated tile by tile (the
+fixed rows an entry reads lie in the tile's column slice, not at random in the whole
+factor), then each row is solved by the same finishing code; the G half-step walks a
+transposed copy of the tiles, built once per solve. No row layout, no groupings:
+(4 + itemsize) m bytes for the transposed tiles against 2 m index words for the
+operator's row layout and 4 m for the groupings (plus their argsort) on the row path.
+``layout="auto"`` (the default) takes this path on a from_entries blocked operator
+(whose measurement order is the tiles': nothing to build or permute besides the
+transposed tiles) and the row path on every other: at n1 = n2 = 1e6, k = 10, 2 threads,
+1e8 observations, 19.2 against 24.9 CPU s per iteration, 6 s against 35 s of setup and
+a 3.06 against 4.92 GiB peak (1e7: 4.6-5.2 against 5.6-5.7 CPU s; docs/benchmarks.rst,
+benchmarks/als_scale.py).
+``layout="rows"`` keeps the row path, ``"blocked"`` also takes a constructed
+operator's blocked layout (y permuted into its order once per solve).
 Singular rows (lam = 0 and fewer than k observations, or a rank-deficient
 G_{Omega_i}; detected as a Cholesky pivot below ``rcond`` times the largest diagonal
 entry) get the minimal-norm least-squares solution from the k x k eigendecomposition
@@ -85,6 +101,9 @@ from .. import _kernels
 from .._validation import check_positive_float
 from ._base import StepFailure, StepRule
 from .gnmr import adjoint_products_into, check_line_coverage, forward_factored_into
+
+#: values of the ALS option ``layout`` (completion only; see :func:`tile_layout`)
+LAYOUTS = ("auto", "rows", "blocked")
 
 
 def _entry_operator_class():
@@ -161,6 +180,130 @@ class RowSolves:
                                           self.lwork, True, n_unpenalized))
 
 
+class _TileHalf:
+    """One half-step of :class:`TileSolves`: tiles of ``bo`` output rows x ``bf`` fixed
+    rows (tptr, code) and y in their order."""
+
+    def __init__(self, owner, tptr, code, y, bo, bf, n_in, bounds, sub):
+        self.owner, self.tptr, self.code, self.y = owner, tptr, code, y
+        self.bo, self.bf, self.n_in, self.bounds = int(bo), int(bf), int(n_in), bounds
+        self.sub = int(bo) if not sub else max(1, min(int(sub), int(bo)))
+
+    def solve(self, y, fixed, out, scale, lam, rcond, n_unpenalized=0) -> int:
+        """out <- the row solves against ``fixed``; returns the singular rows' count."""
+        o = self.owner
+        if y is not o.y_source:
+            o.set_y(y)
+        half = o.by_row if self is o.by_row else o.by_col
+        return int(o.kernel.solve_tiles(half.tptr, half.code, half.y, fixed, out, half.bo,
+                                        half.bf, scale, lam, rcond, o.work, o.counts,
+                                        half.bounds, o.lwork, n_unpenalized, half.sub))
+
+
+class TileSolves:
+    """Both half-steps of completion ALS over an EntryOperator's blocked tiles
+    (``lowrank_core._als_blocked``, src/_als_blocked.pyx.tp): no row layout, no gather.
+
+    The F half-step walks the operator's tiles (br x bc, by row block, then column block,
+    each by row): per row block, each row's packed Gram matrix X_c X_c^T and right-hand
+    side y_e X_c are accumulated in a per-thread workspace, then each row is solved by
+    the row kernel's finishing code (ridge, potrf with the rcond pivot test, the
+    pseudo-inverse of a singular row). The workspace holds ``sub_rows`` rows of k (k +
+    1) / 2 + k values of the factor's dtype (the row kernel accumulates in it too):
+    by default 1024 rows, 0.53 MB at k = 10 in float64, so it stays in L2; each pass
+    takes its rows' part of each of the block's tiles (binary search on the sorted
+    tile). ``sub_rows=0`` accumulates the whole row block at once (br rows: 34 MB at br
+    = 65536, k = 10, float64): 1.4x the CPU at 1e7 observations, 1.5x the wall time at
+    1e8 (docs/benchmarks.rst). The passes add the same products in the same order: the
+    same bits. The G half-step walks the transposed layout
+    (tiles by column block, then row block, each by column), built once per solve by one
+    counting sort per tile, O(m + n_rb n2): a 32-bit code and y per entry, (4 +
+    itemsize) m bytes (1.2 GB at m = 1e8, float64), plus 8 bytes per tile and the column
+    counts (n2 int64), held by this object (freed with the solve). y is taken in the
+    tiles' order (as stored for from_entries; permuted once, y[pos], for a constructed
+    operator's layout). Threads own whole output blocks (fixed partitions balanced by
+    entry count): bitwise independent of the thread count.
+    """
+
+    #: rows per accumulation pass (benchmarks/als_scale.py, n = 1e6, k = 10, 2 threads:
+    #: the whole block's workspace, 65536 rows, 7.2 CPU s per iteration at 1e7 and
+    #: 19.1 CPU s, 16.7 s wall at 1e8; passes of 1024 rows 5.2 and 19.2 CPU s, 11.2 s
+    #: wall)
+    SUB_ROWS = 1024
+
+    def __init__(self, op, blocked, y, width, dtype, n_threads, sub_rows=SUB_ROWS):
+        from .. import _steps
+        from ..operators import _indexing as ix
+        self.kernel = _kernels.load("_als_blocked")
+        self.op, self.blocked = op, blocked
+        n1, n2 = op.shape
+        br, bc = blocked["shape"]
+        self.n_rb, self.n_cb = -(-n1 // br), -(-n2 // bc)
+        self.dtype = np.dtype(dtype)
+        m = op.m
+        self.tptr_t = np.empty(self.n_rb * self.n_cb + 1, np.int64)
+        self.code_t = np.empty(m, np.uint32)
+        self.y_t = np.empty(m, self.dtype)
+        self.col_count = np.empty(n2, np.int64)
+        self.by_row = _TileHalf(self, blocked["tptr"], blocked["code"], None, br, bc,
+                                self.n_cb, ix.thread_bounds(np.ascontiguousarray(
+                                    blocked["tptr"][::self.n_cb]), n_threads), sub_rows)
+        self.set_y(y)       # fills the transposed layout
+        self.by_col = _TileHalf(self, self.tptr_t, self.code_t, self.y_t, bc, br,
+                                self.n_rb, ix.thread_bounds(np.ascontiguousarray(
+                                    self.tptr_t[::self.n_rb]), n_threads), sub_rows)
+        self.row_count = np.diff(op._ptr_r).astype(np.int64, copy=False)
+        halves = (self.by_row, self.by_col)
+        T = max(h.bounds.shape[0] for h in halves) - 1
+        sub = max(h.sub for h in halves)
+        self.lwork = int(_steps.eigen_workspace_size(width, self.dtype))
+        self.work = np.empty((T, self.kernel.scratch_size(width, sub, self.lwork)),
+                             self.dtype)
+        self.counts = np.empty((T, max(h.sub + h.n_in for h in halves)), np.int64)
+
+    def set_y(self, y) -> None:
+        """Take the measurements y (the operator's order): y in the tiles' order for the
+        F half-step and, in the transposed order, for the G half-step."""
+        b = self.blocked
+        self.y_source = y           # the caller's array (identity: y unchanged)
+        y = np.ascontiguousarray(y, dtype=self.dtype)
+        self.by_row.y = y if b["pos"] is None else y[b["pos"]]
+        n1, n2 = self.op.shape
+        br, bc = b["shape"]
+        self.kernel.transpose_tiles(b["tptr"], b["code"], self.by_row.y, n1, n2, br, bc,
+                                    self.tptr_t, self.code_t, self.y_t, self.col_count,
+                                    np.empty(bc + 1, np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the transposed layout, y permuted (a constructed layout only) and
+        the per-thread workspaces."""
+        extra = 0 if self.blocked["pos"] is None else self.by_row.y.nbytes
+        return int(self.tptr_t.nbytes + self.code_t.nbytes + self.y_t.nbytes + extra
+                   + self.col_count.nbytes + self.work.nbytes + self.counts.nbytes)
+
+
+def tile_layout(op, k: int, layout: str):
+    """The blocked layout the ALS tile path runs on, or None for the row path.
+
+    ``layout`` is the ALS option: "rows" always None; "blocked" the operator's blocked
+    layout for width k (built if needed; ValueError if the operator has none, e.g.
+    ``layout="rows"``); "auto" only a from_entries blocked layout (the operator's
+    measurement order is the tiles': nothing to build or permute).
+    """
+    if layout == "rows":
+        return None
+    if layout == "auto":
+        b = op._blocked
+        return b if (b is not None and b["pos"] is None) else None
+    b = op._blocked_for(k)
+    if b is None:
+        raise ValueError("ALS option layout='blocked' needs an EntryOperator with a "
+                         "blocked layout (EntryOperator.from_entries(..., layout="
+                         "'blocked') or layout='blocked'); this one uses the row layout")
+    return b
+
+
 def auto_ridge(damping_scale, relres, gram_scale, fixed, k) -> float:
     """The vanishing ridge of ``damping="auto"`` for the half-step whose fixed factor is
     ``fixed``: damping_scale rho^2 gram_scale ||fixed||_F^2 / k (module docstring), 0 if
@@ -178,7 +321,11 @@ class AlternatingLeastSquares(StepRule):
     default_step = 1.0
     default_init = "spectral"
     option_defaults = {"damping": "auto", "damping_scale": 1.0, "rcond": None,
-                       "cg_tol": None, "cg_max_iter": 100}
+                       "cg_tol": None, "cg_max_iter": 100, "layout": "auto"}
+    #: the completion half-steps read y, the factors and the residual norm, never z: on
+    #: a from_entries blocked operator the driver runs residual-free (no length-m z;
+    #: the same loss bits). The CG path (other operators) has no residual-free kernels.
+    needs_residual = False
 
     @classmethod
     def check_options(cls, options):
@@ -201,6 +348,9 @@ class AlternatingLeastSquares(StepRule):
         if isinstance(mi, (bool, np.bool_)) or not isinstance(mi, numbers.Integral) or mi < 1:
             raise ValueError(f"ALS option cg_max_iter must be a positive integer, got {mi!r}")
         opts["cg_max_iter"] = int(mi)
+        if not (isinstance(opts["layout"], str) and opts["layout"] in LAYOUTS):
+            raise ValueError(f"ALS option layout must be one of {LAYOUTS}, got "
+                             f"{opts['layout']!r}")
         return opts
 
     @classmethod
@@ -227,11 +377,20 @@ class AlternatingLeastSquares(StepRule):
         self.lam = 0.0
         op = s.operator
         self.rowwise = isinstance(op, _entry_operator_class())
-        self.short_lines = check_line_coverage(op, s.k, "als")
-        if self.rowwise:
-            self._setup_rowwise()
+        self.tiles = None
+        blocked = tile_layout(op, s.k, self.options["layout"]) if self.rowwise else None
+        if blocked is not None:
+            # no row layout: the line counts come from the row pointers and the
+            # transposed tiles
+            self._setup_tiles(blocked)
+            self.short_lines = check_line_coverage(
+                op, s.k, "als", counts=(self.tiles.row_count, self.tiles.col_count))
         else:
-            self._setup_cg()
+            self.short_lines = check_line_coverage(op, s.k, "als")
+            if self.rowwise:
+                self._setup_rowwise()
+            else:
+                self._setup_cg()
 
     # ------------------------------------------------------------ completion rows
     def _setup_rowwise(self):
@@ -247,6 +406,15 @@ class AlternatingLeastSquares(StepRule):
         # E[C_i] = scale^2 p G^T G for uniform sampling (p = m / (n1 n2))
         self.gram_scale = self.scale ** 2 * op.m / (float(n1) * float(n2))
         self.options["ridge_gram_scale"] = self.gram_scale   # resolved, for the record
+
+    def _setup_tiles(self, blocked):
+        """The tile path (:class:`TileSolves`): both half-steps over the blocked layout."""
+        s, op = self.state, self.state.operator
+        self.tiles = TileSolves(op, blocked, s.y, s.k, s.dtype, op.n_threads)
+        self.by_row, self.by_col = self.tiles.by_row, self.tiles.by_col
+        self.scale = float(op.scale)
+        self.gram_scale = self.scale ** 2 * op.m / (float(s.n1) * float(s.n2))
+        self.options["ridge_gram_scale"] = self.gram_scale
 
     def ridge_weight(self, fixed) -> float:
         """lam of the half-step whose fixed factor is ``fixed`` (module docstring)."""

@@ -112,23 +112,33 @@ from ._base import StepRule
 VARIANTS = {"setting": 1.0, "averaging": 0.0, "updating": -1.0}
 
 
-def check_line_coverage(operator, k: int, method: str) -> int:
+def check_line_coverage(operator, k: int, method: str, counts=None) -> int:
     """Warn (RuntimeWarning) when a completion problem has a row or column with fewer
     than k observed entries, and return how many lines do (0 for other operators).
 
     Such a line is not determined by the data: row i of a rank-k completion F G^T is
     F_i G^T, and |Omega_i| < k equations leave F_i underdetermined whatever the method.
-    O(m + n1 + n2) once per solve.
+    O(m + n1 + n2) once per solve. ``counts``: (entries per row, entries per column)
+    when the caller has them (ALS's tile path; then the operator's rows and cols, which
+    a from_entries blocked operator would build a row layout for, are not read).
     """
-    from ..operators.entries import EntryOperator, line_counts, short_lines_message
+    from ..operators.entries import (
+        EntryOperator,
+        line_counts,
+        short_lines_message,
+        short_lines_message_counts,
+    )
     if not isinstance(operator, EntryOperator):
         return 0
-    rows, cols = operator.rows, operator.cols
-    message = short_lines_message(rows, cols, operator.shape, k)
+    if counts is None:
+        rows, cols = operator.rows, operator.cols
+        message = short_lines_message(rows, cols, operator.shape, k)
+    else:
+        message = short_lines_message_counts(*counts, operator.shape, k)
     if not message:
         return 0
     warnings.warn(f"{method}: {message}", RuntimeWarning, stacklevel=6)
-    per_row, per_col = line_counts(rows, cols, operator.shape)
+    per_row, per_col = line_counts(rows, cols, operator.shape) if counts is None else counts
     return int(np.count_nonzero(per_row < k) + np.count_nonzero(per_col < k))
 
 

@@ -1050,7 +1050,11 @@ def line_counts(rows, cols, shape) -> tuple[np.ndarray, np.ndarray]:
 def short_lines_message(rows, cols, shape, k: int) -> str:
     """'' when every row and column has >= k observed entries, else a sentence saying how
     many do not (those lines of a rank-k completion are not determined by the data)."""
-    per_row, per_col = line_counts(rows, cols, shape)
+    return short_lines_message_counts(*line_counts(rows, cols, shape), shape, k)
+
+
+def short_lines_message_counts(per_row, per_col, shape, k: int) -> str:
+    """:func:`short_lines_message` from the entries per row and per column."""
     n_r = int(np.count_nonzero(per_row < k))
     n_c = int(np.count_nonzero(per_col < k))
     if n_r == 0 and n_c == 0:
