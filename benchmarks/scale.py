@@ -65,6 +65,33 @@ def _status_gib(field: str) -> float | None:
     return None
 
 
+def _gib(field: str) -> float:
+    v = _status_gib(field)
+    return float("nan") if v is None else v
+
+
+class StepMemory:
+    """Named steps run one after the other, each with its extra peak RSS (the peak mark
+    VmHWM reset through /proc/self/clear_refs before it, VmRSS read before it), what it
+    left resident, the process peak, wall and CPU seconds and the load; printed on
+    stderr as they end (the report is the last stdout line)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, name, fn):
+        reset_peak_rss()
+        rss0 = _gib("VmRSS")
+        c0, t0 = time.process_time(), time.perf_counter()
+        res = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        self.steps.append({"step": name, "peak": _gib("VmHWM") - rss0,
+                           "kept": _gib("VmRSS") - rss0, "total_peak": _gib("VmHWM"),
+                           "wall": wall, "cpu": cpu, "load": os.getloadavg()})
+        print(self.steps[-1], file=sys.stderr, flush=True)
+        return res
+
+
 def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
     try:
@@ -250,25 +277,9 @@ def _phase_memory(phase: str, n: int, nobs: int, k: int, threads: int, seed: int
     """
     import lowrank_core as lc
 
-    def gib(field):
-        v = _status_gib(field)
-        return float("nan") if v is None else v
-
-    out = {"phase": phase, "base": gib("VmRSS")}
-    steps = []
-
-    def step(name, fn):
-        reset_peak_rss()
-        rss0 = gib("VmRSS")
-        c0, t0 = time.process_time(), time.perf_counter()
-        res = fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        steps.append({"step": name, "peak": gib("VmHWM") - rss0,
-                      "kept": gib("VmRSS") - rss0, "total_peak": gib("VmHWM"),
-                      "wall": wall, "cpu": cpu})
-        # progress on stderr (the report is the last stdout line)
-        print(steps[-1], file=sys.stderr, flush=True)
-        return res
+    out = {"phase": phase, "base": _gib("VmRSS")}
+    step = StepMemory()
+    steps = step.steps
 
     rng, rows, cols, values = step("draw the problem (rows, cols int32, values float64)",
                                    lambda: _draw(n, nobs, seed))
@@ -353,24 +364,9 @@ def _phase_fixed_step(n: int, nobs: int, k: int, threads: int, seed: int, iters:
     import lowrank_core as lc
     from lowrank_core.initialization import top_singular_value_info
 
-    def gib(field):
-        v = _status_gib(field)
-        return float("nan") if v is None else v
-
-    out = {"phase": "fixedstep", "base": gib("VmRSS"), "iters": iters}
-    steps = []
-
-    def step(name, fn):
-        reset_peak_rss()
-        rss0 = gib("VmRSS")
-        c0, t0 = time.process_time(), time.perf_counter()
-        res = fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        steps.append({"step": name, "peak": gib("VmHWM") - rss0,
-                      "kept": gib("VmRSS") - rss0, "total_peak": gib("VmHWM"),
-                      "wall": wall, "cpu": cpu, "load": os.getloadavg()})
-        print(steps[-1], file=sys.stderr, flush=True)
-        return res
+    out = {"phase": "fixedstep", "base": _gib("VmRSS"), "iters": iters}
+    step = StepMemory()
+    steps = step.steps
 
     data = list(step("draw the problem (rows, cols int32, values float64)",
                      lambda: _draw(n, nobs, seed)))

@@ -256,6 +256,17 @@ def test_scale_benchmark_smoke(many_threads):
     assert [tuple(r["shape"]) for r in sw] == [(256, 128), (64, 64)]
     text = bench.sweep_report(sw, 40000)
     assert "| 64 x 64 | residual gradient, prefetch 4 |" in text and "line search" in text
+    assert "| 64 x 64 | numpy gather of G rows, tile order |" in text
+    # the gather's columns are the observations' columns in the layout's order
+    rng = np.random.default_rng(2)
+    rows, cols = rng.integers(0, 50, 900), rng.integers(0, 40, 900)
+    op, _, order = lc.EntryOperator.from_entries(rows, cols, rng.standard_normal(900),
+                                                 (50, 40), layout="blocked", k=3,
+                                                 block_shape=(7, 5), return_order=True)
+    np.testing.assert_array_equal(bench.tile_order_columns(op), cols[order])
+    G = rng.standard_normal((40, 3))
+    assert bench.gather_rows(G, bench.tile_order_columns(op), chunk=64)() == \
+        G[cols[order][(900 // 64) * 64], 0]
 
 
 # ---------------------------------------------------------------- from_entries

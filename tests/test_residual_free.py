@@ -174,6 +174,19 @@ def _today(monkeypatch, op):
     monkeypatch.setattr(op, "_residual_free", lambda k: False)
 
 
+def _count_storing_passes(monkeypatch, op) -> dict:
+    """Count the operator's storing gradient passes (z written into a buffer)."""
+    calls = {"store": 0}
+    store = op._residual_gradient_into
+
+    def counting(*a):
+        calls["store"] += 1
+        return store(*a)
+
+    monkeypatch.setattr(op, "_residual_gradient_into", counting)
+    return calls
+
+
 @pytest.mark.filterwarnings("ignore::lowrank_core._threads.ThreadCapWarning")
 @pytest.mark.parametrize("step", ["auto", "fixed", 2e-3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -193,14 +206,7 @@ def test_gd_solve_equals_todays_path(monkeypatch, many_threads, step, dtype, sym
     kw = dict(method="gd", symmetric=symmetric, step=step, max_iter=15, seed=2,
               record=["loss", "residual", "grad_norm"],
               reg=1e-3 if symmetric else 0.0)
-    calls = {"store": 0}
-    store = op._residual_gradient_into
-
-    def counting(*a):
-        calls["store"] += 1
-        return store(*a)
-
-    monkeypatch.setattr(op, "_residual_gradient_into", counting)
+    calls = _count_storing_passes(monkeypatch, op)
     res = lc.solve(op, y, 3, **kw)
     assert calls["store"] == 0                 # z never computed into a buffer
     _today(monkeypatch, op)
@@ -262,14 +268,7 @@ def test_preconditioned_solve_equals_todays_path(monkeypatch, many_threads, meth
     # when the run is residual-free (the tiles), which may flip singular vectors' signs
     kw = dict(method=method, symmetric=symmetric, step=step, max_iter=12, seed=3,
               init="small", init_scale=0.3, record=["loss", "residual", "grad_norm"])
-    calls = {"store": 0}
-    store = op._residual_gradient_into
-
-    def counting(*a):
-        calls["store"] += 1
-        return store(*a)
-
-    monkeypatch.setattr(op, "_residual_gradient_into", counting)
+    calls = _count_storing_passes(monkeypatch, op)
     res = lc.solve(op, y, 3, **kw)
     assert calls["store"] == 0
     _today(monkeypatch, op)
