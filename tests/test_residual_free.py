@@ -174,6 +174,23 @@ def _today(monkeypatch, op):
     monkeypatch.setattr(op, "_residual_free", lambda k: False)
 
 
+def _assert_same_run(res, ref, exact: bool, rtol: float) -> None:
+    """Factors and every recorded history of two solves: bitwise (exact) or to rtol
+    (factors relative to their largest entry)."""
+    for a, b in zip(res.factors, ref.factors):
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert np.max(np.abs(a - b)) <= rtol * np.max(np.abs(b))
+    for name in ref.history:
+        if exact:
+            np.testing.assert_array_equal(res.history[name], ref.history[name],
+                                          err_msg=name)
+        else:
+            np.testing.assert_allclose(res.history[name], ref.history[name], rtol=rtol,
+                                       err_msg=name)
+
+
 def _count_storing_passes(monkeypatch, op) -> dict:
     """Count the operator's storing gradient passes (z written into a buffer)."""
     calls = {"store": 0}
@@ -213,20 +230,10 @@ def test_gd_solve_equals_todays_path(monkeypatch, many_threads, step, dtype, sym
     ref = lc.solve(op, y, 3, **kw)
     assert calls["store"] == ref.n_evaluations > 0
     assert res.n_iter == ref.n_iter and res.status == ref.status
+    rtol = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-4}[np.dtype(dtype)]
+    _assert_same_run(res, ref, exact=not isinstance(step, str), rtol=rtol)
     if not isinstance(step, str):
-        for a, b in zip(res.factors, ref.factors):
-            np.testing.assert_array_equal(a, b)
-        for name in ref.history:
-            np.testing.assert_array_equal(res.history[name], ref.history[name],
-                                          err_msg=name)
         assert res.loss == ref.loss and res.residual == ref.residual
-    else:
-        rtol = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-4}[np.dtype(dtype)]
-        for a, b in zip(res.factors, ref.factors):
-            assert np.max(np.abs(a - b)) <= rtol * np.max(np.abs(b))
-        for name in ref.history:
-            np.testing.assert_allclose(res.history[name], ref.history[name], rtol=rtol,
-                                       err_msg=name)
 
 
 def test_methods_needing_z_keep_the_storing_path(monkeypatch):
@@ -275,18 +282,7 @@ def test_preconditioned_solve_equals_todays_path(monkeypatch, many_threads, meth
     ref = lc.solve(op, y, 3, **kw)
     assert calls["store"] == ref.n_evaluations > 0
     assert res.n_iter == ref.n_iter == 12 and res.status == ref.status
-    if not isinstance(step, str):
-        for a, b in zip(res.factors, ref.factors):
-            np.testing.assert_array_equal(a, b)
-        for name in ref.history:
-            np.testing.assert_array_equal(res.history[name], ref.history[name],
-                                          err_msg=name)
-    else:
-        for a, b in zip(res.factors, ref.factors):
-            assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b))
-        for name in ref.history:
-            np.testing.assert_allclose(res.history[name], ref.history[name], rtol=1e-10,
-                                       err_msg=name)
+    _assert_same_run(res, ref, exact=not isinstance(step, str), rtol=1e-10)
     # and the iterates are those of plain numpy's loss: the reported loss is
     # 1/2 ||A(F G^T) - y||^2 of the returned factors
     F, G = res.factors
