@@ -193,11 +193,10 @@ class _TileHalf:
         """out <- the row solves against ``fixed``; returns the singular rows' count."""
         o = self.owner
         if y is not o.y_source:
-            o.set_y(y)
-        half = o.by_row if self is o.by_row else o.by_col
-        return int(o.kernel.solve_tiles(half.tptr, half.code, half.y, fixed, out, half.bo,
-                                        half.bf, scale, lam, rcond, o.work, o.counts,
-                                        half.bounds, o.lwork, n_unpenalized, half.sub))
+            o.set_y(y)      # refills self.y (both halves' y arrays are rebuilt)
+        return int(o.kernel.solve_tiles(self.tptr, self.code, self.y, fixed, out, self.bo,
+                                        self.bf, scale, lam, rcond, o.work, o.counts,
+                                        self.bounds, o.lwork, n_unpenalized, self.sub))
 
 
 class TileSolves:
