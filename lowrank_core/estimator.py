@@ -43,6 +43,13 @@ _FAST_BIASES_ALS = True
 #: centered operator (its conjugate-gradient half-steps, the reference path).
 _FAST_CENTER_ALS = True
 
+#: without centering the training operator is ``EntryOperator.from_entries`` (the
+#: observations sorted once into the layout the kernels stream: y and z read in order,
+#: tiles at scale, the residual-free and ALS tile paths); False builds it with the
+#: constructor (y kept in the user's order; the reference path of
+#: benchmarks/estimator_scale.py and the tests)
+_FIT_FROM_ENTRIES = True
+
 try:  # scikit-learn's NotFittedError when it is installed (its checks expect that class)
     from sklearn.exceptions import NotFittedError
 except ImportError:  # pragma: no cover - depends on the environment
@@ -415,9 +422,13 @@ class MatrixCompletion:
             val = (EntryOperator(rows[held], cols[held], shape, dtype=dt,
                                  n_threads=self.n_threads), values[held])
             rows, cols, values = rows[kept], cols[kept], values[kept]
-        op = EntryOperator(rows, cols, shape, dtype=dt, n_threads=self.n_threads)
-        y = values
         offsets = None
+        if _FIT_FROM_ENTRIES and not isinstance(self.center, str) and not self.center:
+            op, y = EntryOperator.from_entries(rows, cols, values, shape, k=rank,
+                                               n_threads=self.n_threads)
+        else:
+            op = EntryOperator(rows, cols, shape, dtype=dt, n_threads=self.n_threads)
+            y = values
         if isinstance(self.center, str):
             op = offsets = _BiasProjectedEntries(op)
             y = op.project(values)
