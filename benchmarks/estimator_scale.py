@@ -27,6 +27,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scale import _gib  # noqa: E402
+
 PATHS = ("constructor (user order)", "from_entries")
 
 
@@ -82,21 +85,13 @@ def timing(n, nobs, rank, methods, max_iter, threads, repeats, seed) -> dict:
             "repeats": repeats, "methods": out, "load": os.getloadavg()}
 
 
-def _vm(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / 2**30
-    return float("nan")
-
-
 def memory_worker(path, n, nobs, rank, method, max_iter, threads, seed) -> dict:
     data = draw(n, nobs, rank, seed)
-    before = _vm("VmHWM")
+    before = _gib("VmHWM")
     t0 = time.perf_counter()
     fit(path, data, n, rank, method, max_iter, threads)
     return {"path": path, "method": method, "peak_before_fit": before,
-            "peak_after_fit": _vm("VmHWM"), "fit_wall": time.perf_counter() - t0}
+            "peak_after_fit": _gib("VmHWM"), "fit_wall": time.perf_counter() - t0}
 
 
 def main(argv=None) -> int:
